@@ -1,0 +1,125 @@
+# llmgate — build, run, test, bench.
+#
+#   make          build build/llmgate, build/mockllm, build/ttftbench
+#   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
+#   make test     install deps, build, run every suite (unit, integration, ASan/UBSan, openai e2e)
+#   make bench    short version of every benchmark (issue 3)
+#
+# O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
+
+CC      ?= cc
+O       ?= build
+SAN     ?= 0
+PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih
+
+DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
+            liburcu-dev libinih-dev check libsubunit-dev python3 curl nodejs npm wrk nginx-light
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
+CFLAGS  ?= -O2 -g
+VERSION := 0.1.0
+CFLAGS  += -DLLMGATE_VERSION=\"$(VERSION)\" -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP -I. \
+           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+ifeq ($(SAN),1)
+CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+LDFLAGS += -fsanitize=address,undefined
+endif
+
+CORE_SRC  := $(wildcard core/*.c)
+HTTP_SRC  := $(wildcard http/*.c)
+INF_SRC   := $(wildcard inference/*.c)
+LIB_SRC   := $(CORE_SRC) $(HTTP_SRC) $(INF_SRC)
+LIB_OBJ   := $(LIB_SRC:%.c=$(O)/%.o)
+MOCK_SRC  := $(wildcard cmd/mockllm/*.c)
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
+
+BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench
+
+.PHONY: all deps run test unit integration asan e2e bench lint format check-format clean
+all: $(BINS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(O)/libllmgate.a: $(LIB_OBJ)
+	@rm -f $@
+	ar rcs $@ $^
+
+$(O)/llmgate: $(O)/cmd/llmgate.o $(O)/libllmgate.a
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/mockllm: $(MOCK_SRC:%.c=$(O)/%.o)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/ttftbench: $(O)/bench/ttftbench.o
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/%: tests/unit/%.c $(O)/libllmgate.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libllmgate.a $(LDLIBS) $(shell pkg-config --libs check)
+
+# --- dependencies: Debian packages only; installs what is missing ---------------------------
+deps:
+	@missing=""; for p in $(DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "deps: all present"; fi
+
+config.ini:
+	cp config.ini.example config.ini
+
+# --- run: gateway on 127.0.0.1:8080 backed by the bundled mock engine ------------------------
+run: deps
+	$(MAKE) all
+	scripts/run.sh
+
+# --- tests ------------------------------------------------------------------------------------
+unit: $(UNIT_BIN)
+	@scripts/run_unit.sh $(UNIT_BIN)
+
+integration: all
+	python3 tests/integration/run.py --build $(O)
+
+asan:
+	$(MAKE) O=build-asan SAN=1 all $(patsubst $(O)/%,build-asan/%,$(UNIT_BIN))
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) O=build-asan SAN=1 unit
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  python3 tests/integration/run.py --build build-asan --sanitizer
+
+e2e: all
+	tests/e2e/run.sh $(O)
+
+test: deps
+	$(MAKE) all
+	$(MAKE) unit
+	$(MAKE) integration
+	$(MAKE) asan
+	$(MAKE) e2e
+	@scripts/summary.sh
+
+bench: all
+	scripts/bench/all.sh --short
+
+lint:
+	clang-tidy --quiet $(LIB_SRC) cmd/llmgate.c -- $(CFLAGS)
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+	  --suppress=missingIncludeSystem -I. $(LIB_SRC) cmd bench
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+check-format:
+	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -1,0 +1,162 @@
+/* llmgate — OpenAI-compatible inference gateway. Entry point: options, configuration,
+ * start-up, signal handling and graceful shutdown. */
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "http/server.h"
+#include "inference/worker.h"
+
+#include <curl/curl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: llmgate [--config FILE] [--check-config] [--dump-config] [--version] [--help]\n"
+            "\n"
+            "  --config FILE    configuration file (default ./config.ini)\n"
+            "  --check-config   validate the configuration, print FILE:LINE: message per problem,\n"
+            "                   exit 0 when valid, 1 otherwise\n"
+            "  --dump-config    print the effective configuration (file + LLMGATE_* environment)\n"
+            "  --version        print the version\n"
+            "\n"
+            "Environment: LLMGATE_<SECTION>_<KEY> overrides [section] key, e.g.\n"
+            "  LLMGATE_SERVER_LISTEN=0.0.0.0:8080 LLMGATE_LIMITS_MAX_INFLIGHT=100\n"
+            "  LLMGATE_BACKEND_<NAME>_URL=... for an existing [backend.NAME].\n"
+            "Signals: SIGTERM/SIGINT drain open requests (timeouts.drain_s) and exit 0.\n");
+}
+
+/* Raises the descriptor limit: each proxied stream costs two (client + engine). */
+static void raise_nofile(unsigned want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t need = (rlim_t)want * 2 + 64;
+    rlim_t target = rl.rlim_max == RLIM_INFINITY || need < rl.rlim_max ? need : rl.rlim_max;
+    if (target > rl.rlim_cur) {
+        rl.rlim_cur = target;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < need)
+        log_warn("RLIMIT_NOFILE is %llu: fewer than max_connections=%u streams can be held",
+                 (unsigned long long)rl.rlim_cur, want);
+}
+
+/* Waits until the pool has no active jobs or `ms` passed. */
+static void wait_idle(struct pool *pool, unsigned ms)
+{
+    uint64_t until = clock_now_ns() + (uint64_t)ms * NS_PER_MS;
+    struct pool_stats st;
+    for (;;) {
+        pool_get_stats(pool, &st);
+        if (st.active == 0 || clock_now_ns() >= until)
+            return;
+        usleep(10000);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *path = "config.ini";
+    bool check = false, dump = false;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--config") && i + 1 < argc) {
+            path = argv[++i];
+        } else if (!strncmp(argv[i], "--config=", 9)) {
+            path = argv[i] + 9;
+        } else if (!strcmp(argv[i], "--check-config")) {
+            check = true;
+        } else if (!strcmp(argv[i], "--dump-config")) {
+            dump = true;
+        } else if (!strcmp(argv[i], "--version")) {
+            printf("llmgate %s\n", LLMGATE_VERSION);
+            return 0;
+        } else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "llmgate: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
+    }
+
+    struct config_errors errs = {0};
+    struct config *cfg = config_load(path, &errs);
+    if (!cfg) {
+        for (size_t i = 0; i < errs.n; i++)
+            fprintf(stderr, "%s\n", errs.msgs[i]);
+        config_errors_release(&errs);
+        return 1;
+    }
+    if (check) {
+        printf("%s: ok (%zu backend%s, %zu key%s)\n", path, cfg->n_backends,
+               cfg->n_backends == 1 ? "" : "s", cfg->n_keys, cfg->n_keys == 1 ? "" : "s");
+        config_free(cfg);
+        return 0;
+    }
+    if (dump) {
+        config_dump(cfg, stdout);
+        config_free(cfg);
+        return 0;
+    }
+
+    enum log_level lv = LOG_INFO;
+    log_parse_level(cfg->log_level, &lv);
+    log_set_level(lv);
+    raise_nofile(cfg->max_connections);
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Every thread started from here on inherits the blocked set: only sigwait sees them. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
+    int rc = 1;
+    struct pool *pool = NULL;
+    struct server *srv = NULL;
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        log_error("curl_global_init failed");
+        goto out;
+    }
+    pool = pool_new(cfg);
+    if (!pool || pool_start(pool) != 0) {
+        log_error("cannot start the inference workers");
+        goto out;
+    }
+    srv = server_new(cfg, pool);
+    if (!srv)
+        goto out;
+    log_info("llmgate %s listening on %s (%u http threads, %u workers, %zu backends, auth %s)",
+             LLMGATE_VERSION, cfg->listen, cfg->threads, cfg->workers, cfg->n_backends,
+             cfg->auth ? "on" : "off");
+
+    int sig = 0;
+    sigwait(&set, &sig);
+    log_info("signal %d: draining (up to %u s)", sig, cfg->drain_s);
+    server_quiesce(srv);
+    pool_drain(pool);
+    wait_idle(pool, cfg->drain_s * 1000u);
+    pool_abort_all(pool);
+    wait_idle(pool, 2000);
+    /* let resumed connections flush their last bytes */
+    for (int i = 0; i < 50 && server_connections(srv) > 0; i++)
+        usleep(10000);
+    rc = 0;
+out:
+    server_free(srv);
+    pool_free(pool);
+    curl_global_cleanup();
+    config_free(cfg);
+    if (rc == 0)
+        log_info("stopped");
+    return rc;
+}

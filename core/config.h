@@ -1,0 +1,92 @@
+/* config.h — the gateway's configuration: an INI file (parsed by libinih), then
+ * LLMGATE_<SECTION>_<KEY> environment overrides, then validation. Every fixed key is a row of one
+ * table (config.c) that drives parsing, overrides, defaults, bounds, --check-config and
+ * --dump-config. A loaded config is immutable: request code reads it, never writes it. */
+#ifndef LG_CONFIG_H
+#define LG_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct cfg_backend {
+    char *name;  /* from [backend.NAME] */
+    char *url;   /* base URL without trailing '/' */
+    char **models;
+    size_t n_models;
+    unsigned max_concurrency;
+    char *api_key; /* sent upstream as Bearer, or NULL */
+    unsigned index;
+};
+
+struct cfg_key {
+    char *name;
+    char *key;
+    size_t key_len;
+};
+
+struct config {
+    char *path;
+    /* [server] */
+    char *listen;      /* as written */
+    char *listen_host; /* parsed */
+    unsigned listen_port;
+    uint64_t max_body_bytes;
+    unsigned threads;
+    unsigned workers;
+    unsigned max_connections;
+    uint64_t stream_buffer_bytes;
+    /* [timeouts] */
+    unsigned connect_ms;
+    unsigned request_s;
+    unsigned drain_s;
+    /* [limits] */
+    unsigned max_inflight;
+    unsigned queue_capacity;
+    unsigned queue_timeout_ms;
+    /* [health] */
+    unsigned health_interval_ms;
+    /* [log] */
+    char *log_level;
+    bool access_log;
+    /* [keys] — auth is on when the section exists */
+    bool auth;
+    struct cfg_key *keys;
+    size_t n_keys;
+    /* [backend.*] */
+    struct cfg_backend *backends;
+    size_t n_backends;
+};
+
+/* Problems found while loading, each "FILE:LINE: message" (or "env NAME: message"). */
+struct config_errors {
+    char **msgs;
+    size_t n;
+};
+
+/* Loads `path`, applies environment overrides and validates. Returns the config, or NULL with
+ * every problem appended to `errs` (which the caller releases). Any thread; no globals. */
+struct config *config_load(const char *path, struct config_errors *errs);
+
+/* Same, from a string (for tests); `name` is used in messages. */
+struct config *config_load_string(const char *name, const char *text, struct config_errors *errs);
+
+/* Frees a config; NULL is fine. */
+void config_free(struct config *cfg);
+
+/* Frees the messages of `errs` and empties it. */
+void config_errors_release(struct config_errors *errs);
+
+/* Writes the effective configuration as INI with each key's help as a comment; keys are masked. */
+void config_dump(const struct config *cfg, FILE *out);
+
+/* Backends serving `model`, in config order: up to `max` pointers into cfg. Returns the count. */
+size_t config_backends_for(const struct config *cfg, const char *model,
+                           const struct cfg_backend **out, size_t max);
+
+/* Returns the name of the key matching `key` (constant time in the number of keys and in their
+ * bytes), or NULL. */
+const char *config_key_lookup(const struct config *cfg, const char *key, size_t len);
+
+#endif

@@ -1,0 +1,44 @@
+/* errors.h — every error the gateway itself produces, named once and mapped to its HTTP status,
+ * OpenAI error type and code in one table (errors.c). */
+#ifndef LG_ERRORS_H
+#define LG_ERRORS_H
+
+#include <stddef.h>
+
+enum lg_err {
+    LGE_NONE = 0,
+    LGE_INVALID_JSON,
+    LGE_INVALID_REQUEST,
+    LGE_UNAUTHORIZED,
+    LGE_MODEL_NOT_FOUND,
+    LGE_NOT_FOUND,
+    LGE_METHOD,
+    LGE_TOO_LARGE,
+    LGE_RATE_LIMITED,
+    LGE_BAD_GATEWAY,
+    LGE_QUEUE_FULL,
+    LGE_QUEUE_TIMEOUT,
+    LGE_NO_BACKEND,
+    LGE_DRAINING,
+    LGE_TIMEOUT,
+    LGE_INTERNAL,
+    LGE_CLIENT_CLOSED, /* 499: logged only, the client is gone */
+    LGE__COUNT
+};
+
+struct err_info {
+    unsigned status;
+    const char *type;
+    const char *code;
+    const char *message; /* default message */
+};
+
+/* The row for `e` (LGE_NONE maps to a 500 internal error row). Any thread. */
+const struct err_info *err_info(enum lg_err e);
+
+/* Writes the OpenAI envelope {"error":{"message","type","param","code"}} for `e` into out
+ * (NUL-terminated). `message` NULL means the default; `param` NULL gives "param":null.
+ * Returns the length, or 0 if it did not fit. Any thread. */
+size_t err_envelope(char *out, size_t cap, enum lg_err e, const char *message, const char *param);
+
+#endif

@@ -1,0 +1,55 @@
+/* job.c — see job.h. */
+#include "inference/job.h"
+
+#include <microhttpd.h>
+#include <stdlib.h>
+
+struct job *job_new(size_t max_body, size_t max_stream)
+{
+    struct job *job = calloc(1, sizeof(*job));
+    if (!job)
+        return NULL;
+    if (pthread_mutex_init(&job->lock, NULL) != 0) {
+        free(job);
+        return NULL;
+    }
+    atomic_init(&job->refs, 1);
+    job->client_fd = -1;
+    job->backend = -1;
+    job->content_length = -1;
+    job->up_clen = -1;
+    buf_init(&job->body, max_body);
+    buf_init(&job->out, max_stream);
+    sse_scan_init(&job->sse);
+    job->m_submit.type = JM_SUBMIT;
+    job->m_cancel.type = JM_CANCEL;
+    job->m_unpause.type = JM_UNPAUSE;
+    job->m_grant.type = JM_GRANT;
+    job->m_submit.job = job->m_cancel.job = job->m_unpause.job = job->m_grant.job = job;
+    return job;
+}
+
+void job_ref(struct job *job)
+{
+    atomic_fetch_add_explicit(&job->refs, 1, memory_order_relaxed);
+}
+
+void job_unref(struct job *job)
+{
+    if (!job || atomic_fetch_sub_explicit(&job->refs, 1, memory_order_acq_rel) != 1)
+        return;
+    buf_release(&job->body);
+    buf_release(&job->out);
+    free(job->model);
+    free(job->url);
+    pthread_mutex_destroy(&job->lock);
+    free(job);
+}
+
+void job__resume_locked(struct job *job)
+{
+    if (job->suspended) {
+        job->suspended = false;
+        MHD_resume_connection(job->conn);
+    }
+}

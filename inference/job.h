@@ -1,0 +1,129 @@
+/* job.h — one proxied inference request, shared by the HTTP front end (libmicrohttpd threads)
+ * and the inference worker that owns its upstream transfer.
+ *
+ * This struct is deliberately not opaque: it is the hand-off contract between http/ and
+ * inference/. Each group of fields says which thread may touch it. See docs/ARCHITECTURE.md.
+ *
+ * Lifetime: reference counted. The HTTP side holds one reference from creation until
+ * libmicrohttpd reports the request completed; the worker holds one from submit until the
+ * transfer is finished or cancelled; every message in flight on a worker queue holds one.
+ * The last job_unref frees everything the job owns (body, stream buffer, curl handle are
+ * released earlier by the worker). */
+#ifndef LG_JOB_H
+#define LG_JOB_H
+
+#include "core/buf.h"
+#include "core/errors.h"
+#include "core/sse.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <urcu/wfcqueue.h>
+
+struct MHD_Connection;
+struct cfg_backend;
+struct job;
+
+enum job_msg_type { JM_SUBMIT, JM_CANCEL, JM_UNPAUSE, JM_GRANT };
+
+struct job_msg {
+    struct cds_wfcq_node node;
+    enum job_msg_type type;
+    struct job *job;
+};
+
+/* Worker-side phase (worker thread only). */
+enum job_wstate { JW_NEW, JW_WAITING, JW_RUNNING, JW_DONE };
+
+#define JOB_MAX_CANDIDATES 8
+
+struct job {
+    atomic_uint refs;
+
+    /* --- set by the HTTP thread before submit; read-only afterwards --------------------- */
+    struct MHD_Connection *conn;
+    int client_fd;
+    const char *upstream_path; /* "/v1/chat/completions", ... (static string) */
+    bool stream;               /* request asked for "stream": true */
+    char *model;
+    struct buf body; /* the request body as received: forwarded byte for byte */
+    char request_id[72];
+    const char *key_name; /* points into the config, or NULL */
+    uint64_t t_start_ns;
+    uint64_t deadline_ns; /* t_start + request_s */
+    const struct cfg_backend *candidates[JOB_MAX_CANDIDATES];
+    unsigned n_candidates;
+    unsigned worker;
+
+    struct pool *pool;
+
+    /* --- HTTP thread only (libmicrohttpd callbacks of this connection) ------------------ */
+    int h_state;        /* http/server.c's phase */
+    bool h_too_large;   /* body passed max_body_bytes while reading */
+    bool h_submitted;   /* handed to a worker: a cancel must follow if it is not finished */
+    unsigned h_status;  /* status sent to the client */
+    const char *h_method;
+
+    /* --- router (under the router's lock) ---------------------------------------------- */
+    struct job *r_next, *r_prev;
+    bool r_waiting;
+    bool r_granted;
+    int backend; /* index of the backend holding our permit, -1 none */
+    uint64_t t_granted_ns;
+
+    /* --- worker thread only ------------------------------------------------------------- */
+    enum job_wstate wstate;
+    bool w_cancelled;
+    bool w_watching;    /* client_fd is in the worker's epoll set */
+    bool w_hdr_done;    /* upstream headers delivered to the HTTP side */
+    struct job *w_next; /* waiting list (FIFO = deadline order) */
+    struct job *w_prev;
+    uint64_t w_wait_deadline_ns;
+    void *easy; /* CURL * */
+    void *hdrs; /* struct curl_slist * */
+    char *url;
+    unsigned up_status;
+    char up_ctype[128];
+    int64_t up_clen;
+    struct sse_scan sse;
+    uint64_t t_first_byte_ns;
+    uint64_t t_first_event_ns;
+    uint64_t events;
+    uint64_t bytes_out;
+
+    /* --- shared between the HTTP thread and the worker: under `lock` --------------------
+     * Lock order: job->lock before anything of libmicrohttpd's (MHD_resume_connection). */
+    pthread_mutex_t lock;
+    bool suspended;      /* the connection is suspended and waiting for us */
+    bool headers_ready;  /* status/content type below are valid */
+    unsigned status;
+    char content_type[128];
+    int64_t content_length; /* -1 unknown */
+    enum lg_err fail;       /* set instead of headers_ready when the gateway answers itself */
+    unsigned retry_after;   /* seconds, for 503/429 */
+    bool eof;               /* no more bytes will be appended */
+    bool eof_error;         /* the stream broke: end with error (drop the connection) */
+    bool up_paused;         /* the upstream transfer is paused: buffer was full */
+    bool unpause_pending;   /* a JM_UNPAUSE is queued */
+    bool client_gone;       /* libmicrohttpd completed the request */
+    struct buf out;         /* engine bytes not yet sent to the client */
+
+    struct job_msg m_submit, m_cancel, m_unpause, m_grant;
+};
+
+/* Allocates a job with one reference (the caller's), body ceiling `max_body`, stream buffer
+ * ceiling `max_stream`. Returns NULL when out of memory. Any thread. */
+struct job *job_new(size_t max_body, size_t max_stream);
+
+/* Takes one more reference. Any thread. */
+void job_ref(struct job *job);
+
+/* Drops one reference; the last one frees the job. Any thread; NULL is fine. */
+void job_unref(struct job *job);
+
+/* Resumes the connection if it is suspended waiting for us. Caller holds job->lock. */
+void job__resume_locked(struct job *job);
+
+#endif

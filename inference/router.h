@@ -1,0 +1,69 @@
+/* router.h — backend registry, model routing and admission: concurrency permits per engine
+ * (max_concurrency) and gateway-wide (max_inflight), one FIFO of waiting requests
+ * (queue_capacity), backend health, and an honest Retry-After estimate.
+ *
+ * Thread safety: every function may be called from any thread; one mutex guards the state and
+ * is held only for short, non-blocking work. Lock order: the router lock may be taken while
+ * no job lock is held; the grant callback runs under the router lock and must not take it. */
+#ifndef LG_ROUTER_H
+#define LG_ROUTER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+struct job;
+struct router;
+
+/* Called, under the router lock, when a waiting job is granted a permit (job->backend set).
+ * It must only hand the job to its worker (wait-free enqueue + wakeup). */
+typedef void (*router_grant_fn)(struct job *job, void *arg);
+
+enum router_rc { ROUTER_OK, ROUTER_QUEUED, ROUTER_FULL };
+
+enum backend_health { HEALTH_UNKNOWN = 0, HEALTH_UP, HEALTH_DOWN };
+
+struct router_stats {
+    unsigned inflight;
+    unsigned queued;
+    uint64_t granted_total;
+    uint64_t rejected_total;
+};
+
+/* Creates the router for `cfg` (which must outlive it). Returns NULL when out of memory. */
+struct router *router_new(const struct config *cfg, router_grant_fn grant, void *arg);
+
+/* Frees the router; no job may be waiting. NULL is fine. */
+void router_free(struct router *r);
+
+/* Tries to give `job` a permit on one of its candidate backends.
+ * ROUTER_OK: permit held, job->backend set. ROUTER_QUEUED: the job waits; the grant callback
+ * runs later (or router_cancel takes it back). ROUTER_FULL: queue full, nothing held. */
+enum router_rc router_acquire(struct router *r, struct job *job);
+
+/* Takes a waiting job out of the queue. Returns true if it was waiting (no permit held);
+ * false if it had been granted already (the grant callback ran or is running). */
+bool router_cancel(struct router *r, struct job *job);
+
+/* Returns the permit `job` holds and grants waiting jobs that can now run. */
+void router_release(struct router *r, struct job *job);
+
+/* Seconds a client refused now should wait before a retry is likely to get in (>= 1). */
+unsigned router_retry_after(struct router *r);
+
+/* Records a probe or transfer outcome for backend `index`. */
+void router_set_health(struct router *r, unsigned index, enum backend_health h);
+
+/* Health of backend `index`. */
+enum backend_health router_health(struct router *r, unsigned index);
+
+/* Current in-flight requests on backend `index`. */
+unsigned router_backend_inflight(struct router *r, unsigned index);
+
+/* True when at least one backend is up (or unknown while probing is off). */
+bool router_ready(struct router *r);
+
+/* Snapshot of the counters. */
+void router_get_stats(struct router *r, struct router_stats *out);
+
+#endif

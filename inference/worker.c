@@ -1,0 +1,909 @@
+/* worker.c — see worker.h. */
+#include "inference/worker.h"
+
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/log.h"
+#include "core/mpsc.h"
+#include "inference/job.h"
+#include "inference/router.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+/* epoll data tags: the eventfd, curl sockets ((fd << 2) | 2), or a job pointer (8-aligned)
+ * whose client socket is watched for hang-ups. */
+#define TAG_WAKE 1u
+#define TAG_CURL 2u
+
+struct job_list {
+    struct job *head, *tail;
+};
+
+/* The worker running on this thread, for curl callbacks that only get the job. */
+static _Thread_local struct worker *worker_self;
+
+struct probe {
+    CURL *easy;
+    unsigned backend;
+    bool busy;
+    char *url;
+};
+
+struct worker {
+    struct pool *pool;
+    unsigned id;
+    pthread_t thread;
+    bool started;
+    struct mpsc q;
+    int efd;
+    int epfd;
+    CURLM *multi;
+    uint64_t curl_deadline_ns; /* UINT64_MAX: no curl timer */
+    struct job_list waiting; /* queued for a permit, FIFO = deadline order */
+    struct job_list running; /* transfers on the multi handle */
+    unsigned n_running;
+    atomic_bool quit;
+    bool aborting;
+    struct probe *probes; /* worker 0 only */
+    uint64_t next_probe_ns;
+};
+
+struct pool {
+    const struct config *cfg;
+    struct router *router;
+    struct worker *w;
+    unsigned n;
+    atomic_uint rr;
+    atomic_bool draining;
+    atomic_bool aborting;
+    atomic_uint_fast64_t active;
+    atomic_uint_fast64_t upstream_errors;
+    atomic_uint_fast64_t client_aborts;
+    atomic_uint_fast64_t started;
+    atomic_uint_fast64_t ttft_ns_sum;
+    atomic_uint_fast64_t ttft_count;
+};
+
+static void worker__wake(struct worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->efd, &one, sizeof(one));
+    (void)r; /* EAGAIN only when the counter is saturated: already awake */
+}
+
+static void worker__post(struct worker *w, struct job_msg *m)
+{
+    job_ref(m->job);
+    if (mpsc_push(&w->q, &m->node))
+        worker__wake(w);
+}
+
+/* Router grant callback: runs under the router lock, on any thread. */
+static void pool__grant(struct job *job, void *arg)
+{
+    struct pool *p = arg;
+    worker__post(&p->w[job->worker], &job->m_grant);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* client hang-up watch (queued and waiting-for-headers phases)                               */
+
+static void worker__watch(struct worker *w, struct job *job)
+{
+    if (job->client_fd < 0 || job->w_watching)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)job};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, job->client_fd, &ev) == 0)
+        job->w_watching = true;
+}
+
+/* Must run before the connection is resumed: afterwards libmicrohttpd may close the fd. */
+static void worker__unwatch(struct worker *w, struct job *job)
+{
+    if (!job->w_watching)
+        return;
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, job->client_fd, NULL);
+    job->w_watching = false;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* ending a job                                                                               */
+
+static void list_unlink(struct job_list *l, struct job *job)
+{
+    if (job->w_prev)
+        job->w_prev->w_next = job->w_next;
+    else if (l->head == job)
+        l->head = job->w_next;
+    else
+        return; /* not in the list */
+    if (job->w_next)
+        job->w_next->w_prev = job->w_prev;
+    else
+        l->tail = job->w_prev;
+    job->w_next = job->w_prev = NULL;
+}
+
+static void list_append(struct job_list *l, struct job *job)
+{
+    job->w_prev = l->tail;
+    job->w_next = NULL;
+    if (l->tail)
+        l->tail->w_next = job;
+    else
+        l->head = job;
+    l->tail = job;
+}
+
+/* Tells the HTTP side how the job ended: an error response if it has no upstream headers yet,
+ * otherwise the end of the body (with an SSE error event, or a broken connection, if `err`). */
+static void worker__answer(struct worker *w, struct job *job, enum lg_err err, const char *msg)
+{
+    worker__unwatch(w, job);
+    pthread_mutex_lock(&job->lock);
+    if (!job->headers_ready) {
+        if (job->fail == LGE_NONE) {
+            job->fail = err != LGE_NONE ? err : LGE_INTERNAL;
+            if (err == LGE_QUEUE_FULL || err == LGE_QUEUE_TIMEOUT || err == LGE_DRAINING ||
+                err == LGE_NO_BACKEND)
+                job->retry_after = router_retry_after(w->pool->router);
+        }
+    } else if (!job->eof) {
+        job->eof = true;
+        if (err != LGE_NONE) {
+            bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
+            char env[512], ev[600];
+            size_t n = 0;
+            if (sse && err_envelope(env, sizeof(env), err, msg, NULL) > 0) {
+                int k = snprintf(ev, sizeof(ev), "data: %s\n\n", env);
+                n = k > 0 && (size_t)k < sizeof(ev) ? (size_t)k : 0;
+            }
+            if (n == 0 || buf_append(&job->out, ev, n) != 0)
+                job->eof_error = true;
+        }
+    }
+    job__resume_locked(job);
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* Removes and frees the curl side of a running transfer and returns its permit. */
+static void worker__teardown(struct worker *w, struct job *job)
+{
+    if (job->easy) {
+        curl_multi_remove_handle(w->multi, job->easy);
+        curl_easy_cleanup(job->easy);
+        job->easy = NULL;
+        list_unlink(&w->running, job);
+        w->n_running--;
+    }
+    curl_slist_free_all(job->hdrs);
+    job->hdrs = NULL;
+    router_release(w->pool->router, job);
+}
+
+/* The worker lets go of the job: its reference is dropped. */
+static void worker__done(struct worker *w, struct job *job)
+{
+    job->wstate = JW_DONE;
+    atomic_fetch_sub(&w->pool->active, 1);
+    job_unref(job);
+}
+
+/* Ends a job in whatever phase it is, answering with `err`. */
+static void worker__end(struct worker *w, struct job *job, enum lg_err err, const char *msg)
+{
+    switch (job->wstate) {
+    case JW_WAITING:
+        list_unlink(&w->waiting, job);
+        worker__answer(w, job, err, msg);
+        if (job->w_cancelled)
+            return; /* already answered; waiting for the grant */
+        if (!router_cancel(w->pool->router, job)) {
+            /* granted meanwhile: the JM_GRANT in our queue will give the permit back */
+            job->w_cancelled = true;
+            return;
+        }
+        worker__done(w, job);
+        return;
+    case JW_RUNNING:
+        worker__teardown(w, job);
+        worker__answer(w, job, err, msg);
+        worker__done(w, job);
+        return;
+    case JW_NEW:
+        worker__answer(w, job, err, msg);
+        worker__done(w, job);
+        return;
+    case JW_DONE:
+        return;
+    }
+}
+
+/* Delivers the upstream's status line and headers to the HTTP side once they are complete.
+ * Runs inside the header callback: resuming a connection never calls back into curl. */
+static void worker__deliver_headers(struct worker *w, struct job *job)
+{
+    worker__unwatch(w, job);
+    pthread_mutex_lock(&job->lock);
+    job->headers_ready = true;
+    job->status = job->up_status;
+    memcpy(job->content_type, job->up_ctype, sizeof(job->content_type));
+    job->content_length = job->up_clen;
+    job__resume_locked(job);
+    pthread_mutex_unlock(&job->lock);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* curl callbacks (worker thread, inside curl_multi_socket_action)                           */
+
+static size_t worker__on_header(char *line, size_t size, size_t n, void *arg)
+{
+    struct job *job = arg;
+    size_t len = size * n;
+    if (len >= 5 && strncmp(line, "HTTP/", 5) == 0) {
+        const char *sp = memchr(line, ' ', len);
+        job->up_status = sp ? (unsigned)strtoul(sp + 1, NULL, 10) : 0;
+        job->up_ctype[0] = '\0';
+        job->up_clen = -1;
+    } else if (len > 13 && strncasecmp(line, "content-type:", 13) == 0) {
+        const char *v = line + 13;
+        size_t vl = len - 13;
+        while (vl && (*v == ' ' || *v == '\t'))
+            v++, vl--;
+        while (vl && (v[vl - 1] == '\r' || v[vl - 1] == '\n' || v[vl - 1] == ' '))
+            vl--;
+        if (vl >= sizeof(job->up_ctype))
+            vl = sizeof(job->up_ctype) - 1;
+        memcpy(job->up_ctype, v, vl);
+        job->up_ctype[vl] = '\0';
+    } else if (len > 15 && strncasecmp(line, "content-length:", 15) == 0) {
+        job->up_clen = strtoll(line + 15, NULL, 10);
+    } else if ((len == 2 && line[0] == '\r') || (len == 1 && line[0] == '\n')) {
+        if (job->up_status < 200)
+            return len; /* 1xx interim response */
+        job->w_hdr_done = true;
+        job->t_first_byte_ns = clock_now_ns();
+        worker__deliver_headers(worker_self, job);
+    }
+    return len;
+}
+
+static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
+{
+    struct job *job = arg;
+    size_t len = size * n;
+    pthread_mutex_lock(&job->lock);
+    if (job->client_gone) {
+        pthread_mutex_unlock(&job->lock);
+        return 0; /* abort: nobody is listening */
+    }
+    if (!buf_fits(&job->out, len)) {
+        job->up_paused = true;
+        pthread_mutex_unlock(&job->lock);
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (buf_append(&job->out, data, len) != 0) {
+        pthread_mutex_unlock(&job->lock);
+        return 0; /* out of memory: abort the transfer */
+    }
+    job__resume_locked(job);
+    pthread_mutex_unlock(&job->lock);
+    job->bytes_out += len;
+    if (job->stream) {
+        size_t ev = sse_scan_feed(&job->sse, data, len);
+        if (ev && job->events == 0)
+            job->t_first_event_ns = clock_now_ns();
+        job->events += ev;
+    }
+    return len;
+}
+
+static size_t worker__discard(char *data, size_t size, size_t n, void *arg)
+{
+    (void)data;
+    (void)arg;
+    return size * n;
+}
+
+static int worker__on_socket(CURL *easy, curl_socket_t s, int what, void *arg, void *sockp)
+{
+    struct worker *w = arg;
+    (void)easy;
+    if (what == CURL_POLL_REMOVE) {
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
+    struct epoll_event ev = {.data.u64 = ((uint64_t)s << 2) | TAG_CURL};
+    if (what & CURL_POLL_IN)
+        ev.events |= EPOLLIN;
+    if (what & CURL_POLL_OUT)
+        ev.events |= EPOLLOUT;
+    if (sockp) {
+        epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev);
+    } else if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
+               (errno == EEXIST && epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev) == 0)) {
+        curl_multi_assign(w->multi, s, w); /* any non-NULL marks "registered" */
+    }
+    return 0;
+}
+
+static int worker__on_timer(CURLM *multi, long timeout_ms, void *arg)
+{
+    struct worker *w = arg;
+    (void)multi;
+    w->curl_deadline_ns =
+        timeout_ms < 0 ? UINT64_MAX : clock_now_ns() + (uint64_t)timeout_ms * NS_PER_MS;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* starting transfers                                                                         */
+
+static void worker__start(struct worker *w, struct job *job)
+{
+    const struct config *cfg = w->pool->cfg;
+    const struct cfg_backend *be = &cfg->backends[job->backend];
+    uint64_t now = clock_now_ns();
+    struct curl_slist *h = NULL, *t;
+    char line[300];
+    CURL *e = NULL;
+
+    if (now >= job->deadline_ns) {
+        job->wstate = JW_RUNNING;
+        worker__end(w, job, LGE_TIMEOUT, NULL);
+        return;
+    }
+    size_t ul = strlen(be->url) + strlen(job->upstream_path) + 1;
+    free(job->url);
+    job->url = malloc(ul);
+    if (!job->url)
+        goto fail;
+    snprintf(job->url, ul, "%s%s", be->url, job->upstream_path);
+
+#define ADD_HDR(s)                                                                                 \
+    do {                                                                                           \
+        if (!(t = curl_slist_append(h, (s))))                                                      \
+            goto fail;                                                                             \
+        h = t;                                                                                     \
+    } while (0)
+    ADD_HDR("Content-Type: application/json");
+    ADD_HDR("Expect:");
+    ADD_HDR(job->stream ? "Accept: text/event-stream" : "Accept: application/json");
+    snprintf(line, sizeof(line), "X-Request-ID: %s", job->request_id);
+    ADD_HDR(line);
+    if (be->api_key) {
+        size_t kl = strlen(be->api_key) + 32;
+        char *auth = malloc(kl);
+        if (!auth)
+            goto fail;
+        snprintf(auth, kl, "Authorization: Bearer %s", be->api_key);
+        t = curl_slist_append(h, auth);
+        free(auth);
+        if (!t)
+            goto fail;
+        h = t;
+    }
+#undef ADD_HDR
+
+    e = curl_easy_init();
+    if (!e)
+        goto fail;
+    long remaining_ms = (long)((job->deadline_ns - now) / NS_PER_MS);
+    curl_easy_setopt(e, CURLOPT_URL, job->url);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
+    curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)buf_len(&job->body));
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, remaining_ms > 0 ? remaining_ms : 1L);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, worker__on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, worker__on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, job);
+    if (curl_multi_add_handle(w->multi, e) != CURLM_OK)
+        goto fail;
+    job->easy = e;
+    job->hdrs = h;
+    job->wstate = JW_RUNNING;
+    list_append(&w->running, job);
+    w->n_running++;
+    atomic_fetch_add(&w->pool->started, 1);
+    return;
+fail:
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    job->wstate = JW_RUNNING; /* holds a permit: teardown returns it */
+    worker__end(w, job, LGE_INTERNAL, "out of memory starting the upstream transfer");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* messages                                                                                   */
+
+static void worker__on_submit(struct worker *w, struct job *job)
+{
+    if (w->aborting) {
+        worker__end(w, job, LGE_DRAINING, NULL);
+        return;
+    }
+    worker__watch(w, job);
+    switch (router_acquire(w->pool->router, job)) {
+    case ROUTER_OK:
+        worker__start(w, job);
+        return;
+    case ROUTER_QUEUED: {
+        const struct config *cfg = w->pool->cfg;
+        uint64_t qd = clock_now_ns() + (uint64_t)cfg->queue_timeout_ms * NS_PER_MS;
+        job->w_wait_deadline_ns = qd < job->deadline_ns ? qd : job->deadline_ns;
+        job->wstate = JW_WAITING;
+        list_append(&w->waiting, job);
+        return;
+    }
+    case ROUTER_FULL:
+        worker__end(w, job, LGE_QUEUE_FULL, NULL);
+        return;
+    }
+}
+
+static void worker__on_grant(struct worker *w, struct job *job)
+{
+    list_unlink(&w->waiting, job);
+    if (job->w_cancelled || job->wstate != JW_WAITING) {
+        router_release(w->pool->router, job);
+        if (job->wstate != JW_DONE)
+            worker__done(w, job);
+        return;
+    }
+    if (w->aborting) {
+        job->wstate = JW_RUNNING;
+        worker__end(w, job, LGE_DRAINING, NULL);
+        return;
+    }
+    worker__start(w, job);
+}
+
+static void worker__on_cancel(struct worker *w, struct job *job)
+{
+    if (job->wstate == JW_DONE || job->w_cancelled)
+        return;
+    atomic_fetch_add(&w->pool->client_aborts, 1);
+    worker__end(w, job, LGE_NONE, NULL);
+}
+
+static void worker__on_unpause(struct worker *w, struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    job->unpause_pending = false;
+    bool paused = job->up_paused;
+    job->up_paused = false;
+    pthread_mutex_unlock(&job->lock);
+    /* Not under the job lock: curl may call the write callback from inside curl_easy_pause. */
+    if (paused && job->wstate == JW_RUNNING && job->easy)
+        curl_easy_pause(job->easy, CURLPAUSE_CONT);
+    (void)w;
+}
+
+static void worker__drain_queue(struct worker *w)
+{
+    struct cds_wfcq_node *node;
+    while ((node = mpsc_pop(&w->q)) != NULL) {
+        struct job_msg *m = caa_container_of(node, struct job_msg, node);
+        struct job *job = m->job;
+        switch (m->type) {
+        case JM_SUBMIT:
+            worker__on_submit(w, job);
+            break;
+        case JM_GRANT:
+            worker__on_grant(w, job);
+            break;
+        case JM_CANCEL:
+            worker__on_cancel(w, job);
+            break;
+        case JM_UNPAUSE:
+            worker__on_unpause(w, job);
+            break;
+        }
+        job_unref(job); /* the message's reference */
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* finished transfers, timeouts, probes                                                       */
+
+static enum lg_err worker__classify(CURL *e, CURLcode rc, const char **msg)
+{
+    curl_off_t connect_us = 0;
+    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        if (connect_us == 0) {
+            *msg = "connecting to the inference engine timed out";
+            return LGE_BAD_GATEWAY;
+        }
+        *msg = NULL;
+        return LGE_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+        *msg = "the inference engine is unreachable";
+        return LGE_BAD_GATEWAY;
+    default:
+        *msg = curl_easy_strerror(rc);
+        return LGE_BAD_GATEWAY;
+    }
+}
+
+static void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc)
+{
+    long status = 0;
+    curl_easy_getinfo(pr->easy, CURLINFO_RESPONSE_CODE, &status);
+    curl_multi_remove_handle(w->multi, pr->easy);
+    pr->busy = false;
+    enum backend_health h = (rc == CURLE_OK && status > 0 && status < 500) ? HEALTH_UP : HEALTH_DOWN;
+    enum backend_health was = router_health(w->pool->router, pr->backend);
+    if (h != was)
+        log_info("backend %s is %s (probe: %s, status %ld)",
+                 w->pool->cfg->backends[pr->backend].name, h == HEALTH_UP ? "up" : "down",
+                 curl_easy_strerror(rc), status);
+    router_set_health(w->pool->router, pr->backend, h);
+}
+
+static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc)
+{
+    struct router *r = w->pool->router;
+    const char *msg = NULL;
+    enum lg_err err = LGE_NONE;
+    if (job->w_hdr_done && job->stream && job->t_first_event_ns) {
+        atomic_fetch_add(&w->pool->ttft_ns_sum, job->t_first_event_ns - job->t_start_ns);
+        atomic_fetch_add(&w->pool->ttft_count, 1);
+    }
+    if (rc != CURLE_OK) {
+        err = worker__classify(job->easy, rc, &msg);
+        if (rc == CURLE_WRITE_ERROR && job->client_gone)
+            err = LGE_NONE; /* we aborted it: the client left */
+        else
+            atomic_fetch_add(&w->pool->upstream_errors, 1);
+        if (rc == CURLE_COULDNT_CONNECT || (rc == CURLE_OPERATION_TIMEDOUT && err == LGE_BAD_GATEWAY))
+            router_set_health(r, (unsigned)job->backend, HEALTH_DOWN);
+    } else {
+        router_set_health(r, (unsigned)job->backend, HEALTH_UP);
+    }
+    if (job->w_hdr_done && rc == CURLE_OK) {
+        worker__teardown(w, job);
+        worker__answer(w, job, LGE_NONE, NULL);
+        worker__done(w, job);
+        return;
+    }
+    if (job->w_hdr_done && err == LGE_BAD_GATEWAY)
+        msg = "the inference engine broke the stream";
+    if (err == LGE_NONE && rc != CURLE_OK)
+        err = LGE_BAD_GATEWAY;
+    worker__end(w, job, err, msg);
+}
+
+static void worker__check_finished(struct worker *w)
+{
+    CURLMsg *m;
+    int left;
+    while ((m = curl_multi_info_read(w->multi, &left)) != NULL) {
+        if (m->msg != CURLMSG_DONE)
+            continue;
+        void *priv = NULL;
+        curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
+        CURLcode rc = m->data.result;
+        if (w->probes && (char *)priv >= (char *)w->probes &&
+            (char *)priv < (char *)(w->probes + w->pool->cfg->n_backends)) {
+            worker__probe_done(w, priv, rc);
+            continue;
+        }
+        worker__transfer_done(w, priv, rc);
+    }
+}
+
+static void worker__run_probes(struct worker *w, uint64_t now)
+{
+    const struct config *cfg = w->pool->cfg;
+    if (!w->probes || cfg->health_interval_ms == 0 || now < w->next_probe_ns)
+        return;
+    w->next_probe_ns = now + (uint64_t)cfg->health_interval_ms * NS_PER_MS;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct probe *pr = &w->probes[i];
+        if (pr->busy || !pr->easy)
+            continue;
+        if (curl_multi_add_handle(w->multi, pr->easy) == CURLM_OK)
+            pr->busy = true;
+    }
+}
+
+static void worker__expire_waiting(struct worker *w, uint64_t now)
+{
+    while (w->waiting.head && w->waiting.head->w_wait_deadline_ns <= now) {
+        struct job *job = w->waiting.head;
+        enum lg_err err = now >= job->deadline_ns ? LGE_TIMEOUT : LGE_QUEUE_TIMEOUT;
+        worker__end(w, job, err, NULL);
+    }
+}
+
+static int worker__timeout_ms(struct worker *w, uint64_t now)
+{
+    uint64_t d = w->curl_deadline_ns;
+    if (w->waiting.head && w->waiting.head->w_wait_deadline_ns < d)
+        d = w->waiting.head->w_wait_deadline_ns;
+    if (w->probes && w->pool->cfg->health_interval_ms && w->next_probe_ns < d)
+        d = w->next_probe_ns;
+    if (d == UINT64_MAX)
+        return 1000;
+    if (d <= now)
+        return 0;
+    uint64_t ms = (d - now + NS_PER_MS - 1) / NS_PER_MS;
+    return ms > 1000 ? 1000 : (int)ms;
+}
+
+static void worker__abort_all(struct worker *w)
+{
+    w->aborting = true;
+    while (w->waiting.head)
+        worker__end(w, w->waiting.head, LGE_DRAINING, NULL);
+    while (w->running.head)
+        worker__end(w, w->running.head, LGE_DRAINING, "the gateway is shutting down");
+}
+
+static void *worker__main(void *arg)
+{
+    struct worker *w = arg;
+    struct epoll_event evs[256];
+    int running;
+    worker_self = w;
+    while (!atomic_load(&w->quit)) {
+        uint64_t now = clock_now_ns();
+        int n = epoll_wait(w->epfd, evs, 256, worker__timeout_ms(w, now));
+        bool wake = false;
+        for (int i = 0; i < n; i++) {
+            uint64_t tag = evs[i].data.u64;
+            if (tag == TAG_WAKE) {
+                wake = true;
+            } else if ((tag & 3u) == TAG_CURL) {
+                int flags = 0;
+                if (evs[i].events & EPOLLIN)
+                    flags |= CURL_CSELECT_IN;
+                if (evs[i].events & EPOLLOUT)
+                    flags |= CURL_CSELECT_OUT;
+                if (evs[i].events & (EPOLLERR | EPOLLHUP))
+                    flags |= CURL_CSELECT_ERR;
+                curl_multi_socket_action(w->multi, (curl_socket_t)(tag >> 2), flags, &running);
+            } else {
+                struct job *job = (struct job *)(uintptr_t)tag;
+                if (!job->w_watching)
+                    continue; /* unwatched earlier in this batch */
+                atomic_fetch_add(&w->pool->client_aborts, 1);
+                pthread_mutex_lock(&job->lock);
+                job->client_gone = true;
+                pthread_mutex_unlock(&job->lock);
+                log_debug("%s: client closed the connection while waiting", job->request_id);
+                worker__end(w, job, LGE_CLIENT_CLOSED, NULL);
+            }
+        }
+        if (wake) {
+            uint64_t cnt;
+            ssize_t r = read(w->efd, &cnt, sizeof(cnt));
+            (void)r;
+            worker__drain_queue(w);
+            if (atomic_load(&w->pool->aborting) && !w->aborting)
+                worker__abort_all(w);
+        }
+        now = clock_now_ns();
+        if (w->curl_deadline_ns <= now) {
+            w->curl_deadline_ns = UINT64_MAX;
+            curl_multi_socket_action(w->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        }
+        worker__check_finished(w);
+        worker__expire_waiting(w, now);
+        worker__run_probes(w, now);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* the pool                                                                                   */
+
+static int worker__init(struct pool *p, struct worker *w, unsigned id)
+{
+    const struct config *cfg = p->cfg;
+    w->pool = p;
+    w->id = id;
+    w->efd = w->epfd = -1;
+    w->curl_deadline_ns = UINT64_MAX;
+    atomic_init(&w->quit, false);
+    mpsc_init(&w->q);
+    w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->multi = curl_multi_init();
+    if (w->efd < 0 || w->epfd < 0 || !w->multi)
+        return -1;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) != 0)
+        return -1;
+    curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, worker__on_socket);
+    curl_multi_setopt(w->multi, CURLMOPT_SOCKETDATA, w);
+    curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, worker__on_timer);
+    curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
+    if (id != 0 || cfg->health_interval_ms == 0)
+        return 0;
+    w->probes = calloc(cfg->n_backends, sizeof(*w->probes));
+    if (!w->probes)
+        return -1;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct probe *pr = &w->probes[i];
+        const struct cfg_backend *be = &cfg->backends[i];
+        size_t ul = strlen(be->url) + sizeof("/v1/models");
+        pr->backend = (unsigned)i;
+        pr->url = malloc(ul);
+        pr->easy = curl_easy_init();
+        if (!pr->url || !pr->easy)
+            return -1;
+        snprintf(pr->url, ul, "%s/v1/models", be->url);
+        long total = cfg->health_interval_ms < 5000 ? (long)cfg->health_interval_ms : 5000L;
+        curl_easy_setopt(pr->easy, CURLOPT_URL, pr->url);
+        curl_easy_setopt(pr->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(pr->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
+        curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
+        curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);
+        curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, pr);
+        curl_easy_setopt(pr->easy, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION " probe");
+    }
+    w->next_probe_ns = 0; /* probe at once */
+    return 0;
+}
+
+static void worker__release(struct worker *w)
+{
+    /* Messages left after the threads stopped: cancels from connections closed while the
+     * daemon stopped. Every job is finished already; drop the references. */
+    struct cds_wfcq_node *node;
+    while ((node = mpsc_pop(&w->q)) != NULL) {
+        struct job_msg *m = caa_container_of(node, struct job_msg, node);
+        if (m->type == JM_SUBMIT && m->job->wstate == JW_NEW) {
+            atomic_fetch_sub(&w->pool->active, 1);
+            job_unref(m->job); /* the worker's reference that never started */
+        }
+        job_unref(m->job);
+    }
+    if (w->probes) {
+        for (size_t i = 0; i < w->pool->cfg->n_backends; i++) {
+            if (w->probes[i].busy)
+                curl_multi_remove_handle(w->multi, w->probes[i].easy);
+            curl_easy_cleanup(w->probes[i].easy);
+            free(w->probes[i].url);
+        }
+        free(w->probes);
+        w->probes = NULL;
+    }
+    if (w->multi)
+        curl_multi_cleanup(w->multi);
+    w->multi = NULL;
+    if (w->efd >= 0)
+        close(w->efd);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    w->efd = w->epfd = -1;
+}
+
+struct pool *pool_new(const struct config *cfg)
+{
+    struct pool *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->cfg = cfg;
+    p->n = cfg->workers ? cfg->workers : 1;
+    p->router = router_new(cfg, pool__grant, p);
+    p->w = calloc(p->n, sizeof(*p->w));
+    if (!p->router || !p->w)
+        goto fail;
+    for (unsigned i = 0; i < p->n; i++)
+        if (worker__init(p, &p->w[i], i) != 0)
+            goto fail;
+    return p;
+fail:
+    pool_free(p);
+    return NULL;
+}
+
+int pool_start(struct pool *p)
+{
+    for (unsigned i = 0; i < p->n; i++) {
+        if (pthread_create(&p->w[i].thread, NULL, worker__main, &p->w[i]) != 0) {
+            pool_stop(p);
+            return -1;
+        }
+        p->w[i].started = true;
+    }
+    return 0;
+}
+
+int pool_submit(struct pool *p, struct job *job)
+{
+    atomic_fetch_add(&p->active, 1);
+    if (atomic_load(&p->draining)) {
+        atomic_fetch_sub(&p->active, 1);
+        return -1;
+    }
+    unsigned i = atomic_fetch_add_explicit(&p->rr, 1, memory_order_relaxed) % p->n;
+    job->worker = i;
+    job_ref(job); /* the worker's reference, held until worker__done */
+    worker__post(&p->w[i], &job->m_submit);
+    return 0;
+}
+
+void pool_cancel(struct pool *p, struct job *job)
+{
+    worker__post(&p->w[job->worker], &job->m_cancel);
+}
+
+void pool_unpause(struct pool *p, struct job *job)
+{
+    worker__post(&p->w[job->worker], &job->m_unpause);
+}
+
+void pool_drain(struct pool *p)
+{
+    atomic_store(&p->draining, true);
+}
+
+void pool_abort_all(struct pool *p)
+{
+    atomic_store(&p->draining, true);
+    atomic_store(&p->aborting, true);
+    for (unsigned i = 0; i < p->n; i++)
+        worker__wake(&p->w[i]);
+}
+
+void pool_stop(struct pool *p)
+{
+    for (unsigned i = 0; i < p->n; i++) {
+        if (!p->w[i].started)
+            continue;
+        atomic_store(&p->w[i].quit, true);
+        worker__wake(&p->w[i]);
+        pthread_join(p->w[i].thread, NULL);
+        p->w[i].started = false;
+    }
+}
+
+void pool_free(struct pool *p)
+{
+    if (!p)
+        return;
+    pool_stop(p);
+    for (unsigned i = 0; p->w && i < p->n; i++)
+        worker__release(&p->w[i]);
+    free(p->w);
+    router_free(p->router);
+    free(p);
+}
+
+struct router *pool_router(struct pool *p)
+{
+    return p->router;
+}
+
+void pool_get_stats(struct pool *p, struct pool_stats *out)
+{
+    out->active = atomic_load(&p->active);
+    out->upstream_errors = atomic_load(&p->upstream_errors);
+    out->client_aborts = atomic_load(&p->client_aborts);
+    out->started = atomic_load(&p->started);
+    out->ttft_ns_sum = atomic_load(&p->ttft_ns_sum);
+    out->ttft_count = atomic_load(&p->ttft_count);
+}

@@ -1,0 +1,68 @@
+/* worker.h — the fixed pool of inference workers. Each worker is one thread with one epoll
+ * loop, one libcurl multi handle driven by curl_multi_socket_action, one wait-free inbound
+ * queue (liburcu wfcqueue) woken through an eventfd, and the waiting list of the jobs it owns.
+ * Workers own every upstream transfer: only they call curl on it (add, pause/unpause, remove).
+ * Worker 0 also runs the active health probes.
+ *
+ * Threads: pool_submit/pool_cancel/pool_unpause are called by libmicrohttpd threads; the
+ * lifecycle functions by the main thread. See docs/ARCHITECTURE.md. */
+#ifndef LG_WORKER_H
+#define LG_WORKER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+struct job;
+struct pool;
+struct router;
+
+struct pool_stats {
+    uint64_t active;          /* jobs submitted and not finished */
+    uint64_t upstream_errors; /* transfers that failed (connect, broken, timeout) */
+    uint64_t client_aborts;   /* clients that left before the end */
+    uint64_t started;         /* upstream transfers started */
+    uint64_t ttft_ns_sum;     /* first upstream event, summed over streams that had one */
+    uint64_t ttft_count;
+};
+
+/* Creates the pool (threads not started). `cfg` must outlive the pool. NULL on failure. */
+struct pool *pool_new(const struct config *cfg);
+
+/* Starts the worker threads. Returns 0, or -1 (nothing left running). Main thread. */
+int pool_start(struct pool *p);
+
+/* Hands `job` to a worker (round robin). The connection must already be suspended with
+ * job->suspended set. Takes its own reference; the caller keeps its own. Returns 0, or -1 when
+ * the pool is draining (nothing was taken; the caller answers 503 draining). HTTP thread. */
+int pool_submit(struct pool *p, struct job *job);
+
+/* The client side of `job` is finished (libmicrohttpd completed the request): the worker stops
+ * the upstream transfer if it still runs. Only for submitted jobs. HTTP thread. */
+void pool_cancel(struct pool *p, struct job *job);
+
+/* Asks the owning worker to resume the paused upstream transfer. Caller holds job->lock and has
+ * set job->unpause_pending. Any thread. */
+void pool_unpause(struct pool *p, struct job *job);
+
+/* Refuses new submissions from now on. Main thread. */
+void pool_drain(struct pool *p);
+
+/* Ends every job now: answers 503 draining to those without upstream headers, ends the
+ * others' streams with an error; keeps failing anything that still arrives. Main thread. */
+void pool_abort_all(struct pool *p);
+
+/* Stops and joins the workers, then releases every job still referenced by a queue.
+ * Call after the HTTP daemon is stopped. Main thread. */
+void pool_stop(struct pool *p);
+
+/* Frees the pool (stopped or never started). NULL is fine. */
+void pool_free(struct pool *p);
+
+/* The pool's router (admission, backends, health). */
+struct router *pool_router(struct pool *p);
+
+/* Counters; any thread. */
+void pool_get_stats(struct pool *p, struct pool_stats *out);
+
+#endif
