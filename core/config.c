@@ -33,7 +33,7 @@ static const struct cfg_row cfg_rows[] = {
     {"server", "threads", CT_UINT, F(threads), 1, 256, "2", "libmicrohttpd connection threads"},
     {"server", "workers", CT_UINT, F(workers), 0, 256, "0",
      "inference workers (curl multi loops); 0 = number of cores"},
-    {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "10000",
+    {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "8192",
      "open client connections; RLIMIT_NOFILE is raised to fit"},
     {"server", "stream_buffer_bytes", CT_SIZE, F(stream_buffer_bytes), 16384, 16ull << 20,
      "65536", "per-request buffer between engine and client; full = engine paused"},

@@ -1,0 +1,166 @@
+/* Config parsing, validation, environment overrides, key lookup. */
+#include "core/config.h"
+#include "unit.h"
+
+#include <string.h>
+
+static const char *good = "[server]\n"
+                          "listen = 127.0.0.1:9090   ; comment\n"
+                          "max_body_bytes = 2048\n"
+                          "[limits]\n"
+                          "max_inflight = 7\n"
+                          "[keys]\n"
+                          "alice = sk-alice-0123456789\n"
+                          "bob = sk-bob\n"
+                          "[backend.a]\n"
+                          "url = http://127.0.0.1:11434/\n"
+                          "models = llama3.2, qwen2.5:7b ,x\n"
+                          "max_concurrency = 3\n"
+                          "[backend.b]\n"
+                          "url = http://127.0.0.1:8000\n"
+                          "models = x\n";
+
+static int has_msg(const struct config_errors *e, const char *needle)
+{
+    for (size_t i = 0; i < e->n; i++)
+        if (strstr(e->msgs[i], needle))
+            return 1;
+    return 0;
+}
+
+START_TEST(test_good)
+{
+    struct config_errors e = {0};
+    struct config *c = config_load_string("t.ini", good, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(e.n, 0);
+    ck_assert_str_eq(c->listen_host, "127.0.0.1");
+    ck_assert_uint_eq(c->listen_port, 9090);
+    ck_assert_uint_eq(c->max_body_bytes, 2048);
+    ck_assert_uint_eq(c->max_inflight, 7);
+    ck_assert_uint_eq(c->queue_capacity, 1024); /* default */
+    ck_assert_uint_eq(c->connect_ms, 5000);
+    ck_assert(c->auth);
+    ck_assert_uint_eq(c->n_keys, 2);
+    ck_assert_uint_eq(c->n_backends, 2);
+    ck_assert_str_eq(c->backends[0].url, "http://127.0.0.1:11434"); /* trailing / dropped */
+    ck_assert_uint_eq(c->backends[0].n_models, 3);
+    ck_assert_str_eq(c->backends[0].models[1], "qwen2.5:7b");
+    ck_assert_uint_eq(c->backends[0].max_concurrency, 3);
+    ck_assert_uint_eq(c->backends[1].max_concurrency, 4);
+    ck_assert_uint_ge(c->workers, 1); /* 0 = cores */
+
+    const struct cfg_backend *b[4];
+    ck_assert_uint_eq(config_backends_for(c, "x", b, 4), 2);
+    ck_assert_str_eq(b[0]->name, "a");
+    ck_assert_str_eq(b[1]->name, "b");
+    ck_assert_uint_eq(config_backends_for(c, "nope", b, 4), 0);
+
+    ck_assert_str_eq(config_key_lookup(c, "sk-bob", 6), "bob");
+    ck_assert_ptr_null(config_key_lookup(c, "sk-bo", 5));
+    ck_assert_ptr_null(config_key_lookup(c, "sk-bobb", 7));
+    ck_assert_ptr_null(config_key_lookup(c, "", 0));
+    config_free(c);
+}
+END_TEST
+
+START_TEST(test_errors_have_lines)
+{
+    const char *bad = "[server]\n"               /* 1 */
+                      "listen = nowhere\n"       /* 2 */
+                      "bogus = 1\n"              /* 3 */
+                      "[limits]\n"               /* 4 */
+                      "max_inflight = 0\n"       /* 5 */
+                      "queue_capacity = -3\n"    /* 6 */
+                      "[backend.x]\n"            /* 7 */
+                      "models = m\n"             /* 8 */
+                      "colour = red\n"           /* 9 */
+                      "[backend.y]\n"            /* 10 */
+                      "url = ftp://h\n";         /* 11 */
+    struct config_errors e = {0};
+    struct config *c = config_load_string("bad.ini", bad, &e);
+    ck_assert_ptr_null(c);
+    ck_assert(has_msg(&e, "bad.ini:2: "));
+    ck_assert(has_msg(&e, "bad.ini:3: unknown key 'bogus'"));
+    ck_assert(has_msg(&e, "bad.ini:5: 0 is out of range"));
+    ck_assert(has_msg(&e, "bad.ini:6: "));
+    ck_assert(has_msg(&e, "bad.ini:9: unknown key 'colour'"));
+    ck_assert(has_msg(&e, "bad.ini:11: url 'ftp://h'"));
+    ck_assert(has_msg(&e, "[backend.x] has no url"));
+    ck_assert(has_msg(&e, "[backend.y] has no models"));
+    config_errors_release(&e);
+}
+END_TEST
+
+START_TEST(test_syntax_and_empty)
+{
+    struct config_errors e = {0};
+    ck_assert_ptr_null(config_load_string("s.ini", "[server\nlisten\n", &e));
+    ck_assert(has_msg(&e, "s.ini:1: syntax error"));
+    ck_assert(has_msg(&e, "no [backend.NAME] section"));
+    config_errors_release(&e);
+
+    /* an empty [keys] section must not silently turn auth off */
+    ck_assert_ptr_null(config_load_string(
+        "k.ini", "[keys]\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
+    ck_assert(has_msg(&e, "[keys] is present but empty"));
+    config_errors_release(&e);
+
+    ck_assert_ptr_null(config_load_string(
+        "d.ini", "[keys]\na = k\nb = k\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
+    ck_assert(has_msg(&e, "d.ini:3: keys 'a' and 'b' have the same value"));
+    config_errors_release(&e);
+}
+END_TEST
+
+START_TEST(test_env_override)
+{
+    struct config_errors e = {0};
+    setenv("LLMGATE_SERVER_LISTEN", "[::1]:7000", 1);
+    setenv("LLMGATE_LIMITS_MAX_INFLIGHT", "42", 1);
+    setenv("LLMGATE_BACKEND_A_MAX_CONCURRENCY", "9", 1);
+    struct config *c = config_load_string("t.ini", good, &e);
+    unsetenv("LLMGATE_SERVER_LISTEN");
+    unsetenv("LLMGATE_LIMITS_MAX_INFLIGHT");
+    unsetenv("LLMGATE_BACKEND_A_MAX_CONCURRENCY");
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->listen_host, "::1");
+    ck_assert_uint_eq(c->listen_port, 7000);
+    ck_assert_uint_eq(c->max_inflight, 42);
+    ck_assert_uint_eq(c->backends[0].max_concurrency, 9);
+    config_free(c);
+
+    setenv("LLMGATE_TIMEOUTS_REQUEST_S", "soon", 1);
+    c = config_load_string("t.ini", good, &e);
+    unsetenv("LLMGATE_TIMEOUTS_REQUEST_S");
+    ck_assert_ptr_null(c);
+    ck_assert(has_msg(&e, "env LLMGATE_TIMEOUTS_REQUEST_S: 'soon' is not a non-negative integer"));
+    config_errors_release(&e);
+}
+END_TEST
+
+START_TEST(test_long_line)
+{
+    char text[600];
+    memset(text, 'x', sizeof(text));
+    memcpy(text, "[server]\nlisten = ", 18);
+    text[sizeof(text) - 1] = '\0';
+    struct config_errors e = {0};
+    ck_assert_ptr_null(config_load_string("l.ini", text, &e));
+    ck_assert(has_msg(&e, "l.ini:2: line longer than"));
+    config_errors_release(&e);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("config");
+    TCase *tc = tcase_create("core");
+    tcase_add_test(tc, test_good);
+    tcase_add_test(tc, test_errors_have_lines);
+    tcase_add_test(tc, test_syntax_and_empty);
+    tcase_add_test(tc, test_env_override);
+    tcase_add_test(tc, test_long_line);
+    suite_add_tcase(s, tc);
+    return s;
+}
