@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Runs every benchmark and prints their tables, then a summary.
+#   scripts/bench/all.sh [--short]      (--short: a few minutes on 2 cores)
+# Outputs are kept in $BENCH_OUT (default /tmp/llmgate-bench-results.<date>).
+# Exit: 0 all ok; 2 some part skipped (llmgate unavailable); 1 otherwise.
+set -uo pipefail
+DIR=$(cd "$(dirname "$0")" && pwd)
+SHORT=()
+case ${1:-} in
+--short) SHORT=(--short) ;;
+"") ;;
+-h | --help) sed -n '2,5p' "$0"; exit 0 ;;
+*) echo "usage: $0 [--short]" >&2; exit 1 ;;
+esac
+OUT=${BENCH_OUT:-/tmp/llmgate-bench-results.$(date -u +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+echo "llmgate benchmarks ${SHORT[*]}: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores," \
+    "$(uname -r); outputs in $OUT"
+
+declare -A MEANING=([0]=ok [1]=FAILED [2]="skipped/partial (llmgate unavailable)"
+    [3]="REFUSED (too noisy)")
+SUMMARY=()
+worst=0
+for s in no_stream_bench stream_bench compare backpressure streams_memory; do
+    echo
+    echo "=== $s ==="
+    start=$SECONDS
+    "$DIR/$s.sh" "${SHORT[@]}" 2>"$OUT/$s.log" | tee "$OUT/$s.txt"
+    rc=${PIPESTATUS[0]}
+    SUMMARY+=("$(printf '%-16s exit %d  %-40s %4ds' "$s" "$rc" "${MEANING[$rc]:-FAILED}" \
+        $((SECONDS - start)))")
+    if ((rc == 2)); then
+        ((worst == 0)) && worst=2
+    elif ((rc != 0)); then
+        worst=1
+        echo "($s: exit $rc; its log: $OUT/$s.log)"
+    fi
+done
+echo
+echo "=== summary ==="
+printf '%s\n' "${SUMMARY[@]}"
+exit $worst

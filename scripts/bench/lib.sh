@@ -1,0 +1,327 @@
+# shellcheck shell=bash
+# Shared helpers for the benchmark scripts (sourced, not run).
+#
+# Every process a script starts goes through `spawn`, which records its pid; an EXIT trap stops
+# them all by pid (TERM, then KILL after a bounded wait) and removes the work directory unless
+# KEEP=1. Everything listens on 127.0.0.1 on free ports. Every wait is bounded.
+#
+# Environment:
+#   BUILD=DIR        where llmgate, mockllm, ttftbench are (default: <repo>/build)
+#   MOCKLLM="CMD"    mock engine command instead of $BUILD/mockllm (same flags)
+#   LLMGATE=PATH     gateway binary instead of $BUILD/llmgate
+#   KEEP=1           keep the work directory (configs, logs) after the run
+#   GW_THREADS, GW_WORKERS   gateway thread pool / worker counts (default 2 / 2)
+#   NGINX_WORKERS    nginx worker processes (default: GW_THREADS)
+#   MOCK_THREADS     mockllm --threads (default: mockllm's own)
+
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$BENCH_DIR/../.." && pwd)
+BUILD=${BUILD:-$ROOT/build}
+TTFTBENCH=${TTFTBENCH:-$BUILD/ttftbench}
+LLMGATE=${LLMGATE:-$BUILD/llmgate}
+GW_THREADS=${GW_THREADS:-2}
+GW_WORKERS=${GW_WORKERS:-2}
+NGINX_WORKERS=${NGINX_WORKERS:-$GW_THREADS}
+CHAT=/v1/chat/completions
+
+PIDS=()
+WORK=""
+
+log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() {
+    log "error: $*"
+    exit 1
+}
+
+lib_cleanup() {
+    local rc=$? pid i
+    trap - EXIT INT TERM
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${PIDS[$i]}
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null
+    done
+    for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+        pid=${PIDS[$i]}
+        for _ in $(seq 1 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    if [[ -n $WORK && -d $WORK ]]; then
+        if [[ ${KEEP:-0} == 1 || $rc -ne 0 ]]; then
+            log "logs kept in $WORK"
+        else
+            rm -rf "$WORK"
+        fi
+    fi
+    exit "$rc"
+}
+
+# lib_init NAME: work directory, cleanup trap, file descriptor limit.
+lib_init() {
+    WORK=$(mktemp -d "/tmp/llmgate-bench.$1.XXXXXX")
+    trap lib_cleanup EXIT
+    trap 'exit 130' INT TERM
+    ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+    [[ -x $TTFTBENCH ]] || die "$TTFTBENCH missing: run make build/ttftbench"
+}
+
+# spawn NAME CMD...: start CMD in the background, output to $WORK/NAME.log; pid in SPAWNED.
+spawn() {
+    local name=$1
+    shift
+    "$@" >"$WORK/$name.log" 2>&1 &
+    SPAWNED=$!
+    PIDS+=("$SPAWNED")
+}
+
+# stop_pid PID: stop one process this script started (TERM, then KILL after 5 s).
+stop_pid() {
+    local pid=$1
+    kill -0 "$pid" 2>/dev/null || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for _ in $(seq 1 50); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    return 0
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# wait_port PORT SECONDS: until something accepts on 127.0.0.1:PORT.
+wait_port() {
+    local port=$1 secs=${2:-10} i
+    for ((i = 0; i < secs * 10; i++)); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# wait_url URL SECONDS: until URL answers 200.
+wait_url() {
+    local url=$1 secs=${2:-10} i
+    for ((i = 0; i < secs * 10; i++)); do
+        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+# start_mock NAME PORT [mockllm flags...]: sets MOCK_PID.
+start_mock() {
+    local name=$1 port=$2 i
+    shift 2
+    local cmd
+    if [[ -n ${MOCKLLM:-} ]]; then
+        read -ra cmd <<<"$MOCKLLM"
+    else
+        [[ -x $BUILD/mockllm ]] || die "$BUILD/mockllm missing: run make build/mockllm"
+        cmd=("$BUILD/mockllm")
+    fi
+    [[ -n ${MOCK_THREADS:-} ]] && set -- --threads "$MOCK_THREADS" "$@"
+    spawn "$name" "${cmd[@]}" --listen "127.0.0.1:$port" --quiet "$@"
+    MOCK_PID=$SPAWNED
+    for ((i = 0; i < 100; i++)); do
+        grep -q "listening on" "$WORK/$name.log" 2>/dev/null && return 0
+        kill -0 "$MOCK_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    cat "$WORK/$name.log" >&2
+    die "mock engine $name did not start"
+}
+
+# start_nginx NAME PORT UPSTREAM_PORT: nginx as a streaming reverse proxy; sets NGINX_PID.
+start_nginx() {
+    local name=$1 port=$2 up=$3 dir=$WORK/$1
+    mkdir -p "$dir/tmp" "$dir/logs"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes $NGINX_WORKERS;
+worker_rlimit_nofile 20000;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 20000; multi_accept on; }
+http {
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    tcp_nodelay on;
+    upstream engine {
+        server 127.0.0.1:$up;
+        keepalive 1024;
+        keepalive_requests 1000000;
+        keepalive_timeout 120s;
+    }
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / {
+            proxy_pass http://engine;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_request_buffering off;
+            proxy_read_timeout 600s;
+            proxy_send_timeout 600s;
+        }
+    }
+}
+EOF
+    spawn "$name" /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+        -g 'daemon off;'
+    NGINX_PID=$SPAWNED
+    wait_port "$port" 10 || {
+        cat "$WORK/$name.log" "$dir/logs/error.log" >&2
+        die "nginx did not start"
+    }
+}
+
+gateway_built() { [[ -x $LLMGATE ]]; }
+
+# start_llmgate NAME PORT MOCK_PORT [key=value ...]: writes a config (keys given as
+# section.key=value override the defaults) and starts the gateway; sets GW_PID. Returns 1 if
+# the gateway is missing or does not answer /healthz within 15 s.
+start_llmgate() {
+    local name=$1 port=$2 up=$3 cfg=$WORK/$1.ini
+    shift 3
+    gateway_built || return 1
+    local -A kv=(
+        [server.listen]=127.0.0.1:$port [server.threads]=$GW_THREADS
+        [server.workers]=$GW_WORKERS [server.max_connections]=20000
+        [timeouts.connect_ms]=5000 [timeouts.request_s]=600
+        [limits.max_inflight]=20000 [limits.queue_capacity]=20000
+        [limits.queue_timeout_ms]=30000
+        [backend.mock.url]=http://127.0.0.1:$up [backend.mock.models]=mock-model
+        [backend.mock.max_concurrency]=20000
+    )
+    local a
+    for a in "$@"; do kv[${a%%=*}]=${a#*=}; done
+    local sec k
+    : >"$cfg"
+    for sec in server timeouts limits backend.mock; do
+        printf '[%s]\n' "$sec" >>"$cfg"
+        for k in "${!kv[@]}"; do
+            [[ ${k%.*} == "$sec" ]] && printf '%s = %s\n' "${k##*.}" "${kv[$k]}" >>"$cfg"
+        done
+    done
+    spawn "$name" "$LLMGATE" --config "$cfg"
+    GW_PID=$SPAWNED
+    if ! wait_url "http://127.0.0.1:$port/healthz" 15; then
+        log "llmgate did not answer /healthz; its log:"
+        tail -n 20 "$WORK/$name.log" >&2
+        stop_pid "$GW_PID"
+        return 1
+    fi
+}
+
+# rss_kb PID [with-children]: resident set size in KiB (nginx: master plus workers).
+rss_kb() {
+    local pid=$1 total=0 p v
+    local pids=("$pid")
+    [[ ${2:-} == with-children ]] && pids+=($(pgrep -P "$pid"))
+    for p in "${pids[@]}"; do
+        v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
+}
+
+# fd_count PID [with-children]: open file descriptors.
+fd_count() {
+    local pids=("$1") p n=0
+    [[ ${2:-} == with-children ]] && pids+=($(pgrep -P "$1"))
+    for p in "${pids[@]}"; do n=$((n + $(ls "/proc/$p/fd" 2>/dev/null | wc -l))); done
+    echo "$n"
+}
+
+# jf EXPR [FILE]: evaluate a Python expression over the JSON object `j` read from the last line
+# of FILE (or stdin) that starts with '{'.
+jf() { python3 "$BENCH_DIR/jf.py" "$@"; }
+
+# wrk_lua FILE BODY: a wrk script that POSTs BODY and prints one JSON line at the end.
+wrk_lua() {
+    cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.body = '$2'
+wrk.headers["Content-Type"] = "application/json"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  local secs = summary.duration / 1e6
+  io.write(string.format('{"tool":"wrk","requests":%d,"elapsed_s":%.3f,"rps":%.1f,'
+    .. '"avg_us":%.1f,"p50_us":%d,"p90_us":%d,"p95_us":%d,"p99_us":%d,"max_us":%d,'
+    .. '"non2xx":%d,"connect_err":%d,"read_err":%d,"write_err":%d,"timeout_err":%d}\n',
+    summary.requests, secs, summary.requests / secs, latency.mean,
+    latency:percentile(50), latency:percentile(90), latency:percentile(95),
+    latency:percentile(99), latency.max, e.status, e.connect, e.read, e.write, e.timeout))
+end
+EOF
+}
+
+# wrk_json URL CONC SECONDS LUA: runs wrk (keep-alive), prints its JSON line.
+wrk_json() {
+    local url=$1 conc=$2 secs=$3 lua=$4 threads=${WRK_THREADS:-2}
+    ((threads > conc)) && threads=$conc
+    timeout $((secs + 30)) wrk -t "$threads" -c "$conc" -d "${secs}s" --timeout 10s -s "$lua" \
+        "$url" 2>&1 | grep '^{"tool":"wrk"' | tail -n 1
+}
+
+# oha_json URL CONC SECONDS BODY: the same with oha, when installed, in wrk_json's shape.
+oha_json() {
+    local url=$1 conc=$2 secs=$3 body=$4
+    command -v oha >/dev/null || return 1
+    timeout $((secs + 30)) oha --no-tui -j -z "${secs}s" -c "$conc" -m POST \
+        -H 'Content-Type: application/json' -d "$body" "$url" 2>/dev/null |
+        python3 "$BENCH_DIR/jf.py" --oha
+}
+
+# setup_targets LIST [mockllm flags...]: starts one mock engine and, for each name in the
+# comma-separated LIST (direct, nginx, llmgate), what is needed to reach it. Sets MOCK_PORT,
+# TARGETS (the available ones, in order), TARGET_URL[name] (base URL), MISSING (unavailable).
+# GW_OVERRIDES (array of section.key=value) adjusts the gateway's config.
+setup_targets() {
+    local want=$1 t p
+    shift
+    MOCK_PORT=$(free_port)
+    start_mock mock "$MOCK_PORT" "$@"
+    declare -gA TARGET_URL=()
+    TARGETS=()
+    MISSING=()
+    for t in ${want//,/ }; do
+        case $t in
+        direct)
+            TARGET_URL[direct]=http://127.0.0.1:$MOCK_PORT
+            TARGETS+=(direct)
+            ;;
+        nginx)
+            p=$(free_port)
+            start_nginx nginx "$p" "$MOCK_PORT"
+            TARGET_URL[nginx]=http://127.0.0.1:$p
+            TARGETS+=(nginx)
+            ;;
+        llmgate)
+            p=$(free_port)
+            if start_llmgate llmgate "$p" "$MOCK_PORT" "${GW_OVERRIDES[@]}"; then
+                TARGET_URL[llmgate]=http://127.0.0.1:$p
+                TARGETS+=(llmgate)
+            else
+                log "llmgate unavailable ($LLMGATE missing or not healthy): skipped"
+                MISSING+=(llmgate)
+            fi
+            ;;
+        *) die "unknown target: $t (direct, nginx, llmgate)" ;;
+        esac
+    done
+    ((${#TARGETS[@]} > 0)) || die "no target available"
+}
+GW_OVERRIDES=()
