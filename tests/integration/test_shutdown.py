@@ -1,0 +1,78 @@
+"""SIGTERM: graceful shutdown with streams open, exit status 0, promptly."""
+
+import signal
+import socket
+import time
+
+from harness import HOST, Gateway, OwnTest, Raw, chat_body, raw_exchange, t
+
+
+class TestShutdown(OwnTest):
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2, name="mock-term")
+
+    def start(self, name):
+        g = Gateway({"m": (self.mock.url, ["mock-model"])}, name=name, wait=False)
+        self.owned.append(g.proc)
+        g.wait_healthy()
+        return g
+
+    def test_sigterm_idle(self):
+        g = self.start("llmgate-term-idle")
+        t0 = time.monotonic()
+        g.proc.signal(signal.SIGTERM)
+        rc = g.proc.wait_exit(t(5))
+        self.assertIsNotNone(rc, "still running 5 s after SIGTERM")
+        self.assertEqual(rc, 0)
+        self.assertLess(time.monotonic() - t0, t(2))
+        self.assertEqual(g.proc.sanitizer_hits(), [])
+
+    def test_sigterm_with_open_streams(self):
+        g = self.start("llmgate-term-streams")
+        self.mock.reset()
+        clients = []
+        try:
+            for i in range(4):
+                c = Raw(HOST, g.port, t(15))
+                clients.append(c)
+                c.send_request("POST", "/v1/chat/completions",
+                               chat_body("long %d" % i, stream=True, mock={"ttft_ms": 0, "itl_ms": 250, "tokens": 200}))
+                r = c.read_head()
+                self.assertSSEHeaders(r)
+                c.resp = r
+                c.it = c.iter_body(r)
+                next(c.it)  # the first event is flowing
+            self.mock.wait_stats(lambda s: s["active"] == 4, t(5), "active == 4")
+            t0 = time.monotonic()
+            g.proc.signal(signal.SIGTERM)
+            time.sleep(0.5)
+            # Draining: a new request is refused (connection refused, or 503 draining).
+            try:
+                r = raw_exchange(HOST, g.port, "POST", "/v1/chat/completions", chat_body("late"), timeout=t(5))
+            except (ConnectionRefusedError, ConnectionResetError, EOFError):
+                r = None
+            if r is not None:
+                self.assertErrorEnvelope(r, 503, "service_unavailable", "draining", retry_after=True)
+            rc = g.proc.wait_exit(t(15))
+            took = time.monotonic() - t0
+            self.assertIsNotNone(rc, "llmgate still running 15 s after SIGTERM with 4 streams open")
+            self.assertEqual(rc, 0, "exit status after SIGTERM")
+            self.assertEqual(g.proc.sanitizer_hits(), [])
+            # Every client sees its stream end (cleanly or by a closed connection), none hangs.
+            for c in clients:
+                c.settimeout(t(5))
+                try:
+                    for _ in c.it:
+                        pass
+                except (EOFError, ConnectionResetError):
+                    pass
+                except socket.timeout:
+                    self.fail("a client stream was left hanging after the gateway exited")
+            with self.assertRaises(OSError, msg="listening after exit"):
+                socket.create_connection((HOST, g.port), timeout=2).close()
+            self.mock.wait_stats(lambda s: s["active"] == 0, t(5), "active == 0 after shutdown")
+            print("\n    shutdown with 4 open streams took %.2fs" % took, end=" ")
+        finally:
+            for c in clients:
+                c.close()
