@@ -286,6 +286,7 @@ static int listen_on(const struct mock_config *cfg, int port)
 static int bound_name(int fd, char *out, size_t n)
 {
     struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
     socklen_t sl = sizeof(ss);
     char host[NI_MAXHOST], serv[NI_MAXSERV];
     if (getsockname(fd, (struct sockaddr *)&ss, &sl) < 0 ||

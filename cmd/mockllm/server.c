@@ -875,8 +875,11 @@ void worker_free(struct worker *w)
         return;
     if (w->started)
         pthread_join(w->thread, NULL);
-    while (w->conns)
-        conn_close(w, w->conns);
+    while (w->conns) {
+        struct conn *c = w->conns;
+        c->prev = NULL; /* always true of the head; says so to static analysers too */
+        conn_close(w, c);
+    }
     free(w->heap);
     api_release(&w->api);
     sbuf_release(&w->ev);
