@@ -7,6 +7,7 @@
 #
 # O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
 
+SHELL   := /bin/bash
 CC      ?= cc
 O       ?= build
 SAN     ?= 0
@@ -42,24 +43,30 @@ all: $(BINS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c $< -o $@
+	@echo "  CC      $@"
+	@$(CC) $(CFLAGS) -c $< -o $@
 
 $(O)/libllmgate.a: $(LIB_OBJ)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo "  AR      $@"
+	@ar rcs $@ $^
 
 $(O)/llmgate: $(O)/cmd/llmgate.o $(O)/libllmgate.a
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/mockllm: $(MOCK_SRC:%.c=$(O)/%.o)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/ttftbench: $(O)/bench/ttftbench.o
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(O)/libllmgate.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libllmgate.a $(LDLIBS) $(shell pkg-config --libs check)
+	@echo "  CC/LD   $@"
+	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libllmgate.a $(LDLIBS) $(shell pkg-config --libs check)
 
 # --- dependencies: Debian packages only; installs what is missing ---------------------------
 deps:
@@ -97,13 +104,15 @@ asan:
 e2e: all
 	tests/e2e/run.sh $(O)
 
+TEST_LOG := $(O)/test.log
 test: deps
-	$(MAKE) all
-	$(MAKE) unit
-	$(MAKE) integration
-	$(MAKE) asan
-	$(MAKE) e2e
-	@scripts/summary.sh
+	@mkdir -p $(O); : > $(TEST_LOG)
+	set -o pipefail; $(MAKE) all 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) unit 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) integration 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) asan 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) e2e 2>&1 | tee -a $(TEST_LOG)
+	@scripts/summary.sh $(TEST_LOG)
 
 bench: all
 	scripts/bench/all.sh --short

@@ -65,7 +65,8 @@ struct cfg_parse {
     const char *text; /* string source */
     size_t pos;
     FILE *fp;
-    int line_error; /* line of the last error we recorded */
+    int line_error;   /* line of the last error we recorded */
+    int section_line; /* line of the last [section] header */
 };
 
 static void cfg__err(struct config_errors *errs, const char *fmt, ...)
@@ -218,13 +219,11 @@ static const struct cfg_row *cfg__row(const char *section, const char *name)
     return NULL;
 }
 
-static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, bool create)
+static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, int line)
 {
     for (size_t i = 0; i < cfg->n_backends; i++)
         if (!strcmp(cfg->backends[i].name, name))
             return &cfg->backends[i];
-    if (!create)
-        return NULL;
     struct cfg_backend *b = realloc(cfg->backends, (cfg->n_backends + 1) * sizeof(*b));
     if (!b)
         return NULL;
@@ -235,6 +234,7 @@ static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, bo
     if (!b->name)
         return NULL;
     b->max_concurrency = 4;
+    b->line = line;
     b->index = (unsigned)cfg->n_backends++;
     return b;
 }
@@ -370,7 +370,7 @@ static int cfg__handler(void *user, const char *section, const char *name, const
         if (!section[8]) {
             snprintf(why, sizeof(why), "backend section needs a name: [backend.NAME]");
         } else {
-            struct cfg_backend *b = cfg__backend(cfg, section + 8, true);
+            struct cfg_backend *b = cfg__backend(cfg, section + 8, ps->section_line);
             rc = b ? cfg__set_backend(b, name, value, why, sizeof(why)) : -1;
         }
     } else {
@@ -419,6 +419,8 @@ static char *cfg__reader(char *str, int num, void *stream)
     const char *t = str;
     while (*t == ' ' || *t == '\t')
         t++;
+    if (*t == '[')
+        ps->section_line = ps->line;
     if (!strncmp(t, "[keys]", 6))
         ps->cfg->auth = true; /* an empty [keys] section still means "auth on" */
     if (too_long) {
@@ -473,9 +475,9 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
     for (size_t i = 0; i < cfg->n_backends; i++) {
         struct cfg_backend *b = &cfg->backends[i];
         if (!b->url)
-            cfg__err(errs, "%s: [backend.%s] has no url", cfg->path, b->name);
+            cfg__err(errs, "%s:%d: [backend.%s] has no url", cfg->path, b->line, b->name);
         if (b->n_models == 0)
-            cfg__err(errs, "%s: [backend.%s] has no models", cfg->path, b->name);
+            cfg__err(errs, "%s:%d: [backend.%s] has no models", cfg->path, b->line, b->name);
     }
     if (cfg->auth && cfg->n_keys == 0)
         cfg__err(errs, "%s: [keys] is present but empty: no client could authenticate", cfg->path);

@@ -18,6 +18,7 @@ struct cfg_backend {
     unsigned max_concurrency;
     char *api_key; /* sent upstream as Bearer, or NULL */
     unsigned index;
+    int line; /* of its [backend.NAME] header, for messages */
 };
 
 struct cfg_key {

@@ -267,7 +267,7 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
         const char *id = url + strlen("/v1/models/");
         const struct cfg_backend *b;
         if (config_backends_for(s->cfg, id, &b, 1) == 0)
-            return http__error(s, conn, LGE_MODEL_NOT_FOUND, NULL, "model", rid, 0);
+            return http__error(s, conn, LGE_MODEL_NOT_FOUND, NULL, NULL, rid, 0);
         return http__json(s, conn, 200, http__model_obj(id, b->name), rid);
     }
     default:
@@ -303,6 +303,10 @@ static ssize_t http__reader(void *cls, uint64_t pos, char *out, size_t max)
     } else {
         job->suspended = true;
         MHD_suspend_connection(job->conn);
+        /* Before the first token the engine may be silent for long (prefill): notice a client
+         * that leaves. Later, the next token's write notices it. */
+        if (!job->body_started)
+            pool__watch_locked(job->pool, job);
         ret = 0;
     }
     pthread_mutex_unlock(&job->lock);
@@ -362,6 +366,54 @@ static const char *http__bearer(struct MHD_Connection *conn, size_t *len)
     return *len ? h : NULL;
 }
 
+/* Marks requests the gateway answers itself (con_cls). */
+static int http_deferred;
+
+static const char *http__request_id(struct MHD_Connection *conn, char idbuf[33])
+{
+    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
+    if (!rid || !request_id_valid(rid)) {
+        request_id_new(idbuf);
+        rid = idbuf;
+    }
+    return rid;
+}
+
+/* True when auth is off or the Bearer key is known; sets *key_name. */
+static bool http__authorized(struct server *s, struct MHD_Connection *conn, const char **key_name)
+{
+    *key_name = NULL;
+    if (!s->cfg->auth)
+        return true;
+    size_t klen = 0;
+    const char *key = http__bearer(conn, &klen);
+    *key_name = key ? config_key_lookup(s->cfg, key, klen) : NULL;
+    return *key_name != NULL;
+}
+
+/* Everything that is not a proxied request: local endpoints and request errors. */
+static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
+                                          const char *url, const char *method)
+{
+    char idbuf[33];
+    const char *rid = http__request_id(conn, idbuf);
+    int ri = http__route(url);
+    enum route route = ri >= 0 ? routes[ri].route : R_NONE;
+    if (route == R_NONE && !strncmp(url, "/v1/models/", 11) && url[11])
+        route = R_MODEL;
+    if (route == R_NONE)
+        return http__error(s, conn, LGE_NOT_FOUND, NULL, NULL, rid, 0);
+    const char *want = route == R_MODEL ? "GET" : routes[ri].method;
+    if (strcmp(method, want) != 0 && !(strcmp(want, "GET") == 0 && !strcmp(method, "HEAD")))
+        return http__error(s, conn, LGE_METHOD, NULL, NULL, rid, 0);
+    const char *key_name;
+    bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
+                     route == R_MODELS || route == R_MODEL;
+    if (needs_key && !http__authorized(s, conn, &key_name))
+        return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    return http__get(s, conn, route, url, rid);
+}
+
 /* Final call of a POST: validate, route, suspend, hand over. */
 static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn,
                                     struct job *job, enum req_kind kind)
@@ -379,7 +431,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     if (e != LGE_NONE) {
         job->h_state = H_DONE;
         job->h_status = err_info(e)->status;
-        return http__error(s, conn, e, why, param, job->request_id, 0);
+        (void)param; /* the contract's envelope has "param": null; the message names the field */
+        return http__error(s, conn, e, why, NULL, job->request_id, 0);
     }
     job->model = info.model;
     job->stream = info.stream;
@@ -390,7 +443,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         snprintf(msg, sizeof(msg), "the model '%.200s' does not exist", job->model);
         job->h_state = H_DONE;
         job->h_status = 404;
-        return http__error(s, conn, LGE_MODEL_NOT_FOUND, msg, "model", job->request_id, 0);
+        return http__error(s, conn, LGE_MODEL_NOT_FOUND, msg, NULL, job->request_id, 0);
     }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -425,7 +478,18 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     struct server *s = cls;
     struct job *job = *con_cls;
     (void)version;
+    (void)upload_data;
 
+    if (*con_cls == &http_deferred) {
+        /* Not a proxied request: answered once the request is read completely, so the
+         * connection stays reusable (an early answer makes libmicrohttpd close it). */
+        if (*upload_data_size) {
+            *upload_data_size = 0; /* discarded */
+            return MHD_YES;
+        }
+        *con_cls = NULL;
+        return http__answer_local(s, conn, url, method);
+    }
     if (job) {
         if (job->h_state == H_BODY) {
             if (*upload_data_size) {
@@ -460,37 +524,17 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
 
     /* first call: headers only */
     char idbuf[33];
-    const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
-    if (!rid || !request_id_valid(rid)) {
-        request_id_new(idbuf);
-        rid = idbuf;
-    }
+    const char *rid = http__request_id(conn, idbuf);
     int ri = http__route(url);
-    enum route route = ri >= 0 ? routes[ri].route : R_NONE;
-    if (route == R_NONE && !strncmp(url, "/v1/models/", 11) && url[11])
-        route = R_MODEL;
-    if (route == R_NONE)
-        return http__error(s, conn, LGE_NOT_FOUND, NULL, NULL, rid, 0);
-    const char *want = route == R_MODEL ? "GET" : routes[ri].method;
-    if (strcmp(method, want) != 0 && !(strcmp(want, "GET") == 0 && !strcmp(method, "HEAD")))
-        return http__error(s, conn, LGE_METHOD, NULL, NULL, rid, 0);
-
     const char *key_name = NULL;
-    bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
-                     route == R_MODELS || route == R_MODEL;
-    if (needs_key && s->cfg->auth) {
-        size_t klen = 0;
-        const char *key = http__bearer(conn, &klen);
-        key_name = key ? config_key_lookup(s->cfg, key, klen) : NULL;
-        if (!key_name)
-            return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    if (ri < 0 || routes[ri].upstream == NULL || strcmp(method, routes[ri].method) != 0 ||
+        !http__authorized(s, conn, &key_name)) {
+        *con_cls = &http_deferred;
+        return MHD_YES;
     }
-    if (routes[ri >= 0 ? ri : 0].upstream == NULL || route == R_MODEL)
-        return http__get(s, conn, route, url, rid);
-
     const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body_bytes)
-        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
+        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0); /* closes: body unread */
 
     job = job_new(s->cfg->max_body_bytes, s->cfg->stream_buffer_bytes);
     if (!job)
@@ -511,7 +555,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     struct server *s = cls;
     struct job *job = *con_cls;
     (void)conn;
-    if (!job)
+    if (!job || *con_cls == &http_deferred)
         return;
     *con_cls = NULL;
     pthread_mutex_lock(&job->lock);

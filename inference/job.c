@@ -3,6 +3,7 @@
 
 #include <microhttpd.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 
 struct job *job_new(size_t max_body, size_t max_stream)
 {
@@ -15,6 +16,7 @@ struct job *job_new(size_t max_body, size_t max_stream)
     }
     atomic_init(&job->refs, 1);
     job->client_fd = -1;
+    job->watch_epfd = -1;
     job->backend = -1;
     job->content_length = -1;
     job->up_clen = -1;
@@ -46,8 +48,21 @@ void job_unref(struct job *job)
     free(job);
 }
 
+void job__watch_locked(struct job *job, int epfd)
+{
+    if (job->client_fd < 0 || job->watch_epfd >= 0 || !job->suspended)
+        return;
+    struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)job};
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, job->client_fd, &ev) == 0)
+        job->watch_epfd = epfd;
+}
+
 void job__resume_locked(struct job *job)
 {
+    if (job->watch_epfd >= 0) {
+        epoll_ctl(job->watch_epfd, EPOLL_CTL_DEL, job->client_fd, NULL);
+        job->watch_epfd = -1;
+    }
     if (job->suspended) {
         job->suspended = false;
         MHD_resume_connection(job->conn);

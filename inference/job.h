@@ -76,7 +76,6 @@ struct job {
     /* --- worker thread only ------------------------------------------------------------- */
     enum job_wstate wstate;
     bool w_cancelled;
-    bool w_watching;    /* client_fd is in the worker's epoll set */
     bool w_hdr_done;    /* upstream headers delivered to the HTTP side */
     struct job *w_next; /* waiting list (FIFO = deadline order) */
     struct job *w_prev;
@@ -108,6 +107,10 @@ struct job {
     bool up_paused;         /* the upstream transfer is paused: buffer was full */
     bool unpause_pending;   /* a JM_UNPAUSE is queued */
     bool client_gone;       /* libmicrohttpd completed the request */
+    bool body_started;      /* the engine has sent body bytes */
+    int watch_epfd;         /* client_fd is watched for hang-ups in this epoll set, or -1.
+                             * Only while the connection is suspended: it cannot be closed
+                             * (and its fd number reused) then. */
     struct buf out;         /* engine bytes not yet sent to the client */
 
     struct job_msg m_submit, m_cancel, m_unpause, m_grant;
@@ -123,7 +126,12 @@ void job_ref(struct job *job);
 /* Drops one reference; the last one frees the job. Any thread; NULL is fine. */
 void job_unref(struct job *job);
 
-/* Resumes the connection if it is suspended waiting for us. Caller holds job->lock. */
+/* Stops watching the client socket, then resumes the connection if it is suspended waiting
+ * for us. Caller holds job->lock. */
 void job__resume_locked(struct job *job);
+
+/* Watches the (suspended) client socket for hang-ups in `epfd`, tagged with the job pointer.
+ * Caller holds job->lock. */
+void job__watch_locked(struct job *job, int epfd);
 
 #endif

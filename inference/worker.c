@@ -28,9 +28,6 @@ struct job_list {
     struct job *head, *tail;
 };
 
-/* The worker running on this thread, for curl callbacks that only get the job. */
-static _Thread_local struct worker *worker_self;
-
 struct probe {
     CURL *easy;
     unsigned backend;
@@ -99,20 +96,9 @@ static void pool__grant(struct job *job, void *arg)
 
 static void worker__watch(struct worker *w, struct job *job)
 {
-    if (job->client_fd < 0 || job->w_watching)
-        return;
-    struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)job};
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, job->client_fd, &ev) == 0)
-        job->w_watching = true;
-}
-
-/* Must run before the connection is resumed: afterwards libmicrohttpd may close the fd. */
-static void worker__unwatch(struct worker *w, struct job *job)
-{
-    if (!job->w_watching)
-        return;
-    epoll_ctl(w->epfd, EPOLL_CTL_DEL, job->client_fd, NULL);
-    job->w_watching = false;
+    pthread_mutex_lock(&job->lock);
+    job__watch_locked(job, w->epfd);
+    pthread_mutex_unlock(&job->lock);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -148,7 +134,6 @@ static void list_append(struct job_list *l, struct job *job)
  * otherwise the end of the body (with an SSE error event, or a broken connection, if `err`). */
 static void worker__answer(struct worker *w, struct job *job, enum lg_err err, const char *msg)
 {
-    worker__unwatch(w, job);
     pthread_mutex_lock(&job->lock);
     if (!job->headers_ready) {
         if (job->fail == LGE_NONE) {
@@ -159,7 +144,9 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
         }
     } else if (!job->eof) {
         job->eof = true;
-        if (err != LGE_NONE) {
+        if (err == LGE_CLIENT_CLOSED) {
+            job->eof_error = true; /* nobody to tell */
+        } else if (err != LGE_NONE) {
             bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
             char env[512], ev[600];
             size_t n = 0;
@@ -230,9 +217,8 @@ static void worker__end(struct worker *w, struct job *job, enum lg_err err, cons
 
 /* Delivers the upstream's status line and headers to the HTTP side once they are complete.
  * Runs inside the header callback: resuming a connection never calls back into curl. */
-static void worker__deliver_headers(struct worker *w, struct job *job)
+static void worker__deliver_headers(struct job *job)
 {
-    worker__unwatch(w, job);
     pthread_mutex_lock(&job->lock);
     job->headers_ready = true;
     job->status = job->up_status;
@@ -272,7 +258,7 @@ static size_t worker__on_header(char *line, size_t size, size_t n, void *arg)
             return len; /* 1xx interim response */
         job->w_hdr_done = true;
         job->t_first_byte_ns = clock_now_ns();
-        worker__deliver_headers(worker_self, job);
+        worker__deliver_headers(job);
     }
     return len;
 }
@@ -295,6 +281,7 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
         pthread_mutex_unlock(&job->lock);
         return 0; /* out of memory: abort the transfer */
     }
+    job->body_started = true;
     job__resume_locked(job);
     pthread_mutex_unlock(&job->lock);
     job->bytes_out += len;
@@ -526,10 +513,14 @@ static void worker__drain_queue(struct worker *w)
 static enum lg_err worker__classify(CURL *e, CURLcode rc, const char **msg)
 {
     curl_off_t connect_us = 0;
+    long new_conns = 0;
     curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connect_us);
+    curl_easy_getinfo(e, CURLINFO_NUM_CONNECTS, &new_conns);
+    /* A reused connection reports no connect time: it was connected all along. */
+    bool connected = new_conns == 0 || connect_us > 0;
     switch (rc) {
     case CURLE_OPERATION_TIMEDOUT:
-        if (connect_us == 0) {
+        if (!connected) {
             *msg = "connecting to the inference engine timed out";
             return LGE_BAD_GATEWAY;
         }
@@ -665,7 +656,6 @@ static void *worker__main(void *arg)
     struct worker *w = arg;
     struct epoll_event evs[256];
     int running;
-    worker_self = w;
     while (!atomic_load(&w->quit)) {
         uint64_t now = clock_now_ns();
         int n = epoll_wait(w->epfd, evs, 256, worker__timeout_ms(w, now));
@@ -685,12 +675,14 @@ static void *worker__main(void *arg)
                 curl_multi_socket_action(w->multi, (curl_socket_t)(tag >> 2), flags, &running);
             } else {
                 struct job *job = (struct job *)(uintptr_t)tag;
-                if (!job->w_watching)
-                    continue; /* unwatched earlier in this batch */
-                atomic_fetch_add(&w->pool->client_aborts, 1);
                 pthread_mutex_lock(&job->lock);
-                job->client_gone = true;
+                bool watched = job->watch_epfd >= 0;
+                if (watched)
+                    job->client_gone = true;
                 pthread_mutex_unlock(&job->lock);
+                if (!watched)
+                    continue; /* resumed (and unwatched) earlier in this batch */
+                atomic_fetch_add(&w->pool->client_aborts, 1);
                 log_debug("%s: client closed the connection while waiting", job->request_id);
                 worker__end(w, job, LGE_CLIENT_CLOSED, NULL);
             }
@@ -849,6 +841,11 @@ int pool_submit(struct pool *p, struct job *job)
 void pool_cancel(struct pool *p, struct job *job)
 {
     worker__post(&p->w[job->worker], &job->m_cancel);
+}
+
+void pool__watch_locked(struct pool *p, struct job *job)
+{
+    job__watch_locked(job, p->w[job->worker].epfd);
 }
 
 void pool_unpause(struct pool *p, struct job *job)

@@ -45,6 +45,11 @@ void pool_cancel(struct pool *p, struct job *job);
  * set job->unpause_pending. Any thread. */
 void pool_unpause(struct pool *p, struct job *job);
 
+/* Watches the suspended client connection of `job` for hang-ups on its worker, so a client
+ * that leaves during a silent phase (prefill) cancels the upstream at once. Caller holds
+ * job->lock. Any thread. */
+void pool__watch_locked(struct pool *p, struct job *job);
+
 /* Refuses new submissions from now on. Main thread. */
 void pool_drain(struct pool *p);
 

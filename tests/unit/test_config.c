@@ -86,8 +86,8 @@ START_TEST(test_errors_have_lines)
     ck_assert(has_msg(&e, "bad.ini:6: "));
     ck_assert(has_msg(&e, "bad.ini:9: unknown key 'colour'"));
     ck_assert(has_msg(&e, "bad.ini:11: url 'ftp://h'"));
-    ck_assert(has_msg(&e, "[backend.x] has no url"));
-    ck_assert(has_msg(&e, "[backend.y] has no models"));
+    ck_assert(has_msg(&e, "bad.ini:7: [backend.x] has no url"));
+    ck_assert(has_msg(&e, "bad.ini:10: [backend.y] has no models"));
     config_errors_release(&e);
 }
 END_TEST
