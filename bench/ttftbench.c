@@ -440,9 +440,8 @@ static int sock_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *soc
     int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (epoll_ctl(b->epfd, op, s, &ev) != 0) {
         int alt = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        if ((errno == EEXIST || errno == ENOENT) && epoll_ctl(b->epfd, alt, s, &ev) == 0)
-            op = alt;
-        else
+        bool retried = (errno == EEXIST || errno == ENOENT) && epoll_ctl(b->epfd, alt, s, &ev) == 0;
+        if (!retried)
             fprintf(stderr, "ttftbench: epoll_ctl(%d): %s\n", (int)s, strerror(errno));
     }
     if (!socketp)
@@ -1111,7 +1110,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
     int c;
     int bad = 0;
     while (!bad && (c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
-        uint64_t u;
+        uint64_t u = 0;
         switch (c) {
         case OPT_URL:
             o->url = optarg;
@@ -1198,7 +1197,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
             fprintf(stderr, "ttftbench: bad value for option: %s\n", optarg ? optarg : "");
     }
     if (bad || optind != argc || !o->url || o->concurrency == 0) {
-        if (!o->url)
+        if (!bad && !o->url)
             fprintf(stderr, "ttftbench: --url is required\n");
         usage(stderr);
         return BENCH_ERR;

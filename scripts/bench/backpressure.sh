@@ -39,6 +39,7 @@ lib_init backpressure
 SHAPE='{"ttft_ms":50,"itl_ms":20,"tokens":'$TOKENS'}'
 STATS=""
 if [[ -z $BASE ]]; then
+    # shellcheck disable=SC2034 # read by setup_targets
     GW_OVERRIDES=(limits.max_inflight="$INFLIGHT" limits.queue_capacity="$QUEUE"
         limits.queue_timeout_ms="$QTIMEOUT")
     setup_targets llmgate --ttft-ms 50 --itl-ms 20 --tokens "$TOKENS"

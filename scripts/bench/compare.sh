@@ -19,7 +19,7 @@ RUNS=5
 TPUT_S=5
 LAT1_N=3000
 STREAMS=200
-NOISE_MAX=${NOISE_MAX:-0.25}
+NOISE_MAX=${NOISE_MAX:-0.30}
 FORCE=""
 while (($#)); do
     case $1 in
@@ -38,6 +38,7 @@ BODY='{"model":"mock-model","messages":[{"role":"user","content":"Say hello."}],
 wrk_lua "$WORK/post.lua" "$BODY"
 SHAPE='{"ttft_ms":50,"itl_ms":20,"tokens":64}'
 setup_targets direct,nginx,llmgate --ttft-ms 0 --itl-ms 0 --tokens 16
+LOAD0=$(cut -d' ' -f1-3 /proc/loadavg)
 SAMPLES=$WORK/samples.jsonl
 : >"$SAMPLES"
 
@@ -46,7 +47,7 @@ sample() { # run target metric value
 }
 
 measure() { # run target
-    local r=$1 t=$2 url=${TARGET_URL[$2]}$CHAT out v
+    local r=$1 t=$2 url=${TARGET_URL[$2]}$CHAT out
     out=$(wrk_json "$url" 50 "$TPUT_S" "$WORK/post.lua")
     echo "run $r $t tput $out" >>"$WORK/raw.txt"
     if [[ $out == "{"* ]]; then
@@ -114,8 +115,9 @@ done
 echo
 echo "compare: $RUNS interleaved runs, $(nproc) cores, $(date -u '+%Y-%m-%d %H:%M UTC');" \
     "wrk ${TPUT_S}s at c=50; ttftbench c=1 x $LAT1_N; $STREAMS streams at c=100"
-targets=$(IFS=,; echo "${TARGETS[*]}")
-python3 "$BENCH_DIR/compare_report.py" "$SAMPLES" "$targets" "$NOISE_MAX" $FORCE
+echo "load average before: $LOAD0; after: $(cut -d' ' -f1-3 /proc/loadavg)"
+target_list=$(IFS=,; echo "${TARGETS[*]}")
+python3 "$BENCH_DIR/compare_report.py" "$SAMPLES" "$target_list" "$NOISE_MAX" $FORCE
 rc=$?
 if ((${#MISSING[@]} > 0)); then
     echo "llmgate: not measured (unavailable)"

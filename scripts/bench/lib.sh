@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034 # variables set here are read by the scripts that source this file
 # Shared helpers for the benchmark scripts (sourced, not run).
 #
 # Every process a script starts goes through `spawn`, which records its pid; an EXIT trap stops
@@ -228,8 +229,9 @@ start_llmgate() {
 # rss_kb PID [with-children]: resident set size in KiB (nginx: master plus workers).
 rss_kb() {
     local pid=$1 total=0 p v
-    local pids=("$pid")
-    [[ ${2:-} == with-children ]] && pids+=($(pgrep -P "$pid"))
+    local pids=("$pid") kids=()
+    [[ ${2:-} == with-children ]] && mapfile -t kids < <(pgrep -P "$pid")
+    pids+=("${kids[@]}")
     for p in "${pids[@]}"; do
         v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null)
         total=$((total + ${v:-0}))
@@ -239,9 +241,10 @@ rss_kb() {
 
 # fd_count PID [with-children]: open file descriptors.
 fd_count() {
-    local pids=("$1") p n=0
-    [[ ${2:-} == with-children ]] && pids+=($(pgrep -P "$1"))
-    for p in "${pids[@]}"; do n=$((n + $(ls "/proc/$p/fd" 2>/dev/null | wc -l))); done
+    local pids=("$1") kids=() p n=0
+    [[ ${2:-} == with-children ]] && mapfile -t kids < <(pgrep -P "$1")
+    pids+=("${kids[@]}")
+    for p in "${pids[@]}"; do n=$((n + $(find "/proc/$p/fd" -mindepth 1 2>/dev/null | wc -l))); done
     echo "$n"
 }
 
