@@ -209,7 +209,8 @@ static void reply(struct api_ctx *x, const struct api_req *rq, struct api_result
     x->out.len = 0;
     put_head(&x->out, status, "application/json", (int64_t)x->body.len, res->keep_alive, rq->http10,
              extra);
-    sbuf_add(&x->out, x->body.p, x->body.len);
+    if (rq->method != HTTP_HEAD)
+        sbuf_add(&x->out, x->body.p, x->body.len);
 }
 
 /* Writes an OpenAI error envelope into x->body. NULL param/code become JSON null. */
@@ -963,7 +964,8 @@ void api_handle(struct api_ctx *x, const struct api_req *rq, struct api_result *
         res->infer = want_post && rq->method == HTTP_POST;
         return;
     }
-    if (route != R_UNKNOWN && rq->method != (want_post ? HTTP_POST : HTTP_GET)) {
+    int method = rq->method == HTTP_HEAD ? HTTP_GET : rq->method; /* HEAD: GET without body */
+    if (route != R_UNKNOWN && method != (want_post ? HTTP_POST : HTTP_GET)) {
         x->body.len = 0;
         error_body(x, "invalid_request_error", "Method not allowed", 18, NULL,
                    "method_not_allowed");
