@@ -136,12 +136,14 @@ static uint64_t hist_pct(const struct hist *h, double q)
     uint64_t rank = (uint64_t)(q * (double)h->count + 0.999999);
     if (rank < 1)
         rank = 1;
-    if (rank > h->count)
-        rank = h->count;
+    if (rank >= h->count)
+        return h->max;
     uint64_t seen = 0;
     for (size_t i = 0; i < HIST_BUCKETS; i++) {
         seen += h->b[i];
         if (seen >= rank) {
+            if (i == HIST_BUCKETS - 1)
+                return h->max; /* the overflow bucket has no upper bound */
             uint64_t v = hist__value(i);
             if (v > h->max)
                 v = h->max;
@@ -976,6 +978,85 @@ static void report_human(const struct bench *b)
  * Setup
  */
 
+/* ---------------------------------------------------------------------------------------------
+ * --self-test: the histogram and the SSE event counter, without a network.
+ */
+
+static int self_test_hist(void)
+{
+    struct hist h;
+    int bad = 0;
+    if (hist_init(&h) != BENCH_OK)
+        return 1;
+    for (uint64_t v = 1; v <= 1000000; v++)
+        hist_add(&h, v);
+    const double qs[] = {0.5, 0.9, 0.99, 0.999};
+    for (size_t i = 0; i < sizeof(qs) / sizeof(qs[0]); i++) {
+        double want = qs[i] * 1e6, got = (double)hist_pct(&h, qs[i]);
+        if (got < want * 0.999 || got > want * 1.001) {
+            fprintf(stderr, "self-test: hist p%.1f = %.0f, want %.0f\n", qs[i] * 100, got, want);
+            bad = 1;
+        }
+    }
+    if (hist_pct(&h, 1.0) != 1000000 || h.min != 1 || hist_mean(&h) != 500000)
+        bad = 1;
+    hist_release(&h);
+    if (hist_init(&h) != BENCH_OK)
+        return 1;
+    for (uint64_t v = 0; v < HIST_EXACT; v++)
+        hist_add(&h, v);
+    if (hist_pct(&h, 0.5) != HIST_EXACT / 2 - 1)
+        bad = 1;
+    hist_add(&h, 1ull << 45);
+    if (hist_pct(&h, 1.0) != 1ull << 45)
+        bad = 1;
+    hist_release(&h);
+    return bad;
+}
+
+static int self_test_sse(void)
+{
+    static const char stream[] =
+        ": keep-alive\n\nevent: x\ndata: {\"a\":1}\n\ndata:{\"b\":\"data: no\"}\r\n\r\n"
+        "id: 3\ndata: [DONE]\n\n";
+    struct bench b;
+    struct xfer x;
+    int bad = 0;
+    memset(&b, 0, sizeof(b));
+    if (stats_init(&b.st) != BENCH_OK)
+        return 1;
+    b.o.stream = true;
+    /* Every way of cutting the stream in two must count 3 events and see [DONE]. */
+    for (size_t cut = 0; cut <= sizeof(stream) - 1; cut++) {
+        memset(&x, 0, sizeof(x));
+        x.b = &b;
+        x.ps = PS_BOL;
+        xfer__scan(&x, stream, cut, 1);
+        xfer__scan(&x, stream + cut, sizeof(stream) - 1 - cut, 2);
+        if (x.events != 3 || !x.done_seen) {
+            fprintf(stderr, "self-test: sse cut %zu: %u events, done %d\n", cut, x.events,
+                    x.done_seen);
+            bad = 1;
+        }
+    }
+    memset(&x, 0, sizeof(x));
+    x.b = &b;
+    x.ps = PS_BOL;
+    static const char notdone[] = "data: [DONE]x\n\ndata: [DON\n\n";
+    xfer__scan(&x, notdone, sizeof(notdone) - 1, 1);
+    if (x.events != 2 || x.done_seen)
+        bad = 1;
+    stats_release(&b.st);
+    return bad;
+}
+
+static int self_test(void)
+{
+    int bad = self_test_hist() | self_test_sse();
+    printf("ttftbench self-test: %s\n", bad ? "FAILED" : "ok");
+    return bad;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -1003,7 +1084,8 @@ static void usage(FILE *f)
             "  --retry-max S          cap on a Retry-After wait (default 60)\n"
             "  --progress             progress lines on stderr every 0.5 s\n"
             "  --allow-fail           exit 0 even if requests failed\n"
-            "  --json                 print only the JSON line\n");
+            "  --json                 print only the JSON line\n"
+            "  --self-test            check the histogram and the SSE parser, then exit\n");
 }
 
 static int parse_u64(const char *s, uint64_t *out)
@@ -1063,6 +1145,7 @@ enum {
     OPT_ALLOWFAIL,
     OPT_JSON,
     OPT_HELP,
+    OPT_SELFTEST,
 };
 
 static int parse_args(int argc, char **argv, struct opts *o)
@@ -1092,6 +1175,7 @@ static int parse_args(int argc, char **argv, struct opts *o)
         {"progress", no_argument, NULL, OPT_PROGRESS},
         {"allow-fail", no_argument, NULL, OPT_ALLOWFAIL},
         {"json", no_argument, NULL, OPT_JSON},
+        {"self-test", no_argument, NULL, OPT_SELFTEST},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -1185,6 +1269,8 @@ static int parse_args(int argc, char **argv, struct opts *o)
         case OPT_JSON:
             o->json_only = true;
             break;
+        case OPT_SELFTEST:
+            exit(self_test());
         case 'h':
         case OPT_HELP:
             usage(stdout);

@@ -2,9 +2,10 @@
 # Runs every benchmark and prints their tables, then a summary.
 #   scripts/bench/all.sh [--short]      (--short: a few minutes on 2 cores)
 # Outputs are kept in $BENCH_OUT (default /tmp/llmgate-bench-results.<date>).
-# Exit: 0 all ok; 2 some part skipped (llmgate unavailable); 1 otherwise.
+# Exit: 0 all ok; 1 something failed; 3 compare refused (too noisy); 2 llmgate unavailable.
 set -uo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
+TTFTBENCH=${TTFTBENCH:-${BUILD:-$DIR/../../build}/ttftbench}
 SHORT=()
 case ${1:-} in
 --short) SHORT=(--short) ;;
@@ -16,6 +17,8 @@ OUT=${BENCH_OUT:-/tmp/llmgate-bench-results.$(date -u +%Y%m%d-%H%M%S)}
 mkdir -p "$OUT"
 echo "llmgate benchmarks ${SHORT[*]}: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores," \
     "$(uname -r); outputs in $OUT"
+
+"$TTFTBENCH" --self-test || exit 1
 
 declare -A MEANING=([0]=ok [1]=FAILED [2]="skipped/partial (llmgate unavailable)"
     [3]="REFUSED (too noisy)")
@@ -29,12 +32,14 @@ for s in no_stream_bench stream_bench compare backpressure streams_memory; do
     rc=${PIPESTATUS[0]}
     SUMMARY+=("$(printf '%-16s exit %d  %-40s %4ds' "$s" "$rc" "${MEANING[$rc]:-FAILED}" \
         $((SECONDS - start)))")
-    if ((rc == 2)); then
-        ((worst == 0)) && worst=2
-    elif ((rc != 0)); then
-        worst=1
-        echo "($s: exit $rc; its log: $OUT/$s.log)"
-    fi
+    # Worst first: 1 (failed) > 3 (refused, too noisy) > 2 (llmgate unavailable) > 0.
+    case $rc in
+    0) ;;
+    2) ((worst == 0)) && worst=2 ;;
+    3) ((worst != 1)) && worst=3 ;;
+    *) worst=1 ;;
+    esac
+    ((rc != 0 && rc != 2)) && echo "($s: exit $rc; its log: $OUT/$s.log)"
 done
 echo
 echo "=== summary ==="

@@ -100,8 +100,8 @@ measure() { # run target
 # Warm-up: connections, caches, page faults; not recorded.
 for t in "${TARGETS[@]}"; do
     wrk_json "${TARGET_URL[$t]}$CHAT" 50 1 "$WORK/post.lua" >/dev/null
-    "$TTFTBENCH" --url "${TARGET_URL[$t]}$CHAT" --concurrency 100 --max-tokens 4 --json \
-        >/dev/null 2>&1
+    "$TTFTBENCH" --url "${TARGET_URL[$t]}$CHAT" --concurrency 100 --max-tokens 64 \
+        --mock "$SHAPE" --json >/dev/null 2>&1
 done
 
 n=${#TARGETS[@]}
