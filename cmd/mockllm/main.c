@@ -9,7 +9,8 @@
  *   --listen HOST:PORT    default 127.0.0.1:8000; port 0 = ephemeral. When ready, prints exactly
  *                         one line to stderr: "mockllm listening on HOST:PORT" (the real port).
  *   --threads N           event-loop threads (default 1), each with its own epoll loop and its
- *                         own SO_REUSEPORT listening socket on the same port.
+ *                         own SO_REUSEPORT listening socket on the same port (the kernel spreads
+ *                         connections over them).
  *   --models a,b,c        ids listed by GET /v1/models (default mock-model). Any model id in a
  *                         request is accepted and echoed back.
  *   --ttft-ms N           delay before the first body byte: before the first SSE event of a
@@ -249,8 +250,8 @@ static int parse_args(int argc, char **argv, struct mock_config *cfg)
  * Sockets
  */
 
-/* Binds a non-blocking SO_REUSEPORT listening socket to cfg's host and `port`. */
-static int listen_on(const struct mock_config *cfg, int port)
+/* Binds a non-blocking listening socket to cfg's host and `port` (SO_REUSEPORT if `shared`). */
+static int listen_on(const struct mock_config *cfg, int port, int shared)
 {
     char ports[16];
     snprintf(ports, sizeof(ports), "%d", port);
@@ -270,7 +271,8 @@ static int listen_on(const struct mock_config *cfg, int port)
             continue;
         int one = 1;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+        if (shared)
+            setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
         if (bind(fd, a->ai_addr, a->ai_addrlen) == 0 && listen(fd, 65535) == 0)
             break;
         close(fd);
@@ -347,10 +349,22 @@ int main(int argc, char **argv)
         goto out;
     memset(stats.shard, 0, sizeof(*stats.shard) * (size_t)cfg.threads);
 
+    /* One thread: a plain socket. Several: SO_REUSEPORT sockets on one port, after claiming
+     * the port with a plain bind, so that a port already in use (even by another SO_REUSEPORT
+     * process of ours, say a stale mockllm) fails instead of silently splitting its traffic. */
     char name[NI_MAXHOST + 16] = "";
-    int port = cfg.port;
+    int port = cfg.port, shared = cfg.threads > 1;
+    if (shared) {
+        int probe = listen_on(&cfg, port, 0);
+        if (probe < 0)
+            goto out;
+        port = bound_name(probe, name, sizeof(name));
+        close(probe);
+        if (port < 0)
+            goto out;
+    }
     for (int i = 0; i < cfg.threads; i++) {
-        int lfd = listen_on(&cfg, port);
+        int lfd = listen_on(&cfg, port, shared);
         if (lfd < 0)
             goto out;
         if (i == 0 && (port = bound_name(lfd, name, sizeof(name))) < 0) {
