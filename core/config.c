@@ -35,8 +35,8 @@ static const struct cfg_row cfg_rows[] = {
      "inference workers (curl multi loops); 0 = number of cores"},
     {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "8192",
      "open client connections; RLIMIT_NOFILE is raised to fit"},
-    {"server", "stream_buffer_bytes", CT_SIZE, F(stream_buffer_bytes), 16384, 16ull << 20,
-     "65536", "per-request buffer between engine and client; full = engine paused"},
+    {"server", "stream_buffer_bytes", CT_SIZE, F(stream_buffer_bytes), 16384, 16ull << 20, "65536",
+     "per-request buffer between engine and client; full = engine paused"},
     {"timeouts", "connect_ms", CT_UINT, F(connect_ms), 1, 600000, "5000", "upstream connect"},
     {"timeouts", "request_s", CT_UINT, F(request_s), 1, 86400, "60",
      "whole request, queueing included; expiry -> 504"},
@@ -316,8 +316,9 @@ static int cfg__set_backend(struct cfg_backend *b, const char *name, const char 
         b->api_key = k;
         return 0;
     }
-    snprintf(why, whylen, "unknown key '%s' in a backend section (known: url, models, "
-                          "max_concurrency, api_key)",
+    snprintf(why, whylen,
+             "unknown key '%s' in a backend section (known: url, models, "
+             "max_concurrency, api_key)",
              name);
     return -1;
 }

@@ -11,8 +11,8 @@
 #include <stdio.h>
 
 struct cfg_backend {
-    char *name;  /* from [backend.NAME] */
-    char *url;   /* base URL without trailing '/' */
+    char *name; /* from [backend.NAME] */
+    char *url;  /* base URL without trailing '/' */
     char **models;
     size_t n_models;
     unsigned max_concurrency;

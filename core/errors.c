@@ -22,8 +22,7 @@ static const struct err_info err_table[LGE__COUNT] = {
                           "this API key is over its limit"},
     [LGE_BAD_GATEWAY] = {502, "upstream_error", "bad_gateway",
                          "the inference engine is unreachable or broke the response"},
-    [LGE_QUEUE_FULL] = {503, "service_unavailable", "queue_full",
-                        "the gateway queue is full"},
+    [LGE_QUEUE_FULL] = {503, "service_unavailable", "queue_full", "the gateway queue is full"},
     [LGE_QUEUE_TIMEOUT] = {503, "service_unavailable", "queue_timeout",
                            "no engine slot became free in time"},
     [LGE_NO_BACKEND] = {503, "service_unavailable", "no_backend",
@@ -58,8 +57,8 @@ size_t err_envelope(char *out, size_t cap, enum lg_err e, const char *message, c
     json_object_object_add(err, "type", json_object_new_string(info->type));
     json_object_object_add(err, "param", param ? json_object_new_string(param) : NULL);
     json_object_object_add(err, "code", json_object_new_string(info->code));
-    const char *s =
-        json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
+                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
     size_t len = s ? strlen(s) : 0;
     if (s && len < cap) {
         memcpy(out, s, len + 1);

@@ -7,10 +7,10 @@
 #include <stddef.h>
 
 struct sse_scan {
-    unsigned char cr;         /* last byte was '\r' */
-    unsigned char bol;        /* at the beginning of a line */
-    unsigned char comment;    /* current line starts with ':' */
-    unsigned char has_field;  /* current block holds a non-comment line */
+    unsigned char cr;        /* last byte was '\r' */
+    unsigned char bol;       /* at the beginning of a line */
+    unsigned char comment;   /* current line starts with ':' */
+    unsigned char has_field; /* current block holds a non-comment line */
 };
 
 /* Starts a scanner at the beginning of a stream. */

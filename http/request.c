@@ -53,8 +53,8 @@ static enum lg_err req__fail(enum lg_err e, char *why, size_t whylen, const char
     return e;
 }
 
-enum lg_err request_validate(enum req_kind kind, const char *body, size_t len,
-                             struct req_info *out, char *why, size_t whylen, const char **param)
+enum lg_err request_validate(enum req_kind kind, const char *body, size_t len, struct req_info *out,
+                             char *why, size_t whylen, const char **param)
 {
     enum lg_err rc = LGE_NONE;
     json_object *root = NULL;
@@ -72,15 +72,15 @@ enum lg_err request_validate(enum req_kind kind, const char *body, size_t len,
     root = json_tokener_parse_ex(tok, body, (int)len);
     enum json_tokener_error jerr = json_tokener_get_error(tok);
     size_t end = json_tokener_get_parse_end(tok);
-    while (end < len && (body[end] == ' ' || body[end] == '\t' || body[end] == '\r' ||
-                         body[end] == '\n'))
+    while (end < len &&
+           (body[end] == ' ' || body[end] == '\t' || body[end] == '\r' || body[end] == '\n'))
         end++;
     if (!root || jerr != json_tokener_success || end != len) {
         char msg[200];
         snprintf(msg, sizeof(msg), "request body is not valid JSON: %s",
                  !root && jerr == json_tokener_continue ? "unexpected end"
-                 : jerr != json_tokener_success       ? json_tokener_error_desc(jerr)
-                                                      : "trailing data after the value");
+                 : jerr != json_tokener_success         ? json_tokener_error_desc(jerr)
+                                                        : "trailing data after the value");
         rc = req__fail(LGE_INVALID_JSON, why, whylen, param, NULL, msg);
         goto out;
     }
@@ -95,8 +95,8 @@ enum lg_err request_validate(enum req_kind kind, const char *body, size_t len,
         goto out;
     }
     json_object *v;
-    if (!json_object_object_get_ex(root, "model", &v) || !json_object_is_type(v, json_type_string) ||
-        json_object_get_string_len(v) == 0) {
+    if (!json_object_object_get_ex(root, "model", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
         rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "model",
                        "'model' is required and must be a non-empty string");
         goto out;

@@ -121,8 +121,8 @@ static enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn
 static enum MHD_Result http__json(struct server *s, struct MHD_Connection *conn, unsigned status,
                                   json_object *obj, const char *request_id)
 {
-    const char *txt =
-        json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *txt = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
+                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
     enum MHD_Result r =
         http__send(s, conn, status, "application/json", txt, strlen(txt), request_id, 0);
     json_object_put(obj);
@@ -158,16 +158,15 @@ static char *http__models_list(const struct config *cfg, size_t *len)
                 json_object_array_add(data, http__model_obj(id, cfg->backends[b].name));
         }
     }
-    const char *txt =
-        json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+    const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
+                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
     char *copy = strdup(txt);
     *len = copy ? strlen(copy) : 0;
     json_object_put(root);
     return copy;
 }
 
-static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn,
-                                     const char *rid)
+static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid)
 {
     struct router *r = pool_router(s->pool);
     struct router_stats rs;
@@ -243,7 +242,8 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
         json_object *o = json_object_new_object();
         json_object_object_add(o, "status", json_object_new_string("ok"));
         json_object_object_add(o, "version", json_object_new_string(LLMGATE_VERSION));
-        json_object_object_add(o, "uptime_s", json_object_new_int64(clock_wall_s() - s->started_wall));
+        json_object_object_add(o, "uptime_s",
+                               json_object_new_int64(clock_wall_s() - s->started_wall));
         return http__json(s, conn, 200, o, rid);
     }
     case R_READY: {
@@ -328,10 +328,10 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
         return http__error(s, conn, job->fail, NULL, NULL, job->request_id, job->retry_after);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
-    uint64_t size = (job->content_length >= 0 && !sse) ? (uint64_t)job->content_length
-                                                        : MHD_SIZE_UNKNOWN;
-    struct MHD_Response *r =
-        MHD_create_response_from_callback(size, HTTP_BLOCK_SIZE, http__reader, job, http__reader_free);
+    uint64_t size =
+        (job->content_length >= 0 && !sse) ? (uint64_t)job->content_length : MHD_SIZE_UNKNOWN;
+    struct MHD_Response *r = MHD_create_response_from_callback(size, HTTP_BLOCK_SIZE, http__reader,
+                                                               job, http__reader_free);
     if (!r)
         return MHD_NO;
     job_ref(job); /* the response's reference, dropped by http__reader_free */
@@ -354,7 +354,8 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
 
 static const char *http__bearer(struct MHD_Connection *conn, size_t *len)
 {
-    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+    const char *h =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
     if (!h || strncasecmp(h, "Bearer ", 7) != 0)
         return NULL;
     h += 7;
@@ -415,8 +416,8 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
 }
 
 /* Final call of a POST: validate, route, suspend, hand over. */
-static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn,
-                                    struct job *job, enum req_kind kind)
+static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job,
+                                    enum req_kind kind)
 {
     char why[256];
     const char *param;
@@ -532,7 +533,8 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         *con_cls = &http_deferred;
         return MHD_YES;
     }
-    const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body_bytes)
         return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0); /* closes: body unread */
 
@@ -629,7 +631,8 @@ void server_quiesce(struct server *s)
 
 unsigned server_connections(struct server *s)
 {
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
+    const union MHD_DaemonInfo *di =
+        MHD_get_daemon_info(s->daemon, MHD_DAEMON_INFO_CURRENT_CONNECTIONS);
     return di ? di->num_connections : 0;
 }
 

@@ -60,10 +60,10 @@ struct job {
     struct pool *pool;
 
     /* --- HTTP thread only (libmicrohttpd callbacks of this connection) ------------------ */
-    int h_state;        /* http/server.c's phase */
-    bool h_too_large;   /* body passed max_body_bytes while reading */
-    bool h_submitted;   /* handed to a worker: a cancel must follow if it is not finished */
-    unsigned h_status;  /* status sent to the client */
+    int h_state;       /* http/server.c's phase */
+    bool h_too_large;  /* body passed max_body_bytes while reading */
+    bool h_submitted;  /* handed to a worker: a cancel must follow if it is not finished */
+    unsigned h_status; /* status sent to the client */
     const char *h_method;
 
     /* --- router (under the router's lock) ---------------------------------------------- */
@@ -95,8 +95,8 @@ struct job {
     /* --- shared between the HTTP thread and the worker: under `lock` --------------------
      * Lock order: job->lock before anything of libmicrohttpd's (MHD_resume_connection). */
     pthread_mutex_t lock;
-    bool suspended;      /* the connection is suspended and waiting for us */
-    bool headers_ready;  /* status/content type below are valid */
+    bool suspended;     /* the connection is suspended and waiting for us */
+    bool headers_ready; /* status/content type below are valid */
     unsigned status;
     char content_type[128];
     int64_t content_length; /* -1 unknown */

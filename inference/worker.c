@@ -45,8 +45,8 @@ struct worker {
     int epfd;
     CURLM *multi;
     uint64_t curl_deadline_ns; /* UINT64_MAX: no curl timer */
-    struct job_list waiting; /* queued for a permit, FIFO = deadline order */
-    struct job_list running; /* transfers on the multi handle */
+    struct job_list waiting;   /* queued for a permit, FIFO = deadline order */
+    struct job_list running;   /* transfers on the multi handle */
     unsigned n_running;
     atomic_bool quit;
     bool aborting;
@@ -542,7 +542,8 @@ static void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc)
     curl_easy_getinfo(pr->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(w->multi, pr->easy);
     pr->busy = false;
-    enum backend_health h = (rc == CURLE_OK && status > 0 && status < 500) ? HEALTH_UP : HEALTH_DOWN;
+    enum backend_health h =
+        (rc == CURLE_OK && status > 0 && status < 500) ? HEALTH_UP : HEALTH_DOWN;
     enum backend_health was = router_health(w->pool->router, pr->backend);
     if (h != was)
         log_info("backend %s is %s (probe: %s, status %ld)",
@@ -566,7 +567,8 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
             err = LGE_NONE; /* we aborted it: the client left */
         else
             atomic_fetch_add(&w->pool->upstream_errors, 1);
-        if (rc == CURLE_COULDNT_CONNECT || (rc == CURLE_OPERATION_TIMEDOUT && err == LGE_BAD_GATEWAY))
+        if (rc == CURLE_COULDNT_CONNECT ||
+            (rc == CURLE_OPERATION_TIMEDOUT && err == LGE_BAD_GATEWAY))
             router_set_health(r, (unsigned)job->backend, HEALTH_DOWN);
     } else {
         router_set_health(r, (unsigned)job->backend, HEALTH_UP);

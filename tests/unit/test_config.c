@@ -66,17 +66,17 @@ END_TEST
 
 START_TEST(test_errors_have_lines)
 {
-    const char *bad = "[server]\n"               /* 1 */
-                      "listen = nowhere\n"       /* 2 */
-                      "bogus = 1\n"              /* 3 */
-                      "[limits]\n"               /* 4 */
-                      "max_inflight = 0\n"       /* 5 */
-                      "queue_capacity = -3\n"    /* 6 */
-                      "[backend.x]\n"            /* 7 */
-                      "models = m\n"             /* 8 */
-                      "colour = red\n"           /* 9 */
-                      "[backend.y]\n"            /* 10 */
-                      "url = ftp://h\n";         /* 11 */
+    const char *bad = "[server]\n"            /* 1 */
+                      "listen = nowhere\n"    /* 2 */
+                      "bogus = 1\n"           /* 3 */
+                      "[limits]\n"            /* 4 */
+                      "max_inflight = 0\n"    /* 5 */
+                      "queue_capacity = -3\n" /* 6 */
+                      "[backend.x]\n"         /* 7 */
+                      "models = m\n"          /* 8 */
+                      "colour = red\n"        /* 9 */
+                      "[backend.y]\n"         /* 10 */
+                      "url = ftp://h\n";      /* 11 */
     struct config_errors e = {0};
     struct config *c = config_load_string("bad.ini", bad, &e);
     ck_assert_ptr_null(c);
@@ -101,8 +101,8 @@ START_TEST(test_syntax_and_empty)
     config_errors_release(&e);
 
     /* an empty [keys] section must not silently turn auth off */
-    ck_assert_ptr_null(config_load_string(
-        "k.ini", "[keys]\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
+    ck_assert_ptr_null(
+        config_load_string("k.ini", "[keys]\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
     ck_assert(has_msg(&e, "[keys] is present but empty"));
     config_errors_release(&e);
 

@@ -104,18 +104,20 @@ static void on_grant(struct job *job, void *arg)
 START_TEST(test_router_admission)
 {
     struct config_errors e = {0};
-    struct config *c = config_load_string("r.ini",
-                                          "[limits]\nmax_inflight = 3\nqueue_capacity = 2\n"
-                                          "[health]\ninterval_ms = 0\n"
-                                          "[backend.a]\nurl = http://h:1\nmodels = m, shared\nmax_concurrency = 1\n"
-                                          "[backend.b]\nurl = http://h:2\nmodels = n, shared\nmax_concurrency = 2\n",
-                                          &e);
+    struct config *c = config_load_string(
+        "r.ini",
+        "[limits]\nmax_inflight = 3\nqueue_capacity = 2\n"
+        "[health]\ninterval_ms = 0\n"
+        "[backend.a]\nurl = http://h:1\nmodels = m, shared\nmax_concurrency = 1\n"
+        "[backend.b]\nurl = http://h:2\nmodels = n, shared\nmax_concurrency = 2\n",
+        &e);
     ck_assert_ptr_nonnull(c);
     struct router *r = router_new(c, on_grant, NULL);
     struct job *j[6];
     for (int i = 0; i < 6; i++) {
         j[i] = job_new(16, 16);
-        j[i]->n_candidates = (unsigned)config_backends_for(c, i < 3 ? "m" : "n", j[i]->candidates, 8);
+        j[i]->n_candidates =
+            (unsigned)config_backends_for(c, i < 3 ? "m" : "n", j[i]->candidates, 8);
     }
     ck_assert(router_ready(r)); /* probing off: unknown counts as usable */
     ck_assert_int_eq(router_acquire(r, j[0]), ROUTER_OK);
@@ -123,8 +125,8 @@ START_TEST(test_router_admission)
     ck_assert_int_eq(router_acquire(r, j[1]), ROUTER_QUEUED); /* a is full */
     ck_assert_int_eq(router_acquire(r, j[3]), ROUTER_OK);     /* b is free: no head-of-line block */
     ck_assert_int_eq(router_acquire(r, j[2]), ROUTER_QUEUED);
-    ck_assert_int_eq(router_acquire(r, j[4]), ROUTER_OK);     /* inflight now 3 = max */
-    ck_assert_int_eq(router_acquire(r, j[5]), ROUTER_FULL);   /* queue (2) is full */
+    ck_assert_int_eq(router_acquire(r, j[4]), ROUTER_OK);   /* inflight now 3 = max */
+    ck_assert_int_eq(router_acquire(r, j[5]), ROUTER_FULL); /* queue (2) is full */
     struct router_stats st;
     router_get_stats(r, &st);
     ck_assert_uint_eq(st.inflight, 3);

@@ -4,7 +4,8 @@
 
 #include <string.h>
 
-static enum lg_err check(enum req_kind k, const char *body, struct req_info *info, const char **param)
+static enum lg_err check(enum req_kind k, const char *body, struct req_info *info,
+                         const char **param)
 {
     char why[256];
     return request_validate(k, body, strlen(body), info, why, sizeof(why), param);
@@ -14,17 +15,20 @@ START_TEST(test_valid)
 {
     struct req_info info;
     const char *param;
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":true} \n",
-                           &info, &param),
-                     LGE_NONE);
+    ck_assert_int_eq(
+        check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":true} \n",
+              &info, &param),
+        LGE_NONE);
     ck_assert_str_eq(info.model, "m");
     ck_assert(info.stream);
     free(info.model);
-    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\"],\"stream\":null}", &info, &param),
+    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\"],\"stream\":null}",
+                           &info, &param),
                      LGE_NONE);
     ck_assert(!info.stream);
     free(info.model);
-    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"input\":\"a\",\"model\":\"e\"}", &info, &param), LGE_NONE);
+    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"input\":\"a\",\"model\":\"e\"}", &info, &param),
+                     LGE_NONE);
     ck_assert_str_eq(info.model, "e");
     free(info.model);
 }
@@ -36,22 +40,30 @@ START_TEST(test_invalid)
     const char *param;
     ck_assert_int_eq(check(REQ_CHAT, "", &info, &param), LGE_INVALID_JSON);
     ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\"", &info, &param), LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1]} x", &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1]} x", &info, &param),
+                     LGE_INVALID_JSON);
     ck_assert_int_eq(check(REQ_CHAT, "{'model':'m'}", &info, &param), LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"\xff\",\"messages\":[1]}", &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"\xff\",\"messages\":[1]}", &info, &param),
+                     LGE_INVALID_JSON);
     ck_assert_int_eq(check(REQ_CHAT, "[1]", &info, &param), LGE_INVALID_REQUEST);
     ck_assert_int_eq(check(REQ_CHAT, "{\"messages\":[1]}", &info, &param), LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "model");
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":5,\"messages\":[1]}", &info, &param), LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[]}", &info, &param), LGE_INVALID_REQUEST);
+    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":5,\"messages\":[1]}", &info, &param),
+                     LGE_INVALID_REQUEST);
+    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[]}", &info, &param),
+                     LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "messages");
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1],\"stream\":\"false\"}", &info, &param),
-                     LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1],\"stream\":\"false\"}", &info, &param),
+        LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "stream");
-    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":3}", &info, &param), LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"model\":\"m\"}", &info, &param), LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"a\",\"stream\":true}", &info, &param),
+    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":3}", &info, &param),
                      LGE_INVALID_REQUEST);
+    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"model\":\"m\"}", &info, &param),
+                     LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(REQ_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"a\",\"stream\":true}", &info, &param),
+        LGE_INVALID_REQUEST);
     /* deeper than the limit */
     char deep[300];
     memset(deep, '[', sizeof(deep));
@@ -65,16 +77,19 @@ START_TEST(test_duplicates)
 {
     struct req_info info;
     const char *param;
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"model\":\"b\"}", &info, &param),
-                     LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"model\":\"b\"}", &info, &param),
+        LGE_INVALID_REQUEST);
     /* the same key spelled with an escape is still the same key */
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"\\u006dodel\":\"b\"}", &info, &param),
-                     LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"\\u006dodel\":\"b\"}", &info, &param),
+        LGE_INVALID_REQUEST);
     /* nested duplicates and look-alike strings are not top-level duplicates */
-    ck_assert_int_eq(check(REQ_CHAT,
-                           "{\"model\":\"a\",\"messages\":[{\"model\":1,\"model\":2}],\"x\":\"\\\"model\\\",\"}",
-                           &info, &param),
-                     LGE_NONE);
+    ck_assert_int_eq(
+        check(REQ_CHAT,
+              "{\"model\":\"a\",\"messages\":[{\"model\":1,\"model\":2}],\"x\":\"\\\"model\\\",\"}",
+              &info, &param),
+        LGE_NONE);
     free(info.model);
     const char *j = "{\"a\":{\"b\":1,\"c\":[1,{\"d\":2}]},\"e\":\"f,g\"}";
     ck_assert_int_eq(request_count_top_keys(j, strlen(j)), 2);

@@ -50,11 +50,13 @@ START_TEST(test_envelope)
     char out[512];
     size_t n = err_envelope(out, sizeof(out), LGE_TIMEOUT, NULL, NULL);
     ck_assert_uint_gt(n, 0);
-    ck_assert_str_eq(out, "{\"error\":{\"message\":\"the request timed out\",\"type\":\"gateway_timeout\","
-                          "\"param\":null,\"code\":\"timeout\"}}");
+    ck_assert_str_eq(
+        out, "{\"error\":{\"message\":\"the request timed out\",\"type\":\"gateway_timeout\","
+             "\"param\":null,\"code\":\"timeout\"}}");
     n = err_envelope(out, sizeof(out), LGE_INVALID_REQUEST, "bad \"x\"/y", "model");
-    ck_assert_str_eq(out, "{\"error\":{\"message\":\"bad \\\"x\\\"/y\",\"type\":\"invalid_request_error\","
-                          "\"param\":\"model\",\"code\":\"invalid_request\"}}");
+    ck_assert_str_eq(
+        out, "{\"error\":{\"message\":\"bad \\\"x\\\"/y\",\"type\":\"invalid_request_error\","
+             "\"param\":\"model\",\"code\":\"invalid_request\"}}");
     ck_assert_uint_eq(err_envelope(out, 10, LGE_TIMEOUT, NULL, NULL), 0);
     ck_assert_uint_eq(err_info(LGE_QUEUE_FULL)->status, 503);
     ck_assert_uint_eq(err_info(LGE_RATE_LIMITED)->status, 429);
