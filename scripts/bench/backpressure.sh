@@ -96,7 +96,7 @@ BURST_PID=$!
 PIDS+=("$BURST_PID")
 for ((i = 0; i < 50; i++)); do # until the engine sees max_inflight streams (bounded 5 s)
     if [[ -n $STATS ]]; then
-        a=$(curl -s -m 1 "$STATS" | jf 'j.get("active", 0)' 2>/dev/null)
+        a=$(curl -s --noproxy "*" -m 1 "$STATS" | jf 'j.get("active", 0)' 2>/dev/null)
         ((${a:-0} >= INFLIGHT)) && break
     elif ((i >= 3)); then
         break
@@ -105,7 +105,7 @@ for ((i = 0; i < 50; i++)); do # until the engine sees max_inflight streams (bou
 done
 PROBE_BODY='{"model":"mock-model","messages":[{"role":"user","content":"hi"}],"max_tokens":1,"stream":false,"mock":{"ttft_ms":0,"itl_ms":0,"tokens":1}}'
 probe() { # prints "status retry-after-seconds"
-    curl -s -o /dev/null -D - -m 60 -H 'Content-Type: application/json' -d "$PROBE_BODY" "$URL" |
+    curl -s --noproxy "*" -o /dev/null -D - -m 60 -H 'Content-Type: application/json' -d "$PROBE_BODY" "$URL" |
         awk 'NR==1 {s=$2} tolower($1)=="retry-after:" {gsub("\r",""); r=$2}
              END {print (s==""?0:s), (r==""?"-":r)}'
 }

@@ -110,7 +110,7 @@ wait_port() {
 wait_url() {
     local url=$1 secs=${2:-10} i
     for ((i = 0; i < secs * 10; i++)); do
-        [[ $(curl -s -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return 0
+        [[ $(curl -s --noproxy "*" -o /dev/null -m 1 -w '%{http_code}' "$url" 2>/dev/null) == 200 ]] && return 0
         sleep 0.1
     done
     return 1

@@ -36,7 +36,7 @@ S10=$((S / 10))
 rc=0
 RESULTS=()
 
-mock_active() { curl -s -m 2 "$STATS" | jf 'j.get("active", 0)' 2>/dev/null || echo "?"; }
+mock_active() { curl -s --noproxy "*" -m 2 "$STATS" | jf 'j.get("active", 0)' 2>/dev/null || echo "?"; }
 
 # open_streams NAME URL N: starts a ttftbench holding N streams; waits (bounded) until all N
 # have received their first event. Sets OPEN_PID. Returns 1 on timeout.
