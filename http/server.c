@@ -22,7 +22,10 @@
 
 /* A callback response asks the reader for at most this much per call (it also cannot exceed
  * the connection's free pool memory). */
-#define HTTP_BLOCK_SIZE 16384
+/* Per-connection memory pool of libmicrohttpd: request line and headers, and the chunk being
+ * sent. libmicrohttpd zeroes it for every request, so its size is paid per request. */
+#define HTTP_CONN_MEMORY 16384
+#define HTTP_BLOCK_SIZE 8192
 /* The paused upstream is resumed once this much fits in the stream buffer again: one full curl
  * write (CURL_MAX_WRITE_SIZE). */
 #define HTTP_UNPAUSE_ROOM 16384
@@ -328,13 +331,24 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
         return http__error(s, conn, job->fail, NULL, NULL, job->request_id, job->retry_after);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
-    uint64_t size =
-        (job->content_length >= 0 && !sse) ? (uint64_t)job->content_length : MHD_SIZE_UNKNOWN;
-    struct MHD_Response *r = MHD_create_response_from_callback(size, HTTP_BLOCK_SIZE, http__reader,
-                                                               job, http__reader_free);
-    if (!r)
-        return MHD_NO;
-    job_ref(job); /* the response's reference, dropped by http__reader_free */
+    struct MHD_Response *r;
+    if (job->eof && !job->eof_error && !sse &&
+        (job->content_length < 0 || (uint64_t)job->content_length == buf_len(&job->out))) {
+        /* The whole body is here: one buffer response, sent with the headers at once. */
+        r = MHD_create_response_from_buffer(buf_len(&job->out), (void *)buf_data(&job->out),
+                                            MHD_RESPMEM_MUST_COPY);
+        if (!r)
+            return MHD_NO;
+        buf_consume(&job->out, buf_len(&job->out));
+    } else {
+        uint64_t size =
+            (job->content_length >= 0 && !sse) ? (uint64_t)job->content_length : MHD_SIZE_UNKNOWN;
+        r = MHD_create_response_from_callback(size, HTTP_BLOCK_SIZE, http__reader, job,
+                                              http__reader_free);
+        if (!r)
+            return MHD_NO;
+        job_ref(job); /* the response's reference, dropped by http__reader_free */
+    }
     if (job->content_type[0])
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, job->content_type);
     MHD_add_response_header(r, "X-Request-ID", job->request_id);
@@ -609,7 +623,8 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)300, MHD_OPTION_NOTIFY_COMPLETED,
         http__completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed?)", cfg->listen);

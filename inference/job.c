@@ -43,7 +43,6 @@ void job_unref(struct job *job)
     buf_release(&job->body);
     buf_release(&job->out);
     free(job->model);
-    free(job->url);
     pthread_mutex_destroy(&job->lock);
     free(job);
 }

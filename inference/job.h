@@ -16,6 +16,7 @@
 #include "core/errors.h"
 #include "core/sse.h"
 
+#include <curl/curl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -80,9 +81,9 @@ struct job {
     struct job *w_next; /* waiting list (FIFO = deadline order) */
     struct job *w_prev;
     uint64_t w_wait_deadline_ns;
-    void *easy; /* CURL * */
-    void *hdrs; /* struct curl_slist * */
-    char *url;
+    CURL *easy;
+    struct curl_slist hdr[5]; /* request headers: nodes owned here, no allocation */
+    char hdr_rid[96];
     unsigned up_status;
     char up_ctype[128];
     int64_t up_clen;

@@ -50,12 +50,27 @@ struct worker {
     unsigned n_running;
     atomic_bool quit;
     bool aborting;
+    CURL **spare; /* finished easy handles kept for reuse (LIFO) */
+    unsigned n_spare;
     struct probe *probes; /* worker 0 only */
     uint64_t next_probe_ns;
 };
 
+/* What each backend's requests need, built once: URLs per path, the Authorization header. */
+struct upstream {
+    char *url[3];
+    CURLU *curlu[3]; /* the same, parsed once: curl does not re-parse a URL per transfer */
+    char *auth;
+};
+
+static const char *const upstream_paths[3] = {"/v1/chat/completions", "/v1/completions",
+                                              "/v1/embeddings"};
+
+#define WORKER_SPARE_EASY 256
+
 struct pool {
     const struct config *cfg;
+    struct upstream *up;
     struct router *router;
     struct worker *w;
     unsigned n;
@@ -162,18 +177,20 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
     pthread_mutex_unlock(&job->lock);
 }
 
-/* Removes and frees the curl side of a running transfer and returns its permit. */
-static void worker__teardown(struct worker *w, struct job *job)
+/* Removes the curl side of a running transfer and returns its permit. The easy handle of a
+ * cleanly finished transfer is kept for the next one (`reusable`); others are freed. */
+static void worker__teardown(struct worker *w, struct job *job, bool reusable)
 {
     if (job->easy) {
         curl_multi_remove_handle(w->multi, job->easy);
-        curl_easy_cleanup(job->easy);
+        if (reusable && w->n_spare < WORKER_SPARE_EASY)
+            w->spare[w->n_spare++] = job->easy;
+        else
+            curl_easy_cleanup(job->easy);
         job->easy = NULL;
         list_unlink(&w->running, job);
         w->n_running--;
     }
-    curl_slist_free_all(job->hdrs);
-    job->hdrs = NULL;
     router_release(w->pool->router, job);
 }
 
@@ -202,7 +219,7 @@ static void worker__end(struct worker *w, struct job *job, enum lg_err err, cons
         worker__done(w, job);
         return;
     case JW_RUNNING:
-        worker__teardown(w, job);
+        worker__teardown(w, job, false);
         worker__answer(w, job, err, msg);
         worker__done(w, job);
         return;
@@ -215,16 +232,23 @@ static void worker__end(struct worker *w, struct job *job, enum lg_err err, cons
     }
 }
 
-/* Delivers the upstream's status line and headers to the HTTP side once they are complete.
+/* Delivers the upstream's status line and headers to the HTTP side. Streams get them as soon as
+ * they are complete; a non-stream answer gets them with its whole body (one resume, one send)
+ * unless the body outgrows the stream buffer, which delivers them early (worker__on_body).
  * Runs inside the header callback: resuming a connection never calls back into curl. */
-static void worker__deliver_headers(struct job *job)
+static void worker__deliver_headers_locked(struct job *job)
 {
-    pthread_mutex_lock(&job->lock);
     job->headers_ready = true;
     job->status = job->up_status;
     memcpy(job->content_type, job->up_ctype, sizeof(job->content_type));
     job->content_length = job->up_clen;
     job__resume_locked(job);
+}
+
+static void worker__deliver_headers(struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    worker__deliver_headers_locked(job);
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -258,7 +282,8 @@ static size_t worker__on_header(char *line, size_t size, size_t n, void *arg)
             return len; /* 1xx interim response */
         job->w_hdr_done = true;
         job->t_first_byte_ns = clock_now_ns();
-        worker__deliver_headers(job);
+        if (job->stream)
+            worker__deliver_headers(job);
     }
     return len;
 }
@@ -274,6 +299,8 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
     }
     if (!buf_fits(&job->out, len)) {
         job->up_paused = true;
+        if (!job->headers_ready) /* a large non-stream body: start sending it */
+            worker__deliver_headers_locked(job);
         pthread_mutex_unlock(&job->lock);
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -335,86 +362,81 @@ static int worker__on_timer(CURLM *multi, long timeout_ms, void *arg)
 /* ---------------------------------------------------------------------------------------- */
 /* starting transfers                                                                         */
 
+/* An easy handle with the options every transfer shares: a reused one, or a new one. */
+static CURL *worker__easy(struct worker *w)
+{
+    if (w->n_spare)
+        return w->spare[--w->n_spare];
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)w->pool->cfg->connect_ms);
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION);
+    /* Engines are local: no proxy. This also spares curl its per-transfer *_proxy getenv. */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, worker__on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, worker__on_body);
+    return e;
+}
+
+static unsigned worker__path_index(const char *path)
+{
+    for (unsigned i = 0; i < 3; i++)
+        if (!strcmp(path, upstream_paths[i]))
+            return i;
+    return 0;
+}
+
 static void worker__start(struct worker *w, struct job *job)
 {
-    const struct config *cfg = w->pool->cfg;
-    const struct cfg_backend *be = &cfg->backends[job->backend];
+    const struct upstream *up = &w->pool->up[job->backend];
     uint64_t now = clock_now_ns();
-    struct curl_slist *h = NULL, *t;
-    char line[300];
-    CURL *e = NULL;
-
     if (now >= job->deadline_ns) {
         job->wstate = JW_RUNNING;
         worker__end(w, job, LGE_TIMEOUT, NULL);
         return;
     }
-    size_t ul = strlen(be->url) + strlen(job->upstream_path) + 1;
-    free(job->url);
-    job->url = malloc(ul);
-    if (!job->url)
-        goto fail;
-    snprintf(job->url, ul, "%s%s", be->url, job->upstream_path);
-
-#define ADD_HDR(s)                                                                                 \
-    do {                                                                                           \
-        if (!(t = curl_slist_append(h, (s))))                                                      \
-            goto fail;                                                                             \
-        h = t;                                                                                     \
-    } while (0)
-    ADD_HDR("Content-Type: application/json");
-    ADD_HDR("Expect:");
-    ADD_HDR(job->stream ? "Accept: text/event-stream" : "Accept: application/json");
-    snprintf(line, sizeof(line), "X-Request-ID: %s", job->request_id);
-    ADD_HDR(line);
-    if (be->api_key) {
-        size_t kl = strlen(be->api_key) + 32;
-        char *auth = malloc(kl);
-        if (!auth)
-            goto fail;
-        snprintf(auth, kl, "Authorization: Bearer %s", be->api_key);
-        t = curl_slist_append(h, auth);
-        free(auth);
-        if (!t)
-            goto fail;
-        h = t;
+    CURL *e = worker__easy(w);
+    if (!e) {
+        job->wstate = JW_RUNNING; /* holds a permit: teardown returns it */
+        worker__end(w, job, LGE_INTERNAL, "out of memory starting the upstream transfer");
+        return;
     }
-#undef ADD_HDR
-
-    e = curl_easy_init();
-    if (!e)
-        goto fail;
+    /* curl only reads the header list; its nodes and strings live in the job */
+    snprintf(job->hdr_rid, sizeof(job->hdr_rid), "X-Request-ID: %s", job->request_id);
+    char *lines[5] = {(char *)"Content-Type: application/json", (char *)"Expect:",
+                      job->stream ? (char *)"Accept: text/event-stream"
+                                  : (char *)"Accept: application/json",
+                      job->hdr_rid, up->auth};
+    unsigned n = up->auth ? 5 : 4;
+    for (unsigned i = 0; i < n; i++) {
+        job->hdr[i].data = lines[i];
+        job->hdr[i].next = i + 1 < n ? &job->hdr[i + 1] : NULL;
+    }
     long remaining_ms = (long)((job->deadline_ns - now) / NS_PER_MS);
-    curl_easy_setopt(e, CURLOPT_URL, job->url);
+    curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[worker__path_index(job->upstream_path)]);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)buf_len(&job->body));
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdr);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, remaining_ms > 0 ? remaining_ms : 1L);
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, worker__on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, worker__on_body);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
     curl_easy_setopt(e, CURLOPT_PRIVATE, job);
-    if (curl_multi_add_handle(w->multi, e) != CURLM_OK)
-        goto fail;
+    if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+        curl_easy_cleanup(e);
+        job->wstate = JW_RUNNING;
+        worker__end(w, job, LGE_INTERNAL, "cannot start the upstream transfer");
+        return;
+    }
     job->easy = e;
-    job->hdrs = h;
     job->wstate = JW_RUNNING;
     list_append(&w->running, job);
     w->n_running++;
     atomic_fetch_add(&w->pool->started, 1);
-    return;
-fail:
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    job->wstate = JW_RUNNING; /* holds a permit: teardown returns it */
-    worker__end(w, job, LGE_INTERNAL, "out of memory starting the upstream transfer");
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -574,7 +596,13 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
         router_set_health(r, (unsigned)job->backend, HEALTH_UP);
     }
     if (job->w_hdr_done && rc == CURLE_OK) {
-        worker__teardown(w, job);
+        worker__teardown(w, job, true);
+        pthread_mutex_lock(&job->lock);
+        if (!job->headers_ready) {
+            job->eof = true; /* status, headers and the whole body in one hand-over */
+            worker__deliver_headers_locked(job);
+        }
+        pthread_mutex_unlock(&job->lock);
         worker__answer(w, job, LGE_NONE, NULL);
         worker__done(w, job);
         return;
@@ -724,7 +752,8 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->multi = curl_multi_init();
-    if (w->efd < 0 || w->epfd < 0 || !w->multi)
+    w->spare = calloc(WORKER_SPARE_EASY, sizeof(*w->spare));
+    if (w->efd < 0 || w->epfd < 0 || !w->multi || !w->spare)
         return -1;
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) != 0)
@@ -784,6 +813,10 @@ static void worker__release(struct worker *w)
         free(w->probes);
         w->probes = NULL;
     }
+    while (w->n_spare)
+        curl_easy_cleanup(w->spare[--w->n_spare]);
+    free(w->spare);
+    w->spare = NULL;
     if (w->multi)
         curl_multi_cleanup(w->multi);
     w->multi = NULL;
@@ -792,6 +825,18 @@ static void worker__release(struct worker *w)
     if (w->epfd >= 0)
         close(w->epfd);
     w->efd = w->epfd = -1;
+}
+
+/* a + b in a new string, or NULL. */
+static char *str_concat(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    char *s = malloc(la + lb + 1);
+    if (s) {
+        memcpy(s, a, la);
+        memcpy(s + la, b, lb + 1);
+    }
+    return s;
 }
 
 struct pool *pool_new(const struct config *cfg)
@@ -803,8 +848,22 @@ struct pool *pool_new(const struct config *cfg)
     p->n = cfg->workers ? cfg->workers : 1;
     p->router = router_new(cfg, pool__grant, p);
     p->w = calloc(p->n, sizeof(*p->w));
-    if (!p->router || !p->w)
+    p->up = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof(*p->up));
+    if (!p->router || !p->w || !p->up)
         goto fail;
+    for (size_t b = 0; b < cfg->n_backends; b++) {
+        const struct cfg_backend *be = &cfg->backends[b];
+        for (unsigned i = 0; i < 3; i++) {
+            if (!(p->up[b].url[i] = str_concat(be->url, upstream_paths[i])) ||
+                !(p->up[b].curlu[i] = curl_url()) ||
+                curl_url_set(p->up[b].curlu[i], CURLUPART_URL, p->up[b].url[i], 0) != CURLUE_OK) {
+                log_error("backend %s: cannot parse url %s", be->name, be->url);
+                goto fail;
+            }
+        }
+        if (be->api_key && !(p->up[b].auth = str_concat("Authorization: Bearer ", be->api_key)))
+            goto fail;
+    }
     for (unsigned i = 0; i < p->n; i++)
         if (worker__init(p, &p->w[i], i) != 0)
             goto fail;
@@ -888,6 +947,14 @@ void pool_free(struct pool *p)
     for (unsigned i = 0; p->w && i < p->n; i++)
         worker__release(&p->w[i]);
     free(p->w);
+    for (size_t b = 0; p->up && b < p->cfg->n_backends; b++) {
+        for (unsigned i = 0; i < 3; i++) {
+            free(p->up[b].url[i]);
+            curl_url_cleanup(p->up[b].curlu[i]);
+        }
+        free(p->up[b].auth);
+    }
+    free(p->up);
     router_free(p->router);
     free(p);
 }
