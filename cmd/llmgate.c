@@ -7,6 +7,7 @@
 #include "inference/worker.h"
 
 #include <curl/curl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,8 +140,20 @@ int main(int argc, char **argv)
              LLMGATE_VERSION, cfg->listen, cfg->threads, cfg->workers, cfg->n_backends,
              cfg->auth ? "on" : "off");
 
-    int sig = 0;
-    sigwait(&set, &sig);
+    /* Wait for a signal; meanwhile, when the gateway went idle after work, give freed memory
+     * back to the system (glibc keeps it in its arenas otherwise). */
+    int sig = -1;
+    uint64_t trimmed_at = 0;
+    struct timespec tick = {.tv_sec = 2};
+    while (sig < 0) {
+        sig = sigtimedwait(&set, NULL, &tick);
+        struct pool_stats st;
+        pool_get_stats(pool, &st);
+        if (sig < 0 && st.active == 0 && st.started != trimmed_at) {
+            malloc_trim(0);
+            trimmed_at = st.started;
+        }
+    }
     log_info("signal %d: draining (up to %u s)", sig, cfg->drain_s);
     server_quiesce(srv);
     pool_drain(pool);

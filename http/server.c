@@ -307,7 +307,8 @@ static ssize_t http__reader(void *cls, uint64_t pos, char *out, size_t max)
         job->suspended = true;
         MHD_suspend_connection(job->conn);
         /* Before the first token the engine may be silent for long (prefill): notice a client
-         * that leaves. Later, the next token's write notices it. */
+         * that leaves at once. Later, the next token's write notices it, or the worker's
+         * periodic watch of idle streams (worker__watch_idle). */
         if (!job->body_started)
             pool__watch_locked(job->pool, job);
         ret = 0;

@@ -54,7 +54,13 @@ struct worker {
     unsigned n_spare;
     struct probe *probes; /* worker 0 only */
     uint64_t next_probe_ns;
+    uint64_t next_watch_ns;
 };
+
+/* How often a worker looks for streams whose connection waits (suspended) for the next token
+ * and starts watching their client sockets, so a client that leaves an idle stream is noticed
+ * within about this long, without a syscall per token. */
+#define WORKER_WATCH_SCAN_NS (1000 * NS_PER_MS)
 
 /* What each backend's requests need, built once: URLs per path, the Authorization header. */
 struct upstream {
@@ -657,9 +663,24 @@ static void worker__expire_waiting(struct worker *w, uint64_t now)
     }
 }
 
+static void worker__watch_idle(struct worker *w, uint64_t now)
+{
+    if (now < w->next_watch_ns)
+        return;
+    w->next_watch_ns = now + WORKER_WATCH_SCAN_NS;
+    for (struct job *job = w->running.head; job; job = job->w_next) {
+        pthread_mutex_lock(&job->lock);
+        if (job->headers_ready)
+            job__watch_locked(job, w->epfd); /* only if suspended and not watched yet */
+        pthread_mutex_unlock(&job->lock);
+    }
+}
+
 static int worker__timeout_ms(struct worker *w, uint64_t now)
 {
     uint64_t d = w->curl_deadline_ns;
+    if (w->running.head && w->next_watch_ns < d)
+        d = w->next_watch_ns;
     if (w->waiting.head && w->waiting.head->w_wait_deadline_ns < d)
         d = w->waiting.head->w_wait_deadline_ns;
     if (w->probes && w->pool->cfg->health_interval_ms && w->next_probe_ns < d)
@@ -733,6 +754,7 @@ static void *worker__main(void *arg)
         worker__check_finished(w);
         worker__expire_waiting(w, now);
         worker__run_probes(w, now);
+        worker__watch_idle(w, now);
     }
     return NULL;
 }
