@@ -115,8 +115,12 @@ test: deps
 	set -o pipefail; $(MAKE) e2e 2>&1 | tee -a $(TEST_LOG)
 	@scripts/summary.sh $(TEST_LOG)
 
+# Exit 3 from all.sh means compare.sh refused to report because the machine was too noisy:
+# every table is still printed, so make succeeds with a warning.
 bench: all
-	scripts/bench/all.sh --short
+	@scripts/bench/all.sh --short; rc=$$?; \
+	if [ $$rc -eq 3 ]; then echo "bench: compare refused (machine too noisy); other tables above"; \
+	else exit $$rc; fi
 
 lint:
 	clang-tidy --quiet $(LIB_SRC) cmd/llmgate.c -- $(filter-out -MMD -MP,$(CFLAGS))
