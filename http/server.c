@@ -193,27 +193,24 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
         if (v)
             P("llmgate_http_responses_total{code=\"%u\"} %llu\n", c, (unsigned long long)v);
     }
-    P("# HELP llmgate_inflight Requests holding an upstream permit.\n# TYPE llmgate_inflight "
-      "gauge\nllmgate_inflight %u\n",
-      rs.inflight);
-    P("# HELP llmgate_queued Requests waiting for a permit.\n# TYPE llmgate_queued gauge\n"
-      "llmgate_queued %u\n",
-      rs.queued);
-    P("# HELP llmgate_queue_rejected_total Requests refused with 503 queue_full.\n"
-      "# TYPE llmgate_queue_rejected_total counter\nllmgate_queue_rejected_total %llu\n",
-      (unsigned long long)rs.rejected_total);
-    P("# HELP llmgate_active_jobs Inference requests between submit and end.\n"
-      "# TYPE llmgate_active_jobs gauge\nllmgate_active_jobs %llu\n",
-      (unsigned long long)ps.active);
-    P("# HELP llmgate_upstream_requests_total Upstream transfers started.\n"
-      "# TYPE llmgate_upstream_requests_total counter\nllmgate_upstream_requests_total %llu\n",
-      (unsigned long long)ps.started);
-    P("# HELP llmgate_upstream_errors_total Upstream transfers that failed.\n"
-      "# TYPE llmgate_upstream_errors_total counter\nllmgate_upstream_errors_total %llu\n",
-      (unsigned long long)ps.upstream_errors);
-    P("# HELP llmgate_client_aborts_total Clients that left before the end of the response.\n"
-      "# TYPE llmgate_client_aborts_total counter\nllmgate_client_aborts_total %llu\n",
-      (unsigned long long)ps.client_aborts);
+    const struct {
+        const char *name, *type, *help;
+        unsigned long long value;
+    } scalars[] = {
+        {"llmgate_inflight", "gauge", "Requests holding an upstream permit.", rs.inflight},
+        {"llmgate_queued", "gauge", "Requests waiting for a permit.", rs.queued},
+        {"llmgate_queue_rejected_total", "counter", "Requests refused with 503 queue_full.",
+         rs.rejected_total},
+        {"llmgate_active_jobs", "gauge", "Inference requests between submit and end.", ps.active},
+        {"llmgate_upstream_requests_total", "counter", "Upstream transfers started.", ps.started},
+        {"llmgate_upstream_errors_total", "counter", "Upstream transfers that failed.",
+         ps.upstream_errors},
+        {"llmgate_client_aborts_total", "counter",
+         "Clients that left before the end of the response.", ps.client_aborts},
+    };
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++)
+        P("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name, scalars[i].help,
+          scalars[i].name, scalars[i].type, scalars[i].name, scalars[i].value);
     P("# HELP llmgate_ttft_seconds Time from request arrival to the first streamed event.\n"
       "# TYPE llmgate_ttft_seconds summary\nllmgate_ttft_seconds_sum %.6f\n"
       "llmgate_ttft_seconds_count %llu\n",
