@@ -155,13 +155,15 @@ static void list_append(struct job_list *l, struct job *job)
  * otherwise the end of the body (with an SSE error event, or a broken connection, if `err`). */
 static void worker__answer(struct worker *w, struct job *job, enum lg_err err, const char *msg)
 {
+    /* computed before taking the job lock: the router lock is never taken under it */
+    unsigned retry_after = err_info(err)->status == 503 || err_info(err)->status == 429
+                               ? router_retry_after(w->pool->router)
+                               : 0;
     pthread_mutex_lock(&job->lock);
     if (!job->headers_ready) {
         if (job->fail == LGE_NONE) {
             job->fail = err != LGE_NONE ? err : LGE_INTERNAL;
-            if (err == LGE_QUEUE_FULL || err == LGE_QUEUE_TIMEOUT || err == LGE_DRAINING ||
-                err == LGE_NO_BACKEND)
-                job->retry_after = router_retry_after(w->pool->router);
+            job->retry_after = retry_after;
         }
     } else if (!job->eof) {
         job->eof = true;
@@ -591,7 +593,10 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
     }
     if (rc != CURLE_OK) {
         err = worker__classify(job->easy, rc, &msg);
-        if (rc == CURLE_WRITE_ERROR && job->client_gone)
+        pthread_mutex_lock(&job->lock);
+        bool gone = job->client_gone;
+        pthread_mutex_unlock(&job->lock);
+        if (rc == CURLE_WRITE_ERROR && gone)
             err = LGE_NONE; /* we aborted it: the client left */
         else
             atomic_fetch_add(&w->pool->upstream_errors, 1);
