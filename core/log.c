@@ -33,6 +33,14 @@ int log_enabled(enum log_level level)
 
 void log_write(enum log_level level, const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, fmt, ap);
+    va_end(ap);
+}
+
+void log_vwrite(enum log_level level, const char *fmt, va_list ap)
+{
     if (level > log_max)
         return;
     char line[1024];
@@ -45,12 +53,11 @@ void log_write(enum log_level level, const char *fmt, ...)
                      log_names[level]);
     if (k > 0)
         n += (size_t)k;
-    va_list ap;
-    va_start(ap, fmt);
     k = vsnprintf(line + n, sizeof(line) - n - 1, fmt, ap);
-    va_end(ap);
     if (k > 0)
         n += (size_t)k < sizeof(line) - n - 1 ? (size_t)k : sizeof(line) - n - 2;
+    while (n > 0 && line[n - 1] == '\n')
+        n--; /* libmicrohttpd's messages end with one */
     line[n++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, n);
     (void)w;

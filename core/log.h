@@ -2,6 +2,8 @@
 #ifndef LG_LOG_H
 #define LG_LOG_H
 
+#include <stdarg.h>
+
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
 /* Sets the most verbose level that is written. Call before starting threads. */
@@ -15,6 +17,9 @@ int log_enabled(enum log_level level);
 
 /* Writes one line: timestamp, level, message. Lines longer than 1 KiB are cut. */
 void log_write(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Same with a va_list. */
+void log_vwrite(enum log_level level, const char *fmt, va_list ap);
 
 #define log_error(...) log_write(LOG_ERROR, __VA_ARGS__)
 #define log_warn(...) log_write(LOG_WARN, __VA_ARGS__)

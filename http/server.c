@@ -593,6 +593,14 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
 /* ---------------------------------------------------------------------------------------- */
 /* lifecycle                                                                                  */
 
+/* libmicrohttpd's own messages are mostly about clients that went away: debug level. */
+static void http__mhd_log(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    if (log_enabled(LOG_DEBUG))
+        log_vwrite(LOG_DEBUG, fmt, ap);
+}
+
 struct server *server_new(const struct config *cfg, struct pool *pool)
 {
     struct server *s = calloc(1, sizeof(*s));
@@ -621,8 +629,9 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)300, MHD_OPTION_NOTIFY_COMPLETED,
         http__completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
+        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_EXTERNAL_LOGGER,
+        http__mhd_log, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
+        MHD_OPTION_END);
     freeaddrinfo(ai);
     if (!s->daemon) {
         log_error("cannot listen on %s (address in use, or not allowed?)", cfg->listen);
