@@ -2,7 +2,8 @@
 #
 #   make          build build/llmgate, build/mockllm, build/ttftbench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
-#   make test     install deps, build, run every suite (unit, integration, ASan/UBSan, openai e2e)
+#   make test     install deps, build, format + lint checks, every suite (unit, integration,
+#                 ASan/UBSan, openai e2e)
 #   make bench    short version of every benchmark (issue 3)
 #
 # O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
@@ -14,7 +15,8 @@ SAN     ?= 0
 PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
-            liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light
+            liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
+            clang-format clang-tidy cppcheck
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 CFLAGS  ?= -O2 -g
@@ -109,6 +111,7 @@ TEST_LOG := $(O)/test.log
 test: deps
 	@mkdir -p $(O); : > $(TEST_LOG)
 	set -o pipefail; $(MAKE) all 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) check-format lint 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) unit 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) integration 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) asan 2>&1 | tee -a $(TEST_LOG)

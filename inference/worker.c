@@ -859,10 +859,8 @@ static char *str_concat(const char *a, const char *b)
 {
     size_t la = strlen(a), lb = strlen(b);
     char *s = malloc(la + lb + 1);
-    if (s) {
-        memcpy(s, a, la);
-        memcpy(s + la, b, lb + 1);
-    }
+    if (s)
+        snprintf(s, la + lb + 1, "%s%s", a, b);
     return s;
 }
 
