@@ -53,8 +53,8 @@ static enum lg_err req__fail(enum lg_err e, char *why, size_t whylen, const char
     return e;
 }
 
-enum lg_err request_validate(enum req_kind kind, const char *body, size_t len, struct req_info *out,
-                             char *why, size_t whylen, const char **param)
+enum lg_err request_validate(enum job_endpoint kind, const char *body, size_t len,
+                             struct req_info *out, char *why, size_t whylen, const char **param)
 {
     enum lg_err rc = LGE_NONE;
     json_object *root = NULL;
@@ -115,19 +115,19 @@ enum lg_err request_validate(enum req_kind kind, const char *body, size_t len, s
         out->stream = json_object_get_boolean(v);
     }
     switch (kind) {
-    case REQ_CHAT:
+    case JOB_CHAT:
         if (!json_object_object_get_ex(root, "messages", &v) ||
             !json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
             rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "messages",
                            "'messages' is required and must be a non-empty array");
         break;
-    case REQ_COMPLETIONS:
+    case JOB_COMPLETIONS:
         if (!json_object_object_get_ex(root, "prompt", &v) ||
             !(json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_array)))
             rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "prompt",
                            "'prompt' is required and must be a string or an array");
         break;
-    case REQ_EMBEDDINGS:
+    case JOB_EMBEDDINGS:
         if (!json_object_object_get_ex(root, "input", &v) ||
             !(json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_array)))
             rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "input",
@@ -135,6 +135,9 @@ enum lg_err request_validate(enum req_kind kind, const char *body, size_t len, s
         else if (out->stream)
             rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "stream",
                            "embeddings cannot be streamed");
+        break;
+    case JOB__ENDPOINTS:
+        rc = req__fail(LGE_INTERNAL, why, whylen, param, NULL, "unknown endpoint");
         break;
     }
 out:

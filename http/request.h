@@ -6,11 +6,10 @@
 #define LG_REQUEST_H
 
 #include "core/errors.h"
+#include "inference/job.h"
 
 #include <stdbool.h>
 #include <stddef.h>
-
-enum req_kind { REQ_CHAT, REQ_COMPLETIONS, REQ_EMBEDDINGS };
 
 struct req_info {
     char *model; /* malloc'd; the caller frees */
@@ -20,8 +19,8 @@ struct req_info {
 /* Validates `body` (len bytes, need not be NUL-terminated) for endpoint `kind`.
  * Returns LGE_NONE and fills `out`, or LGE_INVALID_JSON / LGE_INVALID_REQUEST with a message
  * in `why` (and `*param` naming the offending field, or NULL). */
-enum lg_err request_validate(enum req_kind kind, const char *body, size_t len, struct req_info *out,
-                             char *why, size_t whylen, const char **param);
+enum lg_err request_validate(enum job_endpoint kind, const char *body, size_t len,
+                             struct req_info *out, char *why, size_t whylen, const char **param);
 
 /* Counts the keys of the top-level object in `json` (already known to be valid JSON) as they
  * are written, duplicates included. Returns -1 if the top-level value is not an object. */

@@ -59,16 +59,16 @@ static const struct {
     const char *path;
     enum route route;
     const char *method;
-    const char *upstream;
+    int endpoint; /* enum job_endpoint of a proxied path, -1 for local ones */
 } routes[] = {
-    {"/v1/chat/completions", R_CHAT, "POST", "/v1/chat/completions"},
-    {"/v1/completions", R_COMPLETIONS, "POST", "/v1/completions"},
-    {"/v1/embeddings", R_EMBEDDINGS, "POST", "/v1/embeddings"},
-    {"/v1/models", R_MODELS, "GET", NULL},
-    {"/healthz", R_HEALTHZ, "GET", NULL},
-    {"/health", R_HEALTH, "GET", NULL},
-    {"/ready", R_READY, "GET", NULL},
-    {"/metrics", R_METRICS, "GET", NULL},
+    {"/v1/chat/completions", R_CHAT, "POST", JOB_CHAT},
+    {"/v1/completions", R_COMPLETIONS, "POST", JOB_COMPLETIONS},
+    {"/v1/embeddings", R_EMBEDDINGS, "POST", JOB_EMBEDDINGS},
+    {"/v1/models", R_MODELS, "GET", -1},
+    {"/healthz", R_HEALTHZ, "GET", -1},
+    {"/health", R_HEALTH, "GET", -1},
+    {"/ready", R_READY, "GET", -1},
+    {"/metrics", R_METRICS, "GET", -1},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -428,8 +428,7 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
 }
 
 /* Final call of a POST: validate, route, suspend, hand over. */
-static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job,
-                                    enum req_kind kind)
+static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job)
 {
     char why[256];
     const char *param;
@@ -439,8 +438,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         job->h_status = 413;
         return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, job->request_id, 0);
     }
-    enum lg_err e = request_validate(kind, buf_data(&job->body), buf_len(&job->body), &info, why,
-                                     sizeof(why), &param);
+    enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
+                                     &info, why, sizeof(why), &param);
     if (e != LGE_NONE) {
         job->h_state = H_DONE;
         job->h_status = err_info(e)->status;
@@ -512,11 +511,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
                 *upload_data_size = 0;
                 return MHD_YES;
             }
-            int ri = http__route(url);
-            enum req_kind kind = routes[ri].route == R_CHAT          ? REQ_CHAT
-                                 : routes[ri].route == R_COMPLETIONS ? REQ_COMPLETIONS
-                                                                     : REQ_EMBEDDINGS;
-            return http__submit(s, conn, job, kind);
+            return http__submit(s, conn, job);
         }
         if (job->h_state == H_WAIT) {
             pthread_mutex_lock(&job->lock);
@@ -540,7 +535,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     const char *rid = http__request_id(conn, idbuf);
     int ri = http__route(url);
     const char *key_name = NULL;
-    if (ri < 0 || routes[ri].upstream == NULL || strcmp(method, routes[ri].method) != 0 ||
+    if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0 ||
         !http__authorized(s, conn, &key_name)) {
         *con_cls = &http_deferred;
         return MHD_YES;
@@ -555,7 +550,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
     snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
     job->t_start_ns = clock_now_ns();
-    job->upstream_path = routes[ri].upstream;
+    job->endpoint = (enum job_endpoint)routes[ri].endpoint;
     job->key_name = key_name;
     job->h_method = routes[ri].method;
     job->h_state = H_BODY;

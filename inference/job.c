@@ -5,6 +5,9 @@
 #include <stdlib.h>
 #include <sys/epoll.h>
 
+const char *const job_paths[JOB__ENDPOINTS] = {"/v1/chat/completions", "/v1/completions",
+                                               "/v1/embeddings"};
+
 struct job *job_new(size_t max_body, size_t max_stream)
 {
     struct job *job = calloc(1, sizeof(*job));

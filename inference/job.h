@@ -27,6 +27,13 @@ struct MHD_Connection;
 struct cfg_backend;
 struct job;
 
+/* The proxied endpoints. The same index selects the upstream path in job_paths. */
+enum job_endpoint { JOB_CHAT = 0, JOB_COMPLETIONS, JOB_EMBEDDINGS, JOB__ENDPOINTS };
+
+/* "/v1/chat/completions", "/v1/completions", "/v1/embeddings": the client's path, appended to
+ * the backend's base URL. */
+extern const char *const job_paths[JOB__ENDPOINTS];
+
 enum job_msg_type { JM_SUBMIT, JM_CANCEL, JM_UNPAUSE, JM_GRANT };
 
 struct job_msg {
@@ -46,8 +53,8 @@ struct job {
     /* --- set by the HTTP thread before submit; read-only afterwards --------------------- */
     struct MHD_Connection *conn;
     int client_fd;
-    const char *upstream_path; /* "/v1/chat/completions", ... (static string) */
-    bool stream;               /* request asked for "stream": true */
+    enum job_endpoint endpoint;
+    bool stream; /* request asked for "stream": true */
     char *model;
     struct buf body; /* the request body as received: forwarded byte for byte */
     char request_id[72];

@@ -64,13 +64,11 @@ struct worker {
 
 /* What each backend's requests need, built once: URLs per path, the Authorization header. */
 struct upstream {
-    char *url[3];
-    CURLU *curlu[3]; /* the same, parsed once: curl does not re-parse a URL per transfer */
+    char *url[JOB__ENDPOINTS];
+    CURLU *curlu[JOB__ENDPOINTS]; /* the same, parsed once: curl does not re-parse a URL per
+                                     transfer */
     char *auth;
 };
-
-static const char *const upstream_paths[3] = {"/v1/chat/completions", "/v1/completions",
-                                              "/v1/embeddings"};
 
 #define WORKER_SPARE_EASY 256
 
@@ -391,14 +389,6 @@ static CURL *worker__easy(struct worker *w)
     return e;
 }
 
-static unsigned worker__path_index(const char *path)
-{
-    for (unsigned i = 0; i < 3; i++)
-        if (!strcmp(path, upstream_paths[i]))
-            return i;
-    return 0;
-}
-
 static void worker__start(struct worker *w, struct job *job)
 {
     const struct upstream *up = &w->pool->up[job->backend];
@@ -426,7 +416,7 @@ static void worker__start(struct worker *w, struct job *job)
         job->hdr[i].next = i + 1 < n ? &job->hdr[i + 1] : NULL;
     }
     long remaining_ms = (long)((job->deadline_ns - now) / NS_PER_MS);
-    curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[worker__path_index(job->upstream_path)]);
+    curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[job->endpoint]);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)buf_len(&job->body));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdr);
@@ -878,8 +868,8 @@ struct pool *pool_new(const struct config *cfg)
         goto fail;
     for (size_t b = 0; b < cfg->n_backends; b++) {
         const struct cfg_backend *be = &cfg->backends[b];
-        for (unsigned i = 0; i < 3; i++) {
-            if (!(p->up[b].url[i] = str_concat(be->url, upstream_paths[i])) ||
+        for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
+            if (!(p->up[b].url[i] = str_concat(be->url, job_paths[i])) ||
                 !(p->up[b].curlu[i] = curl_url()) ||
                 curl_url_set(p->up[b].curlu[i], CURLUPART_URL, p->up[b].url[i], 0) != CURLUE_OK) {
                 log_error("backend %s: cannot parse url %s", be->name, be->url);
@@ -973,7 +963,7 @@ void pool_free(struct pool *p)
         worker__release(&p->w[i]);
     free(p->w);
     for (size_t b = 0; p->up && b < p->cfg->n_backends; b++) {
-        for (unsigned i = 0; i < 3; i++) {
+        for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
             free(p->up[b].url[i]);
             curl_url_cleanup(p->up[b].curlu[i]);
         }

@@ -4,7 +4,7 @@
 
 #include <string.h>
 
-static enum lg_err check(enum req_kind k, const char *body, struct req_info *info,
+static enum lg_err check(enum job_endpoint k, const char *body, struct req_info *info,
                          const char **param)
 {
     char why[256];
@@ -16,18 +16,18 @@ START_TEST(test_valid)
     struct req_info info;
     const char *param;
     ck_assert_int_eq(
-        check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":true} \n",
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[{\"role\":\"user\"}],\"stream\":true} \n",
               &info, &param),
         LGE_NONE);
     ck_assert_str_eq(info.model, "m");
     ck_assert(info.stream);
     free(info.model);
-    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\"],\"stream\":null}",
+    ck_assert_int_eq(check(JOB_COMPLETIONS, "{\"model\":\"m\",\"prompt\":[\"a\"],\"stream\":null}",
                            &info, &param),
                      LGE_NONE);
     ck_assert(!info.stream);
     free(info.model);
-    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"input\":\"a\",\"model\":\"e\"}", &info, &param),
+    ck_assert_int_eq(check(JOB_EMBEDDINGS, "{\"input\":\"a\",\"model\":\"e\"}", &info, &param),
                      LGE_NONE);
     ck_assert_str_eq(info.model, "e");
     free(info.model);
@@ -38,38 +38,38 @@ START_TEST(test_invalid)
 {
     struct req_info info;
     const char *param;
-    ck_assert_int_eq(check(REQ_CHAT, "", &info, &param), LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\"", &info, &param), LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1]} x", &info, &param),
+    ck_assert_int_eq(check(JOB_CHAT, "", &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"m\"", &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1]} x", &info, &param),
                      LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{'model':'m'}", &info, &param), LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"\xff\",\"messages\":[1]}", &info, &param),
+    ck_assert_int_eq(check(JOB_CHAT, "{'model':'m'}", &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"\xff\",\"messages\":[1]}", &info, &param),
                      LGE_INVALID_JSON);
-    ck_assert_int_eq(check(REQ_CHAT, "[1]", &info, &param), LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"messages\":[1]}", &info, &param), LGE_INVALID_REQUEST);
+    ck_assert_int_eq(check(JOB_CHAT, "[1]", &info, &param), LGE_INVALID_REQUEST);
+    ck_assert_int_eq(check(JOB_CHAT, "{\"messages\":[1]}", &info, &param), LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "model");
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":5,\"messages\":[1]}", &info, &param),
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":5,\"messages\":[1]}", &info, &param),
                      LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[]}", &info, &param),
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[]}", &info, &param),
                      LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "messages");
     ck_assert_int_eq(
-        check(REQ_CHAT, "{\"model\":\"m\",\"messages\":[1],\"stream\":\"false\"}", &info, &param),
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1],\"stream\":\"false\"}", &info, &param),
         LGE_INVALID_REQUEST);
     ck_assert_str_eq(param, "stream");
-    ck_assert_int_eq(check(REQ_COMPLETIONS, "{\"model\":\"m\",\"prompt\":3}", &info, &param),
+    ck_assert_int_eq(check(JOB_COMPLETIONS, "{\"model\":\"m\",\"prompt\":3}", &info, &param),
                      LGE_INVALID_REQUEST);
-    ck_assert_int_eq(check(REQ_EMBEDDINGS, "{\"model\":\"m\"}", &info, &param),
+    ck_assert_int_eq(check(JOB_EMBEDDINGS, "{\"model\":\"m\"}", &info, &param),
                      LGE_INVALID_REQUEST);
     ck_assert_int_eq(
-        check(REQ_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"a\",\"stream\":true}", &info, &param),
+        check(JOB_EMBEDDINGS, "{\"model\":\"m\",\"input\":\"a\",\"stream\":true}", &info, &param),
         LGE_INVALID_REQUEST);
     /* deeper than the limit */
     char deep[300];
     memset(deep, '[', sizeof(deep));
     memcpy(deep, "{\"model\":\"m\",\"messages\":", 24);
     deep[sizeof(deep) - 1] = '\0';
-    ck_assert_int_eq(check(REQ_CHAT, deep, &info, &param), LGE_INVALID_JSON);
+    ck_assert_int_eq(check(JOB_CHAT, deep, &info, &param), LGE_INVALID_JSON);
 }
 END_TEST
 
@@ -78,15 +78,15 @@ START_TEST(test_duplicates)
     struct req_info info;
     const char *param;
     ck_assert_int_eq(
-        check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"model\":\"b\"}", &info, &param),
+        check(JOB_CHAT, "{\"model\":\"a\",\"messages\":[1],\"model\":\"b\"}", &info, &param),
         LGE_INVALID_REQUEST);
     /* the same key spelled with an escape is still the same key */
     ck_assert_int_eq(
-        check(REQ_CHAT, "{\"model\":\"a\",\"messages\":[1],\"\\u006dodel\":\"b\"}", &info, &param),
+        check(JOB_CHAT, "{\"model\":\"a\",\"messages\":[1],\"\\u006dodel\":\"b\"}", &info, &param),
         LGE_INVALID_REQUEST);
     /* nested duplicates and look-alike strings are not top-level duplicates */
     ck_assert_int_eq(
-        check(REQ_CHAT,
+        check(JOB_CHAT,
               "{\"model\":\"a\",\"messages\":[{\"model\":1,\"model\":2}],\"x\":\"\\\"model\\\",\"}",
               &info, &param),
         LGE_NONE);
