@@ -74,11 +74,3 @@ void buf_consume(struct buf *b, size_t n)
     if (b->off >= b->len)
         b->off = b->len = 0;
 }
-
-int buf_terminate(struct buf *b)
-{
-    if (buf__reserve(b, 0) != 0)
-        return -1;
-    b->data[b->len] = '\0';
-    return 0;
-}

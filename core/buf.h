@@ -41,7 +41,4 @@ static inline size_t buf_len(const struct buf *b)
 /* Drops the first n unread bytes (n <= buf_len). */
 void buf_consume(struct buf *b, size_t n);
 
-/* Makes the unread bytes a NUL-terminated string (the NUL is not counted). Returns 0 or -1. */
-int buf_terminate(struct buf *b);
-
 #endif

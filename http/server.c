@@ -552,7 +552,6 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     job->t_start_ns = clock_now_ns();
     job->endpoint = (enum job_endpoint)routes[ri].endpoint;
     job->key_name = key_name;
-    job->h_method = routes[ri].method;
     job->h_state = H_BODY;
     *con_cls = job;
     return MHD_YES;

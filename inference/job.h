@@ -72,7 +72,6 @@ struct job {
     bool h_too_large;  /* body passed max_body_bytes while reading */
     bool h_submitted;  /* handed to a worker: a cancel must follow if it is not finished */
     unsigned h_status; /* status sent to the client */
-    const char *h_method;
 
     /* --- router (under the router's lock) ---------------------------------------------- */
     struct job *r_next, *r_prev;
@@ -95,7 +94,6 @@ struct job {
     char up_ctype[128];
     int64_t up_clen;
     struct sse_scan sse;
-    uint64_t t_first_byte_ns;
     uint64_t t_first_event_ns;
     uint64_t events;
     uint64_t bytes_out;

@@ -287,7 +287,6 @@ static size_t worker__on_header(char *line, size_t size, size_t n, void *arg)
         if (job->up_status < 200)
             return len; /* 1xx interim response */
         job->w_hdr_done = true;
-        job->t_first_byte_ns = clock_now_ns();
         if (job->stream)
             worker__deliver_headers(job);
     }

@@ -88,7 +88,6 @@ START_TEST(test_buf_ceiling)
     ck_assert_int_eq(memcmp(buf_data(&b), "567890abcd", 10), 0);
     buf_consume(&b, 10);
     ck_assert_uint_eq(buf_len(&b), 0);
-    ck_assert_int_eq(buf_terminate(&b), 0);
     buf_release(&b);
 }
 END_TEST
