@@ -33,30 +33,9 @@ class TestDisconnect(SharedTest):
         self.assertLess(time.monotonic() - t0, t(5))
         self.assertEqual(s["completed"], self.base["completed"], "the stream ran to completion anyway: %s" % s)
 
-    def test_before_first_byte(self):
-        """Client leaves while the engine is still thinking (ttft 6 s): cancelled well before 6 s."""
-        body = chat_body("disconnect in prefill", stream=True, mock={"ttft_ms": 6000, "itl_ms": 0, "tokens": 3})
-        c = Raw(self.gw.host, self.gw.port, t(10))
-        try:
-            t_start = time.monotonic()
-            c.send_request("POST", CHAT, body)
-            self.mock.wait_stats(lambda s: s["active"] == 1, t(5), "active == 1")
-            time.sleep(0.3)
-        finally:
-            c.close()
-        try:
-            s = self.mock.wait_stats(lambda s: s["aborted"] >= self.base["aborted"] + 1 and s["active"] == 0,
-                                     t(8), "aborted+1 and active == 0")
-        except AssertionError as e:
-            self.fail("client of a stream left during prefill (engine ttft 6 s); the upstream request was "
-                      "not cancelled: %s" % e)
-        took = time.monotonic() - t_start
-        self.assertEqual(s["completed"], self.base["completed"], s)
-        self.assertLess(took, 5.5, "upstream cancelled only %.1fs after the request (ttft 6 s): the gateway "
-                                   "waited for the first byte to notice the client was gone" % took)
-
-    def test_before_first_byte_nonstream(self):
-        body = chat_body("disconnect in prefill json", mock={"ttft_ms": 6000, "itl_ms": 0, "tokens": 3})
+    def leave_during_prefill(self, body):
+        """Sends `body` (engine ttft 6 s), closes the client once the engine has it; returns
+        the engine's stats once it saw the abort, and the seconds since the request."""
         c = Raw(self.gw.host, self.gw.port, t(10))
         try:
             t_start = time.monotonic()
@@ -67,7 +46,23 @@ class TestDisconnect(SharedTest):
             c.close()
         s = self.mock.wait_stats(lambda s: s["aborted"] >= self.base["aborted"] + 1 and s["active"] == 0,
                                  t(8), "aborted+1 and active == 0")
-        took = time.monotonic() - t_start
+        return s, time.monotonic() - t_start
+
+    def test_before_first_byte(self):
+        """Client leaves while the engine is still thinking (ttft 6 s): cancelled well before 6 s."""
+        body = chat_body("disconnect in prefill", stream=True, mock={"ttft_ms": 6000, "itl_ms": 0, "tokens": 3})
+        try:
+            s, took = self.leave_during_prefill(body)
+        except AssertionError as e:
+            self.fail("client of a stream left during prefill (engine ttft 6 s); the upstream request was "
+                      "not cancelled: %s" % e)
+        self.assertEqual(s["completed"], self.base["completed"], s)
+        self.assertLess(took, 5.5, "upstream cancelled only %.1fs after the request (ttft 6 s): the gateway "
+                                   "waited for the first byte to notice the client was gone" % took)
+
+    def test_before_first_byte_nonstream(self):
+        body = chat_body("disconnect in prefill json", mock={"ttft_ms": 6000, "itl_ms": 0, "tokens": 3})
+        s, took = self.leave_during_prefill(body)
         self.assertLess(took, 5.5, "upstream cancelled only %.1fs after the request (ttft 6 s)" % took)
 
 
