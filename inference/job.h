@@ -13,6 +13,7 @@
 #define LG_JOB_H
 
 #include "core/buf.h"
+#include "core/heap.h"
 #include "core/errors.h"
 #include "core/sse.h"
 
@@ -87,6 +88,12 @@ struct job {
     struct job *w_next; /* waiting list (FIFO = deadline order) */
     struct job *w_prev;
     uint64_t w_wait_deadline_ns;
+    struct heap_node w_deadline; /* in the worker's deadline heap while request_s bounds it:
+                                  * from the start of the transfer to the end of a plain
+                                  * answer, or to the first body byte of an event stream */
+    struct job *w_resume_next;   /* the worker's list of connections to resume at the end of
+                                  * its event batch (one hand-over for many events) */
+    bool w_resume_queued;
     CURL *easy;
     struct curl_slist hdr[5]; /* request headers: nodes owned here, no allocation */
     char hdr_rid[96];
@@ -95,8 +102,6 @@ struct job {
     int64_t up_clen;
     struct sse_scan sse;
     uint64_t t_first_event_ns;
-    uint64_t events;
-    uint64_t bytes_out;
 
     /* --- shared between the HTTP thread and the worker: under `lock` --------------------
      * Lock order: job->lock before anything of libmicrohttpd's (MHD_resume_connection). */
@@ -114,6 +119,8 @@ struct job {
     bool unpause_pending;   /* a JM_UNPAUSE is queued */
     bool client_gone;       /* libmicrohttpd completed the request */
     bool body_started;      /* the engine has sent body bytes */
+    uint64_t events;        /* SSE events relayed (counted by the worker) */
+    uint64_t bytes_out;     /* engine body bytes taken into `out` */
     int watch_epfd;         /* client_fd is watched for hang-ups in this epoll set, or -1.
                              * Only while the connection is suspended: it cannot be closed
                              * (and its fd number reused) then. */

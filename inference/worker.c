@@ -3,6 +3,7 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/heap.h"
 #include "core/log.h"
 #include "core/mpsc.h"
 #include "inference/job.h"
@@ -48,6 +49,8 @@ struct worker {
     struct job_list waiting;   /* queued for a permit, FIFO = deadline order */
     struct job_list running;   /* transfers on the multi handle */
     unsigned n_running;
+    struct heap deadlines;     /* running jobs still bounded by request_s (job->w_deadline) */
+    struct job *resume_head;   /* connections to resume at the end of this event batch */
     atomic_bool quit;
     bool aborting;
     CURL **spare; /* finished easy handles kept for reuse (LIFO) */
@@ -121,6 +124,40 @@ static void worker__watch(struct worker *w, struct job *job)
 }
 
 /* ---------------------------------------------------------------------------------------- */
+/* resumes, batched                                                                           */
+
+/* The HTTP side has something new to send (headers or body bytes). The connection is resumed
+ * at the end of the worker's current event batch, not at once: every MHD_resume_connection
+ * writes libmicrohttpd's inter-thread channel and makes its thread walk its whole list of
+ * suspended connections, so resuming the streams that got bytes in one batch together lets
+ * one wake-up of that thread serve them all. Caller holds job->lock; worker thread. */
+static void worker__resume_later_locked(struct worker *w, struct job *job)
+{
+    if (!job->suspended || job->w_resume_queued)
+        return;
+    job->w_resume_queued = true;
+    job_ref(job); /* the list's reference */
+    job->w_resume_next = w->resume_head;
+    w->resume_head = job;
+}
+
+static void worker__flush_resumes(struct worker *w)
+{
+    struct job *job = w->resume_head;
+    w->resume_head = NULL;
+    while (job) {
+        struct job *next = job->w_resume_next;
+        pthread_mutex_lock(&job->lock);
+        job->w_resume_queued = false;
+        job->w_resume_next = NULL;
+        job__resume_locked(job); /* nothing if resumed meanwhile */
+        pthread_mutex_unlock(&job->lock);
+        job_unref(job);
+        job = next;
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
 /* ending a job                                                                               */
 
 static void list_unlink(struct job_list *l, struct job *job)
@@ -179,7 +216,7 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
                 job->eof_error = true;
         }
     }
-    job__resume_locked(job);
+    worker__resume_later_locked(w, job);
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -197,6 +234,7 @@ static void worker__teardown(struct worker *w, struct job *job, bool reusable)
         list_unlink(&w->running, job);
         w->n_running--;
     }
+    heap_remove(&w->deadlines, &job->w_deadline);
     router_release(w->pool->router, job);
 }
 
@@ -242,19 +280,19 @@ static void worker__end(struct worker *w, struct job *job, enum lg_err err, cons
  * they are complete; a non-stream answer gets them with its whole body (one resume, one send)
  * unless the body outgrows the stream buffer, which delivers them early (worker__on_body).
  * Runs inside the header callback: resuming a connection never calls back into curl. */
-static void worker__deliver_headers_locked(struct job *job)
+static void worker__deliver_headers_locked(struct worker *w, struct job *job)
 {
     job->headers_ready = true;
     job->status = job->up_status;
     memcpy(job->content_type, job->up_ctype, sizeof(job->content_type));
     job->content_length = job->up_clen;
-    job__resume_locked(job);
+    worker__resume_later_locked(w, job);
 }
 
-static void worker__deliver_headers(struct job *job)
+static void worker__deliver_headers(struct worker *w, struct job *job)
 {
     pthread_mutex_lock(&job->lock);
-    worker__deliver_headers_locked(job);
+    worker__deliver_headers_locked(w, job);
     pthread_mutex_unlock(&job->lock);
 }
 
@@ -288,15 +326,26 @@ static size_t worker__on_header(char *line, size_t size, size_t n, void *arg)
             return len; /* 1xx interim response */
         job->w_hdr_done = true;
         if (job->stream)
-            worker__deliver_headers(job);
+            worker__deliver_headers(&job->pool->w[job->worker], job);
     }
     return len;
+}
+
+/* An event stream once its first body byte arrived is bounded by the client, not by
+ * request_s: a long generation that keeps flowing is never cut. */
+static bool worker__is_sse(const char *ctype)
+{
+    return strncasecmp(ctype, "text/event-stream", 17) == 0;
 }
 
 static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
 {
     struct job *job = arg;
+    struct worker *w = &job->pool->w[job->worker];
     size_t len = size * n;
+    /* Counted on a copy of the scanner: bytes refused with PAUSE come again later. */
+    struct sse_scan sc = job->sse;
+    size_t ev = job->stream ? sse_scan_feed(&sc, data, len) : 0;
     pthread_mutex_lock(&job->lock);
     if (job->client_gone) {
         pthread_mutex_unlock(&job->lock);
@@ -305,7 +354,7 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
     if (!buf_fits(&job->out, len)) {
         job->up_paused = true;
         if (!job->headers_ready) /* a large non-stream body: start sending it */
-            worker__deliver_headers_locked(job);
+            worker__deliver_headers_locked(w, job);
         pthread_mutex_unlock(&job->lock);
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -313,16 +362,20 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
         pthread_mutex_unlock(&job->lock);
         return 0; /* out of memory: abort the transfer */
     }
+    bool first = !job->body_started;
     job->body_started = true;
-    job__resume_locked(job);
-    pthread_mutex_unlock(&job->lock);
     job->bytes_out += len;
-    if (job->stream) {
-        size_t ev = sse_scan_feed(&job->sse, data, len);
-        if (ev && job->events == 0)
-            job->t_first_event_ns = clock_now_ns();
-        job->events += ev;
-    }
+    job->events += ev;
+    /* A plain answer is handed over whole at its end (worker__transfer_done): waking the
+     * HTTP side for every piece would only make it suspend again. */
+    if (job->headers_ready)
+        worker__resume_later_locked(w, job);
+    pthread_mutex_unlock(&job->lock);
+    job->sse = sc;
+    if (ev && !job->t_first_event_ns)
+        job->t_first_event_ns = clock_now_ns();
+    if (first && worker__is_sse(job->up_ctype))
+        heap_remove(&w->deadlines, &job->w_deadline);
     return len;
 }
 
@@ -414,16 +467,18 @@ static void worker__start(struct worker *w, struct job *job)
         job->hdr[i].data = lines[i];
         job->hdr[i].next = i + 1 < n ? &job->hdr[i + 1] : NULL;
     }
-    long remaining_ms = (long)((job->deadline_ns - now) / NS_PER_MS);
     curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[job->endpoint]);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)buf_len(&job->body));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdr);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, remaining_ms > 0 ? remaining_ms : 1L);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
     curl_easy_setopt(e, CURLOPT_PRIVATE, job);
-    if (curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+    /* request_s is enforced here, not with CURLOPT_TIMEOUT_MS, which would also cut a stream
+     * that keeps flowing (worker__expire_deadlines). */
+    if (heap_push(&w->deadlines, &job->w_deadline, job->deadline_ns) != 0 ||
+        curl_multi_add_handle(w->multi, e) != CURLM_OK) {
+        heap_remove(&w->deadlines, &job->w_deadline);
         curl_easy_cleanup(e);
         job->wstate = JW_RUNNING;
         worker__end(w, job, LGE_INTERNAL, "cannot start the upstream transfer");
@@ -600,7 +655,7 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
         pthread_mutex_lock(&job->lock);
         if (!job->headers_ready) {
             job->eof = true; /* status, headers and the whole body in one hand-over */
-            worker__deliver_headers_locked(job);
+            worker__deliver_headers_locked(w, job);
         }
         pthread_mutex_unlock(&job->lock);
         worker__answer(w, job, LGE_NONE, NULL);
@@ -657,6 +712,18 @@ static void worker__expire_waiting(struct worker *w, uint64_t now)
     }
 }
 
+/* request_s ran out for a transfer that is still bounded by it: 504, or an SSE error event
+ * when the stream's headers were relayed already. */
+static void worker__expire_deadlines(struct worker *w, uint64_t now)
+{
+    struct heap_node *top;
+    while ((top = heap_top(&w->deadlines)) != NULL && top->key <= now) {
+        struct job *job = caa_container_of(top, struct job, w_deadline);
+        atomic_fetch_add(&w->pool->upstream_errors, 1);
+        worker__end(w, job, LGE_TIMEOUT, NULL); /* teardown takes it out of the heap */
+    }
+}
+
 static void worker__watch_idle(struct worker *w, uint64_t now)
 {
     if (now < w->next_watch_ns)
@@ -677,6 +744,9 @@ static int worker__timeout_ms(struct worker *w, uint64_t now)
         d = w->next_watch_ns;
     if (w->waiting.head && w->waiting.head->w_wait_deadline_ns < d)
         d = w->waiting.head->w_wait_deadline_ns;
+    const struct heap_node *top = heap_top(&w->deadlines);
+    if (top && top->key < d)
+        d = top->key;
     if (w->probes && w->pool->cfg->health_interval_ms && w->next_probe_ns < d)
         d = w->next_probe_ns;
     if (d == UINT64_MAX)
@@ -747,9 +817,12 @@ static void *worker__main(void *arg)
         }
         worker__check_finished(w);
         worker__expire_waiting(w, now);
+        worker__expire_deadlines(w, now);
         worker__run_probes(w, now);
         worker__watch_idle(w, now);
+        worker__flush_resumes(w);
     }
+    worker__flush_resumes(w);
     return NULL;
 }
 
@@ -763,6 +836,7 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
     w->id = id;
     w->efd = w->epfd = -1;
     w->curl_deadline_ns = UINT64_MAX;
+    heap_init(&w->deadlines);
     atomic_init(&w->quit, false);
     mpsc_init(&w->q);
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -829,6 +903,7 @@ static void worker__release(struct worker *w)
         free(w->probes);
         w->probes = NULL;
     }
+    heap_release(&w->deadlines);
     while (w->n_spare)
         curl_easy_cleanup(w->spare[--w->n_spare]);
     free(w->spare);

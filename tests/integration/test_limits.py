@@ -3,7 +3,8 @@
 import json
 import time
 
-from harness import (HOST, OwnTest, Raw, chat_body, dumps, free_port, raw_exchange, request, sse_events, t)
+from harness import (HOST, OwnTest, Raw, chat_body, dumps, expected_content, free_port, raw_exchange, request,
+                     sse_events, stream_content, t)
 
 CHAT = "/v1/chat/completions"
 
@@ -162,27 +163,25 @@ class TestTimeouts(OwnTest):
         s = self.mock.wait_stats(lambda s: s["active"] == 0, t(5), "active == 0")
         self.assertEqual(s["aborted"], 1, s)
 
-    def test_expiry_mid_stream(self):
+    def test_stream_outlives_request_s(self):
+        """request_s bounds the wait for the first byte, never a stream that keeps flowing:
+        20 tokens 200 ms apart (4 s) against request_s = 1 arrive whole, without an error."""
         self.mock.reset()
-        body = chat_body("mid-stream", stream=True, mock={"ttft_ms": 0, "itl_ms": 200, "tokens": 20})
+        body = chat_body("long generation", stream=True, mock={"ttft_ms": 0, "itl_ms": 200, "tokens": 20})
         t0 = time.monotonic()
-        with Raw(HOST, self.gw.port, t(10)) as c:
+        with Raw(HOST, self.gw.port, t(15)) as c:
             c.send_request("POST", CHAT, body)
-            r = c.read_response(tolerate_reset=True)
+            r = c.read_response()
         took = time.monotonic() - t0
         self.assertSSEHeaders(r)
-        self.assertLess(took, t(1) + 2, "stream not ended at request_s")
+        self.assertGreater(took, 3.5, "the stream was not paced as the engine sent it")
         events = sse_events(r.body)
-        errors = [json.loads(e) for e in events if e != "[DONE]" and "error" in json.loads(e)]
-        self.assertEqual(len(errors), 1, "one SSE error event expected; events: %s" % events)
-        err = errors[0]["error"]
-        self.assertEqual(err.get("code"), "timeout", err)
-        self.assertEqual(err.get("type"), "gateway_timeout", err)
-        content = [e for e in events if e != "[DONE]" and "choices" in json.loads(e)]
-        self.assertGreater(len(content), 0, "some tokens came before the expiry")
-        self.assertLess(len(content), 20)
+        self.assertEqual(events[-1], "[DONE]", events[-3:])
+        errors = [e for e in events if e != "[DONE]" and "error" in json.loads(e)]
+        self.assertEqual(errors, [], "stream cut by request_s")
+        self.assertEqual(stream_content(events), expected_content(20))
         s = self.mock.wait_stats(lambda s: s["active"] == 0, t(5), "active == 0")
-        self.assertEqual(s["aborted"], 1, s)
+        self.assertEqual(s["aborted"], 0, s)
 
     def test_fast_request_unaffected(self):
         r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("fast", stream=True), timeout=t(10))
