@@ -49,8 +49,8 @@ struct worker {
     struct job_list waiting;   /* queued for a permit, FIFO = deadline order */
     struct job_list running;   /* transfers on the multi handle */
     unsigned n_running;
-    struct heap deadlines;     /* running jobs still bounded by request_s (job->w_deadline) */
-    struct job *resume_head;   /* connections to resume at the end of this event batch */
+    struct heap deadlines;   /* running jobs still bounded by request_s (job->w_deadline) */
+    struct job *resume_head; /* connections to resume at the end of this event batch */
     atomic_bool quit;
     bool aborting;
     CURL **spare; /* finished easy handles kept for reuse (LIFO) */
