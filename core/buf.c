@@ -1,6 +1,8 @@
 /* buf.c — see buf.h. */
 #include "core/buf.h"
 
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -23,8 +25,9 @@ int buf_fits(const struct buf *b, size_t n)
     return n <= b->max - buf_len(b);
 }
 
-/* Ensures room for `need` more bytes plus a NUL after the data. */
-static int buf__reserve(struct buf *b, size_t need)
+/* Ensures room for `need` more bytes plus a NUL after the data; `exact` allocates just that
+ * instead of doubling. */
+static int buf__reserve(struct buf *b, size_t need, int exact)
 {
     if (b->off > 0 && b->off == b->len)
         b->off = b->len = 0;
@@ -38,6 +41,8 @@ static int buf__reserve(struct buf *b, size_t need)
         return 0;
     }
     size_t cap = b->cap ? b->cap : 256;
+    if (exact)
+        cap = used + need + 1;
     while (cap < used + need + 1)
         cap *= 2;
     if (cap > b->max + 1 && used + need + 1 <= b->max + 1)
@@ -61,7 +66,7 @@ int buf_append(struct buf *b, const void *p, size_t n)
         return -1;
     if (n == 0)
         return 0;
-    if (buf__reserve(b, n) != 0)
+    if (buf__reserve(b, n, 0) != 0)
         return -1;
     memcpy(b->data + b->len, p, n);
     b->len += n;
@@ -73,4 +78,31 @@ void buf_consume(struct buf *b, size_t n)
     b->off += n;
     if (b->off >= b->len)
         b->off = b->len = 0;
+}
+
+int buf_reserve(struct buf *b, size_t n)
+{
+    if (!buf_fits(b, n))
+        return -1;
+    return buf__reserve(b, n, 1);
+}
+
+int buf_printf(struct buf *b, const char *fmt, ...)
+{
+    char tmp[256];
+    va_list ap;
+    va_start(ap, fmt);
+    int k = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (k < 0)
+        return -1;
+    if ((size_t)k < sizeof(tmp))
+        return buf_append(b, tmp, (size_t)k);
+    if (!buf_fits(b, (size_t)k) || buf__reserve(b, (size_t)k, 0) != 0)
+        return -1;
+    va_start(ap, fmt);
+    vsnprintf(b->data + b->len, (size_t)k + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)k;
+    return 0;
 }

@@ -25,6 +25,13 @@ void buf_release(struct buf *b);
  * (nothing is appended then). */
 int buf_append(struct buf *b, const void *p, size_t n);
 
+/* Makes room for n more bytes at once (e.g. a body whose Content-Length is known), so the
+ * appends that follow do not reallocate. Returns 0, or -1 past the ceiling or out of memory. */
+int buf_reserve(struct buf *b, size_t n);
+
+/* Appends printf-formatted text. Returns 0, or -1 (ceiling or memory; nothing appended). */
+int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Returns non-zero when n more bytes fit under the ceiling. */
 int buf_fits(const struct buf *b, size_t n);
 

@@ -30,6 +30,8 @@ static const struct cfg_row cfg_rows[] = {
     {"server", "listen", CT_LISTEN, F(listen), 0, 0, "127.0.0.1:8080", "host:port to serve on"},
     {"server", "max_body_bytes", CT_SIZE, F(max_body_bytes), 1024, 1ull << 30, "10485760",
      "larger request bodies get 413"},
+    {"server", "max_body_memory", CT_SIZE, F(max_body_memory), 1024, 1ull << 40, "536870912",
+     "bytes all request bodies in flight may hold together; beyond -> 503 overloaded"},
     {"server", "threads", CT_UINT, F(threads), 1, 256, "2", "libmicrohttpd connection threads"},
     {"server", "workers", CT_UINT, F(workers), 0, 256, "0",
      "inference workers (curl multi loops); 0 = number of cores"},
@@ -39,7 +41,8 @@ static const struct cfg_row cfg_rows[] = {
      "per-request buffer between engine and client; full = engine paused"},
     {"timeouts", "connect_ms", CT_UINT, F(connect_ms), 1, 600000, "5000", "upstream connect"},
     {"timeouts", "request_s", CT_UINT, F(request_s), 1, 86400, "60",
-     "whole request, queueing included; expiry -> 504"},
+     "queueing + the engine's first byte + a whole non-stream answer; streams that keep "
+     "flowing are never cut; expiry -> 504"},
     {"timeouts", "drain_s", CT_UINT, F(drain_s), 0, 3600, "10",
      "on SIGTERM: how long open requests may finish before they are cut"},
     {"limits", "max_inflight", CT_UINT, F(max_inflight), 1, 1000000, "100",
@@ -480,6 +483,12 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
         if (b->n_models == 0)
             cfg__err(errs, "%s:%d: [backend.%s] has no models", cfg->path, b->line, b->name);
     }
+    if (cfg->max_body_memory < cfg->max_body_bytes)
+        cfg__err(errs,
+                 "%s: [server] max_body_memory (%llu) is smaller than max_body_bytes (%llu): "
+                 "a body of the allowed size could never be taken",
+                 cfg->path, (unsigned long long)cfg->max_body_memory,
+                 (unsigned long long)cfg->max_body_bytes);
     if (cfg->auth && cfg->n_keys == 0)
         cfg__err(errs, "%s: [keys] is present but empty: no client could authenticate", cfg->path);
     if (cfg->workers == 0) {

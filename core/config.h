@@ -34,6 +34,7 @@ struct config {
     char *listen_host; /* parsed */
     unsigned listen_port;
     uint64_t max_body_bytes;
+    uint64_t max_body_memory;
     unsigned threads;
     unsigned workers;
     unsigned max_connections;

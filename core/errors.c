@@ -1,7 +1,9 @@
 /* errors.c — see errors.h. */
 #include "core/errors.h"
 
-#include <json-c/json.h>
+#include "core/esc.h"
+
+#include <stdio.h>
 #include <string.h>
 
 static const struct err_info err_table[LGE__COUNT] = {
@@ -28,6 +30,8 @@ static const struct err_info err_table[LGE__COUNT] = {
     [LGE_NO_BACKEND] = {503, "service_unavailable", "no_backend",
                         "no inference engine can serve this model now"},
     [LGE_DRAINING] = {503, "service_unavailable", "draining", "the gateway is shutting down"},
+    [LGE_OVERLOADED] = {503, "service_unavailable", "overloaded",
+                        "the gateway holds as many request bodies as it may (max_body_memory)"},
     [LGE_TIMEOUT] = {504, "gateway_timeout", "timeout", "the request timed out"},
     [LGE_INTERNAL] = {500, "server_error", "internal_error", "internal error"},
     [LGE_CLIENT_CLOSED] = {499, "client_closed", "client_closed",
@@ -44,29 +48,31 @@ const struct err_info *err_info(enum lg_err e)
 size_t err_envelope(char *out, size_t cap, enum lg_err e, const char *message, const char *param)
 {
     const struct err_info *info = err_info(e);
-    json_object *root = json_object_new_object();
-    json_object *err = json_object_new_object();
-    size_t n = 0;
-    if (!root || !err) {
-        json_object_put(err);
-        goto out;
+    const char *msg = message ? message : info->message;
+    char esc_param[160];
+    if (param)
+        esc_json(esc_param, sizeof(esc_param), param, strlen(param), NULL);
+    /* what follows the message: at most ~60 + sizeof(esc_param) + type + code bytes */
+    char tail[400];
+    int t = snprintf(tail, sizeof(tail), "\",\"type\":\"%s\",\"param\":%s%s%s,\"code\":\"%s\"}}",
+                     info->type, param ? "\"" : "", param ? esc_param : "null", param ? "\"" : "",
+                     info->code);
+    static const char head[] = "{\"error\":{\"message\":\"";
+    size_t hl = sizeof(head) - 1;
+    if (t < 0 || (size_t)t >= sizeof(tail) || cap < ERR_ENVELOPE_MIN || hl + (size_t)t + 4 > cap) {
+        if (cap)
+            out[0] = '\0';
+        return 0;
     }
-    json_object_object_add(root, "error", err);
-    json_object_object_add(err, "message",
-                           json_object_new_string(message ? message : info->message));
-    json_object_object_add(err, "type", json_object_new_string(info->type));
-    json_object_object_add(err, "param", param ? json_object_new_string(param) : NULL);
-    json_object_object_add(err, "code", json_object_new_string(info->code));
-    const char *s = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
-                                                             JSON_C_TO_STRING_NOSLASHESCAPE);
-    size_t len = s ? strlen(s) : 0;
-    if (s && len < cap) {
-        memcpy(out, s, len + 1);
-        n = len;
+    memcpy(out, head, hl);
+    size_t room = cap - hl - (size_t)t; /* message bytes + NUL */
+    size_t n = strlen(msg), used;
+    size_t w = esc_json(out + hl, room, msg, n, &used);
+    if (used < n) { /* cut: make room for "..." */
+        w = esc_json(out + hl, room - 3, msg, n, NULL);
+        memcpy(out + hl + w, "...", 3);
+        w += 3;
     }
-out:
-    json_object_put(root);
-    if (n == 0 && cap > 0)
-        out[0] = '\0';
-    return n;
+    memcpy(out + hl + w, tail, (size_t)t + 1);
+    return hl + w + (size_t)t;
 }

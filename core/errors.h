@@ -20,6 +20,7 @@ enum lg_err {
     LGE_QUEUE_TIMEOUT,
     LGE_NO_BACKEND,
     LGE_DRAINING,
+    LGE_OVERLOADED, /* 503: request bodies in flight hold [server] max_body_memory */
     LGE_TIMEOUT,
     LGE_INTERNAL,
     LGE_CLIENT_CLOSED, /* 499: logged only, the client is gone */
@@ -38,7 +39,10 @@ const struct err_info *err_info(enum lg_err e);
 
 /* Writes the OpenAI envelope {"error":{"message","type","param","code"}} for `e` into out
  * (NUL-terminated). `message` NULL means the default; `param` NULL gives "param":null.
- * Returns the length, or 0 if it did not fit. Any thread. */
+ * The message (and param) are escaped and, if the envelope would not fit, cut at a character
+ * boundary with "...": with cap >= ERR_ENVELOPE_MIN the result is always a whole envelope.
+ * Returns the length, or 0 if cap is smaller than that. Any thread. */
+#define ERR_ENVELOPE_MIN 256
 size_t err_envelope(char *out, size_t cap, enum lg_err e, const char *message, const char *param);
 
 #endif

@@ -55,7 +55,7 @@ int heap_push(struct heap *h, struct heap_node *node, uint64_t key)
 {
     if (h->n == h->cap) {
         unsigned cap = h->cap ? h->cap * 2 : 64;
-        struct heap_node **v = realloc(h->v, (size_t)cap * sizeof(*v));
+        struct heap_node **v = realloc(h->v, (size_t)cap * sizeof(struct heap_node *));
         if (!v)
             return -1;
         h->v = v;

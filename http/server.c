@@ -4,6 +4,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/errors.h"
+#include "core/esc.h"
 #include "core/log.h"
 #include "http/request.h"
 #include "inference/job.h"
@@ -11,7 +12,6 @@
 #include "inference/worker.h"
 
 #include <arpa/inet.h>
-#include <json-c/json.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdatomic.h>
@@ -53,6 +53,7 @@ struct server {
     char *models_json;
     size_t models_len;
     atomic_uint_fast64_t status_count[600];
+    atomic_size_t body_mem; /* request body bytes held by jobs; <= cfg->max_body_memory */
 };
 
 static const struct {
@@ -89,6 +90,25 @@ static void http__count(struct server *s, unsigned status)
         atomic_fetch_add_explicit(&s->status_count[status], 1, memory_order_relaxed);
 }
 
+/* Adds a response header. false (logged) when libmicrohttpd refused it: the caller drops the
+ * response rather than send it without, say, its Retry-After. */
+static bool http__hdr(struct MHD_Response *r, const char *name, const char *value)
+{
+    if (MHD_add_response_header(r, name, value) == MHD_YES)
+        return true;
+    log_warn("cannot add the response header %s", name);
+    return false;
+}
+
+/* Retry-After (seconds) and retry-after-ms (what the OpenAI and Anthropic SDKs read). */
+static bool http__retry_after(struct MHD_Response *r, unsigned seconds)
+{
+    char ra[16], ms[24];
+    snprintf(ra, sizeof(ra), "%u", seconds);
+    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)seconds * 1000ull);
+    return http__hdr(r, MHD_HTTP_HEADER_RETRY_AFTER, ra) && http__hdr(r, "retry-after-ms", ms);
+}
+
 /* Queues a complete in-memory response. `body` is copied. */
 static enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
                                   const char *ctype, const char *body, size_t len,
@@ -98,12 +118,11 @@ static enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn,
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!r)
         return MHD_NO;
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
-    MHD_add_response_header(r, "X-Request-ID", request_id);
-    if (retry_after) {
-        char ra[16];
-        snprintf(ra, sizeof(ra), "%u", retry_after);
-        MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+    if (!http__hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) ||
+        !http__hdr(r, "X-Request-ID", request_id) ||
+        (retry_after && !http__retry_after(r, retry_after))) {
+        MHD_destroy_response(r);
+        return MHD_NO;
     }
     enum MHD_Result ret = MHD_queue_response(conn, status, r);
     MHD_destroy_response(r);
@@ -115,57 +134,61 @@ static enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn
                                    const char *msg, const char *param, const char *request_id,
                                    unsigned retry_after)
 {
-    char body[1024];
+    char body[2048]; /* err_envelope cuts a long message to fit, never the envelope */
     size_t n = err_envelope(body, sizeof(body), e, msg, param);
     return http__send(s, conn, err_info(e)->status, "application/json", body, n, request_id,
                       retry_after);
 }
 
-static enum MHD_Result http__json(struct server *s, struct MHD_Connection *conn, unsigned status,
-                                  json_object *obj, const char *request_id)
+/* Sends the JSON document in `b` (built by the caller), or a 500 if building it failed. */
+static enum MHD_Result http__send_buf(struct server *s, struct MHD_Connection *conn,
+                                      unsigned status, struct buf *b, int built, const char *rid)
 {
-    const char *txt = json_object_to_json_string_ext(obj, JSON_C_TO_STRING_PLAIN |
-                                                              JSON_C_TO_STRING_NOSLASHESCAPE);
     enum MHD_Result r =
-        http__send(s, conn, status, "application/json", txt, strlen(txt), request_id, 0);
-    json_object_put(obj);
+        built == 0
+            ? http__send(s, conn, status, "application/json", buf_data(b), buf_len(b), rid, 0)
+            : http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    buf_release(b);
     return r;
 }
+
+/* Documents the gateway writes itself are small: this ceiling only stops a runaway. */
+#define HTTP_DOC_MAX (64u << 20)
 
 /* ---------------------------------------------------------------------------------------- */
 /* GET endpoints                                                                              */
 
-static json_object *http__model_obj(const char *id, const char *owner)
+static int http__model_obj(struct buf *b, const char *id, const char *owner)
 {
-    json_object *m = json_object_new_object();
-    json_object_object_add(m, "id", json_object_new_string(id));
-    json_object_object_add(m, "object", json_object_new_string("model"));
-    json_object_object_add(m, "created", json_object_new_int64(0));
-    json_object_object_add(m, "owned_by", json_object_new_string(owner));
-    return m;
+    return buf_printf(b, "{\"id\":") || esc_json_buf(b, id, strlen(id)) ||
+           buf_printf(b, ",\"object\":\"model\",\"created\":0,\"owned_by\":") ||
+           esc_json_buf(b, owner, strlen(owner)) || buf_printf(b, "}");
 }
 
 /* The union of configured models, first backend listing a model owns it. */
 static char *http__models_list(const struct config *cfg, size_t *len)
 {
-    json_object *root = json_object_new_object();
-    json_object *data = json_object_new_array();
-    json_object_object_add(root, "object", json_object_new_string("list"));
-    json_object_object_add(root, "data", data);
-    for (size_t b = 0; b < cfg->n_backends; b++) {
-        for (size_t m = 0; m < cfg->backends[b].n_models; m++) {
-            const char *id = cfg->backends[b].models[m];
+    struct buf b;
+    buf_init(&b, HTTP_DOC_MAX);
+    int rc = buf_printf(&b, "{\"object\":\"list\",\"data\":[");
+    bool first_item = true;
+    for (size_t i = 0; i < cfg->n_backends && rc == 0; i++) {
+        for (size_t m = 0; m < cfg->backends[i].n_models && rc == 0; m++) {
+            const char *id = cfg->backends[i].models[m];
             const struct cfg_backend *first;
             config_backends_for(cfg, id, &first, 1);
-            if (first == &cfg->backends[b])
-                json_object_array_add(data, http__model_obj(id, cfg->backends[b].name));
+            if (first != &cfg->backends[i])
+                continue;
+            rc = (first_item ? 0 : buf_printf(&b, ",")) ||
+                 http__model_obj(&b, id, cfg->backends[i].name);
+            first_item = false;
         }
     }
-    const char *txt = json_object_to_json_string_ext(root, JSON_C_TO_STRING_PLAIN |
-                                                               JSON_C_TO_STRING_NOSLASHESCAPE);
-    char *copy = strdup(txt);
-    *len = copy ? strlen(copy) : 0;
-    json_object_put(root);
+    if (rc == 0)
+        rc = buf_printf(&b, "]}");
+    char *copy = rc == 0 ? strndup(buf_data(&b), buf_len(&b)) : NULL;
+    *len = copy ? buf_len(&b) : 0;
+    buf_release(&b);
     return copy;
 }
 
@@ -176,22 +199,15 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
     struct pool_stats ps;
     router_get_stats(r, &rs);
     pool_get_stats(s->pool, &ps);
-    size_t cap = 8192 + s->cfg->n_backends * 512, n = 0;
-    char *out = malloc(cap);
-    if (!out)
-        return http__error(s, conn, LGE_INTERNAL, NULL, NULL, rid, 0);
-#define P(...)                                                                                     \
-    do {                                                                                           \
-        int k_ = snprintf(out + n, cap - n, __VA_ARGS__);                                          \
-        if (k_ > 0)                                                                                \
-            n += (size_t)k_ < cap - n ? (size_t)k_ : cap - n - 1;                                  \
-    } while (0)
-    P("# HELP llmgate_http_responses_total Responses sent, by status code.\n"
-      "# TYPE llmgate_http_responses_total counter\n");
-    for (unsigned c = 100; c < 600; c++) {
+    struct buf b;
+    buf_init(&b, HTTP_DOC_MAX);
+    int rc = buf_printf(&b, "# HELP llmgate_http_responses_total Responses sent, by status code.\n"
+                            "# TYPE llmgate_http_responses_total counter\n");
+    for (unsigned c = 100; c < 600 && rc == 0; c++) {
         uint64_t v = atomic_load_explicit(&s->status_count[c], memory_order_relaxed);
         if (v)
-            P("llmgate_http_responses_total{code=\"%u\"} %llu\n", c, (unsigned long long)v);
+            rc = buf_printf(&b, "llmgate_http_responses_total{code=\"%u\"} %llu\n", c,
+                            (unsigned long long)v);
     }
     const struct {
         const char *name, *type, *help;
@@ -207,57 +223,66 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
          ps.upstream_errors},
         {"llmgate_client_aborts_total", "counter",
          "Clients that left before the end of the response.", ps.client_aborts},
+        {"llmgate_body_memory_bytes", "gauge",
+         "Bytes of request bodies held in flight (limit: max_body_memory).",
+         atomic_load_explicit(&s->body_mem, memory_order_relaxed)},
     };
-    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]); i++)
-        P("# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name, scalars[i].help,
-          scalars[i].name, scalars[i].type, scalars[i].name, scalars[i].value);
-    P("# HELP llmgate_ttft_seconds Time from request arrival to the first streamed event.\n"
-      "# TYPE llmgate_ttft_seconds summary\nllmgate_ttft_seconds_sum %.6f\n"
-      "llmgate_ttft_seconds_count %llu\n",
-      (double)ps.ttft_ns_sum / 1e9, (unsigned long long)ps.ttft_count);
-    P("# HELP llmgate_backend_up Backend health (1 up, 0 down or unknown).\n"
-      "# TYPE llmgate_backend_up gauge\n");
-    for (size_t i = 0; i < s->cfg->n_backends; i++)
-        P("llmgate_backend_up{backend=\"%s\"} %d\n", s->cfg->backends[i].name,
-          router_health(r, (unsigned)i) == HEALTH_UP);
-    P("# HELP llmgate_backend_inflight Requests in flight per backend.\n"
-      "# TYPE llmgate_backend_inflight gauge\n");
-    for (size_t i = 0; i < s->cfg->n_backends; i++)
-        P("llmgate_backend_inflight{backend=\"%s\"} %u\n", s->cfg->backends[i].name,
-          router_backend_inflight(r, (unsigned)i));
-#undef P
-    enum MHD_Result ret =
-        http__send(s, conn, 200, "text/plain; version=0.0.4; charset=utf-8", out, n, rid, 0);
-    free(out);
+    for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]) && rc == 0; i++)
+        rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name,
+                        scalars[i].help, scalars[i].name, scalars[i].type, scalars[i].name,
+                        scalars[i].value);
+    if (rc == 0)
+        rc = buf_printf(
+            &b,
+            "# HELP llmgate_ttft_seconds Time from request arrival to the first streamed event.\n"
+            "# TYPE llmgate_ttft_seconds summary\nllmgate_ttft_seconds_sum %.6f\n"
+            "llmgate_ttft_seconds_count %llu\n",
+            (double)ps.ttft_ns_sum / 1e9, (unsigned long long)ps.ttft_count);
+    static const char *const fam[2][2] = {
+        {"llmgate_backend_up", "Backend health (1 up, 0 down or unknown)."},
+        {"llmgate_backend_inflight", "Requests in flight per backend."}};
+    for (int f = 0; f < 2 && rc == 0; f++) {
+        rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f][0], fam[f][1], fam[f][0]);
+        for (size_t i = 0; i < s->cfg->n_backends && rc == 0; i++) {
+            unsigned v = f == 0 ? router_health(r, (unsigned)i) == HEALTH_UP
+                                : router_backend_inflight(r, (unsigned)i);
+            rc = buf_printf(&b, "%s{backend=\"", fam[f][0]) ||
+                 esc_prom_label(&b, s->cfg->backends[i].name) || buf_printf(&b, "\"} %u\n", v);
+        }
+    }
+    enum MHD_Result ret = rc == 0
+                              ? http__send(s, conn, 200, "text/plain; version=0.0.4; charset=utf-8",
+                                           buf_data(&b), buf_len(&b), rid, 0)
+                              : http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    buf_release(&b);
     return ret;
 }
 
 static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, enum route route,
                                  const char *url, const char *rid)
 {
+    struct buf b;
+    int rc;
+    buf_init(&b, HTTP_DOC_MAX);
     switch (route) {
     case R_HEALTHZ:
         return http__send(s, conn, 200, "text/plain; charset=utf-8", "OK", 2, rid, 0);
-    case R_HEALTH: {
-        json_object *o = json_object_new_object();
-        json_object_object_add(o, "status", json_object_new_string("ok"));
-        json_object_object_add(o, "version", json_object_new_string(LLMGATE_VERSION));
-        json_object_object_add(o, "uptime_s",
-                               json_object_new_int64(clock_wall_s() - s->started_wall));
-        return http__json(s, conn, 200, o, rid);
-    }
+    case R_HEALTH:
+        rc = buf_printf(&b, "{\"status\":\"ok\",\"version\":\"%s\",\"uptime_s\":%lld}",
+                        LLMGATE_VERSION, (long long)(clock_wall_s() - s->started_wall));
+        return http__send_buf(s, conn, 200, &b, rc, rid);
     case R_READY: {
         struct router *r = pool_router(s->pool);
         bool ready = router_ready(r);
-        json_object *o = json_object_new_object();
-        json_object *b = json_object_new_object();
         static const char *const names[] = {"unknown", "up", "down"};
-        json_object_object_add(o, "status", json_object_new_string(ready ? "ready" : "not_ready"));
-        json_object_object_add(o, "backends", b);
-        for (size_t i = 0; i < s->cfg->n_backends; i++)
-            json_object_object_add(b, s->cfg->backends[i].name,
-                                   json_object_new_string(names[router_health(r, (unsigned)i)]));
-        return http__json(s, conn, ready ? 200 : 503, o, rid);
+        rc = buf_printf(&b, "{\"status\":\"%s\",\"backends\":{", ready ? "ready" : "not_ready");
+        for (size_t i = 0; i < s->cfg->n_backends && rc == 0; i++) {
+            const char *name = s->cfg->backends[i].name;
+            rc = (i ? buf_printf(&b, ",") : 0) || esc_json_buf(&b, name, strlen(name)) ||
+                 buf_printf(&b, ":\"%s\"", names[router_health(r, (unsigned)i)]);
+        }
+        rc = rc || buf_printf(&b, "}}");
+        return http__send_buf(s, conn, ready ? 200 : 503, &b, rc, rid);
     }
     case R_METRICS:
         return http__metrics(s, conn, rid);
@@ -265,10 +290,11 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
         return http__send(s, conn, 200, "application/json", s->models_json, s->models_len, rid, 0);
     case R_MODEL: {
         const char *id = url + strlen("/v1/models/");
-        const struct cfg_backend *b;
-        if (config_backends_for(s->cfg, id, &b, 1) == 0)
+        const struct cfg_backend *be;
+        if (config_backends_for(s->cfg, id, &be, 1) == 0)
             return http__error(s, conn, LGE_MODEL_NOT_FOUND, NULL, NULL, rid, 0);
-        return http__json(s, conn, 200, http__model_obj(id, b->name), rid);
+        rc = http__model_obj(&b, id, be->name);
+        return http__send_buf(s, conn, 200, &b, rc, rid);
     }
     default:
         return http__error(s, conn, LGE_NOT_FOUND, NULL, NULL, rid, 0);
@@ -347,12 +373,12 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
             return MHD_NO;
         job_ref(job); /* the response's reference, dropped by http__reader_free */
     }
-    if (job->content_type[0])
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, job->content_type);
-    MHD_add_response_header(r, "X-Request-ID", job->request_id);
-    if (sse || job->stream) {
-        MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
-        MHD_add_response_header(r, "X-Accel-Buffering", "no");
+    if ((job->content_type[0] && !http__hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, job->content_type)) ||
+        !http__hdr(r, "X-Request-ID", job->request_id) ||
+        ((sse || job->stream) && (!http__hdr(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") ||
+                                  !http__hdr(r, "X-Accel-Buffering", "no")))) {
+        MHD_destroy_response(r); /* drops the reader's reference, if it took one */
+        return MHD_NO;
     }
     job->h_status = job->status;
     enum MHD_Result ret = MHD_queue_response(conn, job->status, r);
@@ -427,16 +453,69 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
     return http__get(s, conn, route, url, rid);
 }
 
+/* A Content-Length value: digits only (libmicrohttpd has checked the syntax already; this
+ * also refuses what would overflow). */
+static int http__parse_clen(const char *v, uint64_t *out)
+{
+    uint64_t n = 0;
+    if (!*v)
+        return -1;
+    for (; *v; v++) {
+        if (*v < '0' || *v > '9' || n > (UINT64_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*v - '0');
+    }
+    *out = n;
+    return 0;
+}
+
+/* Takes n bytes of the gateway-wide body budget for `job`. Returns 0, or -1 when the bodies
+ * in flight would pass max_body_memory (nothing taken). */
+static int http__mem_take(struct server *s, struct job *job, size_t n)
+{
+    size_t before = atomic_fetch_add_explicit(&s->body_mem, n, memory_order_relaxed);
+    if (before + n > s->cfg->max_body_memory) {
+        atomic_fetch_sub_explicit(&s->body_mem, n, memory_order_relaxed);
+        return -1;
+    }
+    job->body_mem_held += n;
+    return 0;
+}
+
+/* Appends body bytes as they arrive. A body that passes max_body_bytes (chunked: its length
+ * was not declared) or the memory budget is read on and discarded, and refused at its end:
+ * libmicrohttpd cannot send an answer in the middle of an upload. */
+static void http__take_body(struct server *s, struct job *job, const char *p, size_t n)
+{
+    if (job->h_refused != LGE_NONE)
+        return;
+    if (!buf_fits(&job->body, n)) {
+        job->h_refused = LGE_TOO_LARGE;
+    } else {
+        size_t held = job->body_mem_held, need = buf_len(&job->body) + n;
+        /* over the budget, or out of memory */
+        if ((need > held && http__mem_take(s, job, need - held) != 0) ||
+            buf_append(&job->body, p, n) != 0)
+            job->h_refused = LGE_OVERLOADED;
+    }
+    if (job->h_refused != LGE_NONE) {
+        buf_release(&job->body);
+        atomic_fetch_sub_explicit(&s->body_mem, job->body_mem_held, memory_order_relaxed);
+        job->body_mem_held = 0;
+    }
+}
+
 /* Final call of a POST: validate, route, suspend, hand over. */
 static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job)
 {
     char why[256];
     const char *param;
     struct req_info info;
-    if (job->h_too_large) {
+    if (job->h_refused != LGE_NONE) {
         job->h_state = H_DONE;
-        job->h_status = 413;
-        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, job->request_id, 0);
+        job->h_status = err_info(job->h_refused)->status;
+        return http__error(s, conn, job->h_refused, NULL, NULL, job->request_id,
+                           job->h_refused == LGE_OVERLOADED ? 1 : 0);
     }
     enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
                                      &info, why, sizeof(why), &param);
@@ -451,8 +530,11 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     job->n_candidates =
         (unsigned)config_backends_for(s->cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
     if (job->n_candidates == 0) {
-        char msg[300];
-        snprintf(msg, sizeof(msg), "the model '%.200s' does not exist", job->model);
+        char msg[400];
+        size_t ml = strlen(job->model);
+        int cut = (int)esc_utf8_prefix(job->model, ml, 256);
+        snprintf(msg, sizeof(msg), "the model '%.*s%s' does not exist", cut, job->model,
+                 (size_t)cut < ml ? "..." : "");
         job->h_state = H_DONE;
         job->h_status = 404;
         return http__error(s, conn, LGE_MODEL_NOT_FOUND, msg, NULL, job->request_id, 0);
@@ -505,9 +587,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (job) {
         if (job->h_state == H_BODY) {
             if (*upload_data_size) {
-                if (!job->h_too_large &&
-                    buf_append(&job->body, upload_data, *upload_data_size) != 0)
-                    job->h_too_large = true; /* keep reading, discard, answer 413 at the end */
+                http__take_body(s, job, upload_data, *upload_data_size);
                 *upload_data_size = 0;
                 return MHD_YES;
             }
@@ -535,19 +615,29 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     const char *rid = http__request_id(conn, idbuf);
     int ri = http__route(url);
     const char *key_name = NULL;
-    if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0 ||
-        !http__authorized(s, conn, &key_name)) {
+    if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0) {
         *con_cls = &http_deferred;
         return MHD_YES;
     }
+    /* What the headers decide is answered now, before any body byte is read; libmicrohttpd
+     * then closes the connection (the unread body cannot be skipped safely). */
+    if (!http__authorized(s, conn, &key_name))
+        return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    uint64_t clen = 0;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && strtoull(cl, NULL, 10) > s->cfg->max_body_bytes)
-        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0); /* closes: body unread */
+    if (cl && (http__parse_clen(cl, &clen) != 0 || clen > s->cfg->max_body_bytes))
+        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
 
     job = job_new(s->cfg->max_body_bytes, s->cfg->stream_buffer_bytes);
     if (!job)
         return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    job->body_mem = &s->body_mem;
+    /* A declared length is taken from the body budget and allocated at once. */
+    if (clen > 0 && (http__mem_take(s, job, clen) != 0 || buf_reserve(&job->body, clen) != 0)) {
+        job_unref(job);
+        return http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1);
+    }
     snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
     job->t_start_ns = clock_now_ns();
     job->endpoint = (enum job_endpoint)routes[ri].endpoint;

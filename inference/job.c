@@ -44,6 +44,8 @@ void job_unref(struct job *job)
     if (!job || atomic_fetch_sub_explicit(&job->refs, 1, memory_order_acq_rel) != 1)
         return;
     buf_release(&job->body);
+    if (job->body_mem && job->body_mem_held)
+        atomic_fetch_sub_explicit(job->body_mem, job->body_mem_held, memory_order_relaxed);
     buf_release(&job->out);
     free(job->model);
     pthread_mutex_destroy(&job->lock);

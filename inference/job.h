@@ -57,7 +57,10 @@ struct job {
     enum job_endpoint endpoint;
     bool stream; /* request asked for "stream": true */
     char *model;
-    struct buf body; /* the request body as received: forwarded byte for byte */
+    struct buf body;         /* the request body as received: forwarded byte for byte */
+    atomic_size_t *body_mem; /* the gateway-wide count of body bytes held ([server]
+                              * max_body_memory); this job holds body_mem_held of it */
+    size_t body_mem_held;
     char request_id[72];
     const char *key_name; /* points into the config, or NULL */
     uint64_t t_start_ns;
@@ -69,10 +72,11 @@ struct job {
     struct pool *pool;
 
     /* --- HTTP thread only (libmicrohttpd callbacks of this connection) ------------------ */
-    int h_state;       /* http/server.c's phase */
-    bool h_too_large;  /* body passed max_body_bytes while reading */
-    bool h_submitted;  /* handed to a worker: a cancel must follow if it is not finished */
-    unsigned h_status; /* status sent to the client */
+    int h_state;           /* http/server.c's phase */
+    enum lg_err h_refused; /* LGE_TOO_LARGE / LGE_OVERLOADED found while reading the body:
+                            * the rest is discarded, the refusal sent at its end */
+    bool h_submitted;      /* handed to a worker: a cancel must follow if it is not finished */
+    unsigned h_status;     /* status sent to the client */
 
     /* --- router (under the router's lock) ---------------------------------------------- */
     struct job *r_next, *r_prev;

@@ -36,6 +36,7 @@ MODULES = [
     "test_endpoints",
     "test_errors",
     "test_auth",
+    "test_front",
     "test_connections",
     "test_backpressure",
     "test_limits",

@@ -1,0 +1,133 @@
+"""Refusals the headers decide come before the body; the memory all bodies in flight may hold
+is bounded (503 overloaded); every document the gateway writes itself stays valid whatever
+the names and ids in it contain."""
+
+import json
+import re
+
+from harness import HOST, OwnTest, Raw, chat_body, dumps, raw_exchange, request, t
+
+CHAT = "/v1/chat/completions"
+KEY = "sk-front-0123456789"
+
+
+def head_only(port, headers, clen):
+    """Sends a POST's headers declaring `clen` body bytes and no body; returns the response."""
+    with Raw(HOST, port, t(5)) as c:
+        hdr = "".join("%s: %s\r\n" % kv for kv in headers.items())
+        c.send(("POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Type: application/json\r\n"
+                "Content-Length: %d\r\n%s\r\n" % (CHAT, HOST, port, clen, hdr)).encode())
+        r = c.read_response(tolerate_reset=True)
+        closed = False
+        try:
+            c.settimeout(t(2))
+            closed = c.sock.recv(1) == b""
+        except OSError:
+            closed = True
+        return r, closed
+
+
+class TestEarlyRefusals(OwnTest):
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, keys={"k": KEY},
+                                 server={"max_body_bytes": 100000}, name="llmgate-front")
+
+    def test_401_before_the_body(self):
+        """No body byte is sent: the 401 must come from the headers alone, then the close."""
+        r, closed = head_only(self.gw.port, {}, 50000)
+        self.assertErrorEnvelope(r, 401, "authentication_error", "invalid_api_key")
+        self.assertTrue(closed, "connection kept open with an unread body")
+        r, closed = head_only(self.gw.port, {"Authorization": "Bearer sk-wrong"}, 50000)
+        self.assertErrorEnvelope(r, 401, "authentication_error", "invalid_api_key")
+
+    def test_413_before_the_body(self):
+        r, closed = head_only(self.gw.port, {"Authorization": "Bearer " + KEY}, 100001)
+        self.assertErrorEnvelope(r, 413, "invalid_request_error", "request_too_large")
+        self.assertTrue(closed)
+
+    def test_control_characters_in_model(self):
+        """A 404 for a model id full of control characters and multi-byte characters is a
+        whole, parseable envelope (it once overflowed the envelope buffer: empty body)."""
+        for model in ("\u0001" * 300, "\u00e9" * 400, "\"\\" * 200, "x\u2028" * 300):
+            with self.subTest(model=model[:3]):
+                r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("m", model=model),
+                                 {"Authorization": "Bearer " + KEY}, timeout=t(5))
+                self.assertErrorEnvelope(r, 404, "invalid_request_error", "model_not_found")
+                msg = r.json()["error"]["message"]
+                self.assertTrue(msg.startswith("the model '"), msg)
+                self.assertIn("...", msg)  # cut, at a character boundary (json.loads decoded it)
+
+
+class TestBodyMemory(OwnTest):
+    """max_body_memory = 50,000: one 40,000-byte body in flight leaves no room for another."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])},
+                                 server={"max_body_bytes": 40000, "max_body_memory": 50000},
+                                 name="llmgate-bodymem")
+
+    def body(self, size):
+        skeleton = dumps({"model": "mock-model", "messages": [{"role": "user", "content": ""}]})
+        return dumps({"model": "mock-model",
+                      "messages": [{"role": "user", "content": "y" * (size - len(skeleton))}]})
+
+    def held(self):
+        m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        return int(re.search(r"^llmgate_body_memory_bytes (\d+)$", m, re.M).group(1))
+
+    def test_overloaded_then_released(self):
+        big = self.body(40000)
+        with Raw(HOST, self.gw.port, t(10)) as a:
+            head = ("POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Content-Length: %d\r\n\r\n" % (CHAT, len(big))).encode()
+            a.send(head + big[:1000])  # in flight: 40,000 bytes taken from the budget
+            self.gw_wait(lambda: self.held() == 40000)
+            r = raw_exchange(HOST, self.gw.port, "POST", CHAT, self.body(20000), timeout=t(5))
+            self.assertErrorEnvelope(r, 503, "service_unavailable", "overloaded", retry_after=True)
+            self.assertIn("retry-after-ms", r.headers)
+            # a chunked body is counted as it grows
+            b = self.body(20000)
+            r = raw_exchange(HOST, self.gw.port, "POST", CHAT, None,
+                             chunked=[b[i:i + 4000] for i in range(0, len(b), 4000)], timeout=t(5))
+            self.assertErrorEnvelope(r, 503, "service_unavailable", "overloaded", retry_after=True)
+            a.send(big[1000:])
+            r = a.read_response()
+            self.assertEqual(r.status, 200, r)
+        self.gw_wait(lambda: self.held() == 0)
+        r = raw_exchange(HOST, self.gw.port, "POST", CHAT, self.body(20000), timeout=t(5))
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(self.held(), 0)
+
+    def gw_wait(self, pred):
+        import time
+        deadline = time.monotonic() + t(5)
+        while not pred():
+            self.assertLess(time.monotonic(), deadline, "condition not reached")
+            time.sleep(0.02)
+
+
+class TestOddNames(OwnTest):
+    """Backend names and model ids with quotes, backslashes and non-ASCII end up escaped in
+    /metrics (Prometheus label values), /ready and /v1/models (JSON)."""
+
+    NAME = 'we"ird\\b\u00e9'
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({cls.NAME: (cls.mock.url, ['m"odel\\1'])}, name="llmgate-names")
+
+    def test_escaped(self):
+        m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        self.assertIn('llmgate_backend_inflight{backend="we\\"ird\\\\b\u00e9"} 0', m)
+        for line in m.splitlines():  # every sample line is name{labels} value
+            if line and not line.startswith("#"):
+                self.assertRegex(line, r'^[a-z_]+(\{([a-z]+="([^"\\]|\\.)*",?)+\})? [0-9.e+-]+$')
+        r = request(HOST, self.gw.port, "GET", "/ready", timeout=t(5))
+        self.assertIn(self.NAME, json.loads(r.body)["backends"])
+        r = request(HOST, self.gw.port, "GET", "/v1/models", timeout=t(5))
+        self.assertEqual([(d["id"], d["owned_by"]) for d in r.json()["data"]], [('m"odel\\1', self.NAME)])

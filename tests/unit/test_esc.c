@@ -1,0 +1,85 @@
+/* Escaping for the documents the gateway writes: JSON strings, Prometheus labels, error
+ * envelopes that always fit, UTF-8-safe cuts. */
+#include "core/errors.h"
+#include "core/esc.h"
+#include "unit.h"
+
+#include <string.h>
+
+START_TEST(test_json)
+{
+    char out[64];
+    ck_assert_uint_eq(esc_json(out, sizeof(out), "a\"b\\c\n\x01\x7f", 8, NULL), 21);
+    ck_assert_str_eq(out, "a\\\"b\\\\c\\n\\u0001\\u007f");
+    /* invalid UTF-8 (overlong, surrogate, lone continuation) becomes U+FFFD per byte */
+    esc_json(out, sizeof(out), "\xc0\xaf|\xed\xa0\x80|\x80", 8, NULL);
+    ck_assert_str_eq(out, "\xef\xbf\xbd\xef\xbf\xbd|\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd|"
+                          "\xef\xbf\xbd");
+    /* valid multi-byte characters pass unchanged */
+    esc_json(out, sizeof(out), "\xc3\xa9\xe2\x80\xa8\xf0\x9f\x98\x80", 9, NULL);
+    ck_assert_str_eq(out, "\xc3\xa9\xe2\x80\xa8\xf0\x9f\x98\x80");
+}
+END_TEST
+
+START_TEST(test_json_cut)
+{
+    /* never splits a character or an escape: with room for 5 bytes, "é\n" (2 + 2) fits,
+     * the next "é" (2) does not */
+    char out[6];
+    size_t used;
+    size_t n = esc_json(out, sizeof(out), "\xc3\xa9\n\xc3\xa9", 5, &used);
+    ck_assert_uint_eq(n, 4);
+    ck_assert_uint_eq(used, 3);
+    n = esc_json(out, 4, "ab\x01", 3, &used);
+    ck_assert_uint_eq(n, 2);
+    ck_assert_str_eq(out, "ab");
+}
+END_TEST
+
+START_TEST(test_envelope_always_whole)
+{
+    char msg[3000], out[2048];
+    for (size_t i = 0; i + 2 < sizeof(msg); i += 2)
+        memcpy(msg + i, "\xc3\xa9", 2);
+    msg[sizeof(msg) - 2] = '\0';
+    size_t n = err_envelope(out, sizeof(out), LGE_MODEL_NOT_FOUND, msg, NULL);
+    ck_assert_uint_gt(n, 1000);
+    ck_assert_uint_lt(n, sizeof(out));
+    ck_assert_uint_eq(strlen(out), n);
+    ck_assert_ptr_nonnull(strstr(out, "\xc3\xa9...\",\"type\":\"invalid_request_error\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"code\":\"model_not_found\"}}"));
+    /* a message of control characters (6 bytes each when escaped) */
+    memset(msg, 1, 1000);
+    msg[1000] = '\0';
+    n = err_envelope(out, sizeof(out), LGE_MODEL_NOT_FOUND, msg, "model");
+    ck_assert_uint_gt(n, 0);
+    ck_assert_ptr_nonnull(strstr(out, "\\u0001...\",\"type\""));
+    ck_assert_ptr_nonnull(strstr(out, "\"param\":\"model\""));
+}
+END_TEST
+
+START_TEST(test_prom_and_prefix)
+{
+    struct buf b;
+    buf_init(&b, 100);
+    ck_assert_int_eq(esc_prom_label(&b, "a\"b\\c\nd"), 0);
+    ck_assert_uint_eq(buf_len(&b), 10);
+    ck_assert_int_eq(memcmp(buf_data(&b), "a\\\"b\\\\c\\nd", 10), 0);
+    buf_release(&b);
+    ck_assert_uint_eq(esc_utf8_prefix("ab\xc3\xa9", 4, 3), 2);
+    ck_assert_uint_eq(esc_utf8_prefix("ab\xc3\xa9", 4, 4), 4);
+    ck_assert_uint_eq(esc_utf8_prefix("\xf0\x9f\x98\x80z", 5, 3), 0);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("esc");
+    TCase *tc = tcase_create("esc");
+    tcase_add_test(tc, test_json);
+    tcase_add_test(tc, test_json_cut);
+    tcase_add_test(tc, test_envelope_always_whole);
+    tcase_add_test(tc, test_prom_and_prefix);
+    suite_add_tcase(s, tc);
+    return s;
+}
