@@ -659,6 +659,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;
     bool finished = job->eof || job->fail != LGE_NONE;
+    unsigned long long bytes = job->bytes_out, events = job->events;
     pthread_mutex_unlock(&job->lock);
     if (job->h_submitted && !finished)
         pool_cancel(s->pool, job);
@@ -667,8 +668,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
         log_info("access id=%s model=%s stream=%d status=%u key=%s dur_us=%llu bytes=%llu "
                  "events=%llu end=%s",
                  job->request_id, job->model ? job->model : "-", job->stream, job->h_status,
-                 job->key_name ? job->key_name : "-", (unsigned long long)us,
-                 (unsigned long long)job->bytes_out, (unsigned long long)job->events,
+                 job->key_name ? job->key_name : "-", (unsigned long long)us, bytes, events,
                  toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted");
     }
     job_unref(job);
