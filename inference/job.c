@@ -43,13 +43,19 @@ void job_unref(struct job *job)
 {
     if (!job || atomic_fetch_sub_explicit(&job->refs, 1, memory_order_acq_rel) != 1)
         return;
-    buf_release(&job->body);
-    if (job->body_mem && job->body_mem_held)
-        atomic_fetch_sub_explicit(job->body_mem, job->body_mem_held, memory_order_relaxed);
+    job_release_body(job);
     buf_release(&job->out);
     free(job->model);
     pthread_mutex_destroy(&job->lock);
     free(job);
+}
+
+void job_release_body(struct job *job)
+{
+    buf_release(&job->body);
+    if (job->body_mem && job->body_mem_held)
+        atomic_fetch_sub_explicit(job->body_mem, job->body_mem_held, memory_order_relaxed);
+    job->body_mem_held = 0;
 }
 
 void job__watch_locked(struct job *job, int epfd)

@@ -95,6 +95,8 @@ struct job {
     struct heap_node w_deadline; /* in the worker's deadline heap while request_s bounds it:
                                   * from the start of the transfer to the end of a plain
                                   * answer, or to the first body byte of an event stream */
+    struct job *w_young_next;    /* the worker's list of transfers not watched yet */
+    uint64_t w_started_ns;       /* the upstream transfer started */
     struct job *w_resume_next;   /* the worker's list of connections to resume at the end of
                                   * its event batch (one hand-over for many events) */
     bool w_resume_queued;
@@ -136,6 +138,11 @@ struct job {
 /* Allocates a job with one reference (the caller's), body ceiling `max_body`, stream buffer
  * ceiling `max_stream`. Returns NULL when out of memory. Any thread. */
 struct job *job_new(size_t max_body, size_t max_stream);
+
+/* Frees the request body and gives its bytes back to the gateway's body budget. Called by the
+ * worker once the upstream transfer is over (nothing reads the body after that), and by the
+ * last job_unref. */
+void job_release_body(struct job *job);
 
 /* Takes one more reference. Any thread. */
 void job_ref(struct job *job);

@@ -18,6 +18,7 @@
 #include <strings.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* epoll data tags: the eventfd, curl sockets ((fd << 2) | 2), or a job pointer (8-aligned)
@@ -50,9 +51,13 @@ struct worker {
     struct job_list running;   /* transfers on the multi handle */
     unsigned n_running;
     struct heap deadlines;   /* running jobs still bounded by request_s (job->w_deadline) */
+    struct job *young_head;  /* started transfers whose client is not watched yet, in start */
+    struct job *young_tail;  /* order (each holds a reference); see worker__watch_young */
     struct job *resume_head; /* connections to resume at the end of this event batch */
     atomic_bool quit;
     bool aborting;
+    uint8_t *fdst; /* per curl socket fd: WFD_* registration state in epfd */
+    size_t n_fdst;
     CURL **spare; /* finished easy handles kept for reuse (LIFO) */
     unsigned n_spare;
     struct probe *probes; /* worker 0 only */
@@ -64,6 +69,11 @@ struct worker {
  * and starts watching their client sockets, so a client that leaves an idle stream is noticed
  * within about this long, without a syscall per token. */
 #define WORKER_WATCH_SCAN_NS (1000 * NS_PER_MS)
+
+/* A transfer still waiting for the engine's headers this long after it started gets its client
+ * socket watched. Most answers come sooner, and watching costs two epoll_ctl: a client that
+ * leaves earlier is noticed this much later. */
+#define WORKER_WATCH_DELAY_NS (100 * NS_PER_MS)
 
 /* What each backend's requests need, built once: URLs per path, the Authorization header. */
 struct upstream {
@@ -235,6 +245,7 @@ static void worker__teardown(struct worker *w, struct job *job, bool reusable)
         w->n_running--;
     }
     heap_remove(&w->deadlines, &job->w_deadline);
+    job_release_body(job);
     router_release(w->pool->router, job);
 }
 
@@ -386,26 +397,107 @@ static size_t worker__discard(char *data, size_t size, size_t n, void *arg)
     return size * n;
 }
 
+/* Registration of curl's sockets in the worker's epoll set. curl says REMOVE when a transfer
+ * ends, also for a connection it keeps for the next request to the same engine, and asks for
+ * the same socket again when that request starts: a DEL and an ADD per request for nothing.
+ * Instead a removed socket stays registered, "parked": an event on it (the engine closed an
+ * idle connection) unregisters it without bothering curl, and a socket curl wants again with
+ * the mask it has costs no syscall. Only sockets curl opened through worker__open_socket are
+ * parked: they are closed through worker__close_socket, which forgets the state before the
+ * descriptor number can be reused. Others (the threaded resolver's socket pair, closed
+ * without a callback) are taken out of the set on REMOVE as usual. */
+#define WFD_IN 1u     /* registered for EPOLLIN */
+#define WFD_OUT 2u    /* registered for EPOLLOUT */
+#define WFD_REG 4u    /* in the epoll set */
+#define WFD_PARKED 8u /* registered, but curl does not watch it now */
+#define WFD_OURS 16u  /* opened by worker__open_socket: its close is reported */
+
+static uint8_t *worker__fdst(struct worker *w, curl_socket_t s)
+{
+    if (s < 0)
+        return NULL;
+    if ((size_t)s >= w->n_fdst) {
+        size_t n = w->n_fdst ? w->n_fdst : 1024;
+        while (n <= (size_t)s)
+            n *= 2;
+        uint8_t *p = realloc(w->fdst, n);
+        if (!p)
+            return NULL;
+        memset(p + w->n_fdst, 0, n - w->n_fdst);
+        w->fdst = p;
+        w->n_fdst = n;
+    }
+    return &w->fdst[s];
+}
+
 static int worker__on_socket(CURL *easy, curl_socket_t s, int what, void *arg, void *sockp)
 {
     struct worker *w = arg;
     (void)easy;
+    (void)sockp;
+    uint8_t *st = worker__fdst(w, s);
     if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+        if (st && (*st & (WFD_REG | WFD_OURS)) == (WFD_REG | WFD_OURS)) {
+            *st |= WFD_PARKED;
+        } else {
+            epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+            if (st)
+                *st &= WFD_OURS;
+        }
         return 0;
     }
-    struct epoll_event ev = {.data.u64 = ((uint64_t)s << 2) | TAG_CURL};
-    if (what & CURL_POLL_IN)
-        ev.events |= EPOLLIN;
-    if (what & CURL_POLL_OUT)
-        ev.events |= EPOLLOUT;
-    if (sockp) {
-        epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev);
-    } else if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
-               (errno == EEXIST && epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev) == 0)) {
-        curl_multi_assign(w->multi, s, w); /* any non-NULL marks "registered" */
+    unsigned want = ((what & CURL_POLL_IN) ? WFD_IN : 0) | ((what & CURL_POLL_OUT) ? WFD_OUT : 0);
+    struct epoll_event ev = {.events = ((want & WFD_IN) ? EPOLLIN : 0u) |
+                                       ((want & WFD_OUT) ? EPOLLOUT : 0u),
+                             .data.u64 = ((uint64_t)s << 2) | TAG_CURL};
+    if (st && (*st & WFD_REG)) {
+        if ((*st & (WFD_IN | WFD_OUT)) != want && epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev) != 0)
+            log_warn("epoll_ctl(MOD, curl socket %d): %s", (int)s, strerror(errno));
+        *st = (uint8_t)((*st & WFD_OURS) | WFD_REG | want);
+        return 0;
+    }
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, s, &ev) == 0 ||
+        (errno == EEXIST && epoll_ctl(w->epfd, EPOLL_CTL_MOD, s, &ev) == 0)) {
+        if (st)
+            *st = (uint8_t)((*st & WFD_OURS) | WFD_REG | want);
+    } else {
+        log_warn("epoll_ctl(ADD, curl socket %d): %s", (int)s, strerror(errno));
     }
     return 0;
+}
+
+/* An event on a parked socket: curl does not watch it, so take it out of the set (curl finds
+ * the connection dead when it next wants it). Returns true if the socket was parked. */
+static bool worker__parked_event(struct worker *w, curl_socket_t s)
+{
+    if (s < 0 || (size_t)s >= w->n_fdst || !(w->fdst[s] & WFD_PARKED))
+        return false;
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+    w->fdst[s] = WFD_OURS;
+    return true;
+}
+
+/* CURLOPT_OPENSOCKETFUNCTION of every easy handle: marks the sockets whose close we hear of. */
+static curl_socket_t worker__open_socket(void *arg, curlsocktype purpose,
+                                         struct curl_sockaddr *addr)
+{
+    struct worker *w = arg;
+    (void)purpose;
+    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    uint8_t *st = s >= 0 ? worker__fdst(w, s) : NULL;
+    if (st)
+        *st = WFD_OURS;
+    return s < 0 ? CURL_SOCKET_BAD : s;
+}
+
+/* CURLOPT_CLOSESOCKETFUNCTION of every easy handle: the state of a closed descriptor is
+ * forgotten before its number can come back (closing also takes it out of the epoll set). */
+static int worker__close_socket(void *arg, curl_socket_t s)
+{
+    struct worker *w = arg;
+    if (s >= 0 && (size_t)s < w->n_fdst)
+        w->fdst[s] = 0;
+    return close(s);
 }
 
 static int worker__on_timer(CURLM *multi, long timeout_ms, void *arg)
@@ -436,6 +528,10 @@ static CURL *worker__easy(struct worker *w)
     curl_easy_setopt(e, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION);
     /* Engines are local: no proxy. This also spares curl its per-transfer *_proxy getenv. */
     curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, worker__open_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, w);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, worker__close_socket);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, w);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, worker__on_header);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, worker__on_body);
     return e;
@@ -488,6 +584,14 @@ static void worker__start(struct worker *w, struct job *job)
     job->wstate = JW_RUNNING;
     list_append(&w->running, job);
     w->n_running++;
+    job->w_started_ns = now;
+    job_ref(job); /* the young list's reference */
+    job->w_young_next = NULL;
+    if (w->young_tail)
+        w->young_tail->w_young_next = job;
+    else
+        w->young_head = job;
+    w->young_tail = job;
     atomic_fetch_add(&w->pool->started, 1);
 }
 
@@ -500,12 +604,12 @@ static void worker__on_submit(struct worker *w, struct job *job)
         worker__end(w, job, LGE_DRAINING, NULL);
         return;
     }
-    worker__watch(w, job);
     switch (router_acquire(w->pool->router, job)) {
     case ROUTER_OK:
         worker__start(w, job);
         return;
     case ROUTER_QUEUED: {
+        worker__watch(w, job); /* a wait has begun: notice a client that leaves it */
         const struct config *cfg = w->pool->cfg;
         uint64_t qd = clock_now_ns() + (uint64_t)cfg->queue_timeout_ms * NS_PER_MS;
         job->w_wait_deadline_ns = qd < job->deadline_ns ? qd : job->deadline_ns;
@@ -724,6 +828,23 @@ static void worker__expire_deadlines(struct worker *w, uint64_t now)
     }
 }
 
+/* Starts watching the clients of transfers that have waited WORKER_WATCH_DELAY_NS for their
+ * engine (those answered by then are just dropped from the list). */
+static void worker__watch_young(struct worker *w, uint64_t now)
+{
+    struct job *job;
+    while ((job = w->young_head) != NULL && (now - job->w_started_ns >= WORKER_WATCH_DELAY_NS ||
+                                             w->aborting || atomic_load(&w->quit))) {
+        w->young_head = job->w_young_next;
+        if (!w->young_head)
+            w->young_tail = NULL;
+        job->w_young_next = NULL;
+        if (job->wstate == JW_RUNNING)
+            worker__watch(w, job); /* only if still suspended waiting for us */
+        job_unref(job);
+    }
+}
+
 static void worker__watch_idle(struct worker *w, uint64_t now)
 {
     if (now < w->next_watch_ns)
@@ -747,6 +868,8 @@ static int worker__timeout_ms(struct worker *w, uint64_t now)
     const struct heap_node *top = heap_top(&w->deadlines);
     if (top && top->key < d)
         d = top->key;
+    if (w->young_head && w->young_head->w_started_ns + WORKER_WATCH_DELAY_NS < d)
+        d = w->young_head->w_started_ns + WORKER_WATCH_DELAY_NS;
     if (w->probes && w->pool->cfg->health_interval_ms && w->next_probe_ns < d)
         d = w->next_probe_ns;
     if (d == UINT64_MAX)
@@ -787,7 +910,9 @@ static void *worker__main(void *arg)
                     flags |= CURL_CSELECT_OUT;
                 if (evs[i].events & (EPOLLERR | EPOLLHUP))
                     flags |= CURL_CSELECT_ERR;
-                curl_multi_socket_action(w->multi, (curl_socket_t)(tag >> 2), flags, &running);
+                curl_socket_t fd = (curl_socket_t)(tag >> 2);
+                if (!worker__parked_event(w, fd))
+                    curl_multi_socket_action(w->multi, fd, flags, &running);
             } else {
                 struct job *job = (struct job *)(uintptr_t)tag;
                 pthread_mutex_lock(&job->lock);
@@ -818,10 +943,12 @@ static void *worker__main(void *arg)
         worker__check_finished(w);
         worker__expire_waiting(w, now);
         worker__expire_deadlines(w, now);
+        worker__watch_young(w, now);
         worker__run_probes(w, now);
         worker__watch_idle(w, now);
         worker__flush_resumes(w);
     }
+    worker__watch_young(w, clock_now_ns()); /* quit: drops the list's references */
     worker__flush_resumes(w);
     return NULL;
 }
@@ -874,6 +1001,10 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
         curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
         curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);
         curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, pr);
+        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETFUNCTION, worker__open_socket);
+        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETDATA, w);
+        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETFUNCTION, worker__close_socket);
+        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETDATA, w);
         curl_easy_setopt(pr->easy, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION " probe");
     }
     w->next_probe_ns = 0; /* probe at once */
@@ -904,6 +1035,9 @@ static void worker__release(struct worker *w)
         w->probes = NULL;
     }
     heap_release(&w->deadlines);
+    free(w->fdst);
+    w->fdst = NULL;
+    w->n_fdst = 0;
     while (w->n_spare)
         curl_easy_cleanup(w->spare[--w->n_spare]);
     free(w->spare);

@@ -37,6 +37,7 @@ MODULES = [
     "test_errors",
     "test_auth",
     "test_front",
+    "test_upstream",
     "test_connections",
     "test_backpressure",
     "test_limits",

@@ -1,0 +1,86 @@
+"""Upstream connections the gateway does not control: an engine (a Python HTTP/1.1 server, not
+mockllm) that closes idle keep-alive connections after 0.2 s, reached by a host name (the
+resolver path) and by address. Requests before and after every close must all succeed: the
+gateway keeps idle upstream sockets registered between requests and must notice their close."""
+
+import http.server
+import json
+import threading
+import time
+
+from harness import HOST, OwnTest, chat_body, raw_exchange, t
+
+CHAT = "/v1/chat/completions"
+BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "py-model",
+                   "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                "finish_reason": "stop"}]}).encode()
+
+
+class Engine(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    timeout = 0.2  # idle keep-alive connections are closed after this
+    served = 0
+    conns = set()
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        self.reply(b'{"object":"list","data":[]}')
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        Engine.conns.add(self.client_address)
+        Engine.served += 1
+        self.reply(BODY)
+
+    def reply(self, body):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class TestIdleUpstreamClosed(OwnTest):
+    @classmethod
+    def fixture(cls):
+        cls.srv = http.server.ThreadingHTTPServer((HOST, 0), Engine)
+        cls.srv.daemon_threads = True
+        threading.Thread(target=cls.srv.serve_forever, daemon=True).start()
+        port = cls.srv.server_address[1]
+        cls.gw = cls.own_gateway({"byname": ("http://localhost:%d" % port, ["py-model"]),
+                                  "byaddr": ("http://%s:%d" % (HOST, port), ["py-addr"])},
+                                 name="llmgate-upstream")
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.srv.shutdown()
+        cls.srv.server_close()
+
+    def test_requests_across_idle_closes(self):
+        Engine.served = 0
+        Engine.conns = set()
+        for rnd in range(6):
+            for model in ("py-model", "py-addr"):
+                for _ in range(3):  # back to back: the connection is reused
+                    r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("x", model=model), timeout=t(5))
+                    self.assertEqual(r.status, 200, (rnd, model, r))
+                    self.assertEqual(r.body, BODY)
+            time.sleep(0.35)  # the engine closes every idle connection meanwhile
+        self.assertEqual(Engine.served, 36)
+        # fresh connections after each close (by port), so the closes really happened
+        self.assertGreaterEqual(len(Engine.conns), 6)
+        # concurrent requests after the closes
+        results = []
+
+        def one(i):
+            results.append(raw_exchange(HOST, self.gw.port, "POST", CHAT,
+                                        chat_body("c%d" % i, model="py-addr"), timeout=t(10)).status)
+        ths = [threading.Thread(target=one, args=(i,)) for i in range(20)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        self.assertEqual(results, [200] * 20)
