@@ -2,8 +2,8 @@
 #
 #   make          build build/llmgate, build/mockllm, build/ttftbench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
-#   make test     install deps, build, format + lint checks, every suite (unit, integration,
-#                 ASan/UBSan, openai e2e)
+#   make test     install deps, build, format + lint checks, every suite (unit, jscan-diff,
+#                 integration, ASan/UBSan, openai e2e)
 #   make bench    short version of every benchmark (issue 3)
 #
 # O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
@@ -40,7 +40,8 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
 BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench
 
-.PHONY: all deps run test unit integration asan e2e bench lint format check-format clean
+.PHONY: all deps run test unit integration asan e2e bench lint format check-format clean \
+        jscan-diff fuzz fuzz-smoke
 all: $(BINS)
 
 $(O)/%.o: %.c
@@ -69,6 +70,20 @@ $(O)/tests/%: tests/unit/%.c $(O)/libllmgate.a
 	@mkdir -p $(dir $@)
 	@echo "  CC/LD   $@"
 	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libllmgate.a $(LDLIBS) $(shell pkg-config --libs check)
+
+# --- jscan: differential test against Python's json (tests/jscan), fuzzing (tests/fuzz) -------
+# jscan_cli_swar is the same driver with the portable (non-SSE2) string scan compiled in.
+$(O)/tests/jscan_cli: $(O)/tests/jscan/jscan_cli.o $(O)/libllmgate.a
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/tests/jscan_cli_swar: tests/jscan/jscan_cli.c core/jscan.c core/jscan.h
+	@mkdir -p $(dir $@)
+	@echo "  CC/LD   $@"
+	@$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -DJSCAN_PORTABLE $(LDFLAGS) -o $@ tests/jscan/jscan_cli.c core/jscan.c
+
+jscan-diff: $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
+	@python3 tests/jscan/diff.py $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
 
 # --- dependencies: Debian packages only; installs what is missing ---------------------------
 deps:
@@ -101,6 +116,8 @@ asan:
 	$(MAKE) O=build-asan SAN=1 all $(patsubst $(O)/%,build-asan/%,$(UNIT_BIN))
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  $(MAKE) O=build-asan SAN=1 unit
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  $(MAKE) O=build-asan SAN=1 jscan-diff
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  python3 tests/integration/run.py --build build-asan --sanitizer
 
@@ -113,6 +130,7 @@ test: deps
 	set -o pipefail; $(MAKE) all 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) check-format lint 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) unit 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) jscan-diff 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) integration 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) asan 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) e2e 2>&1 | tee -a $(TEST_LOG)
