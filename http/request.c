@@ -1,49 +1,13 @@
 /* request.c — see request.h. */
 #include "http/request.h"
 
-#include <json-c/json.h>
+#include "core/jscan.h"
+
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-
-#define REQ_MAX_DEPTH 64
-
-long request_count_top_keys(const char *p, size_t len)
-{
-    size_t i = 0;
-    while (i < len && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
-        i++;
-    if (i >= len || p[i] != '{')
-        return -1;
-    long keys = 0;
-    int depth = 0;
-    bool expect_key = false; /* next string at depth 1 is a key */
-    for (; i < len; i++) {
-        char c = p[i];
-        if (c == '"') {
-            bool is_key = depth == 1 && expect_key;
-            for (i++; i < len && p[i] != '"'; i++)
-                if (p[i] == '\\')
-                    i++;
-            if (is_key) {
-                keys++;
-                expect_key = false;
-            }
-        } else if (c == '{' || c == '[') {
-            depth++;
-            if (depth == 1)
-                expect_key = true;
-        } else if (c == '}' || c == ']') {
-            depth--;
-            if (depth == 0)
-                break;
-        } else if (c == ',' && depth == 1) {
-            expect_key = true;
-        }
-    }
-    return keys;
-}
 
 static enum lg_err req__fail(enum lg_err e, char *why, size_t whylen, const char **param,
                              const char *field, const char *msg)
@@ -53,101 +17,128 @@ static enum lg_err req__fail(enum lg_err e, char *why, size_t whylen, const char
     return e;
 }
 
+/* A top-level member that must be a string or an array, by endpoint. */
+static bool req__string_or_array(const struct jscan_span *v)
+{
+    return v && (v->type == JSCAN_STRING || v->type == JSCAN_ARRAY);
+}
+
+/* max_tokens-like fields: absent or null leaves -1; otherwise a non-negative integer. */
+static int req__count(const char *body, const struct jscan_span *v, int64_t *out)
+{
+    *out = -1;
+    if (!v || v->type == JSCAN_NULL)
+        return 0;
+    int64_t n;
+    if (v->type != JSCAN_NUMBER || jscan_int(body, v, &n) != 0 || n < 0)
+        return -1;
+    *out = n;
+    return 0;
+}
+
 enum lg_err request_validate(enum job_endpoint kind, const char *body, size_t len,
                              struct req_info *out, char *why, size_t whylen, const char **param)
 {
-    enum lg_err rc = LGE_NONE;
-    json_object *root = NULL;
-    json_tokener *tok = json_tokener_new_ex(REQ_MAX_DEPTH);
+    struct jscan_doc doc; /* ~6 KB on this thread's stack; nothing allocated */
     *param = NULL;
-    out->model = NULL;
-    out->stream = false;
-    if (!tok)
+    memset(out, 0, sizeof(*out));
+    out->max_tokens = -1;
+    enum jscan_status st = jscan_parse(&doc, body, len);
+    if (st != JSCAN_OK) {
+        char msg[160];
+        if (jscan_is_json_error(st))
+            snprintf(msg, sizeof(msg), "request body is not valid JSON: %s at byte %zu",
+                     jscan_strerror(st), doc.err_off);
+        else
+            snprintf(msg, sizeof(msg), "request body: %s", jscan_strerror(st));
+        return req__fail(jscan_is_json_error(st) ? LGE_INVALID_JSON : LGE_INVALID_REQUEST, why,
+                         whylen, param, NULL, msg);
+    }
+    const struct jscan_span *v = jscan_top(&doc, body, "model");
+    if (!v || v->type != JSCAN_STRING || v->len <= 2)
+        return req__fail(LGE_INVALID_REQUEST, why, whylen, param, "model",
+                         "'model' is required and must be a non-empty string");
+    /* The model routed and authorised on is the decoded string the engine will read. */
+    size_t cap = (size_t)v->len - 1;
+    char *model = malloc(cap);
+    if (!model)
         return req__fail(LGE_INTERNAL, why, whylen, param, NULL, "out of memory");
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
-    if (len == 0 || len > INT32_MAX) {
-        rc = req__fail(LGE_INVALID_JSON, why, whylen, param, NULL, "request body is empty");
-        goto out;
+    long ml = jscan_string(body, v, model, cap);
+    if (ml <= 0) {
+        free(model);
+        return req__fail(LGE_INVALID_REQUEST, why, whylen, param, "model",
+                         ml == JSCAN_ENUL ? "'model' must not contain U+0000"
+                         : ml == 0        ? "'model' is required and must be a non-empty string"
+                                          : "'model' is not valid Unicode");
     }
-    root = json_tokener_parse_ex(tok, body, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    size_t end = json_tokener_get_parse_end(tok);
-    while (end < len &&
-           (body[end] == ' ' || body[end] == '\t' || body[end] == '\r' || body[end] == '\n'))
-        end++;
-    if (!root || jerr != json_tokener_success || end != len) {
-        char msg[200];
-        snprintf(msg, sizeof(msg), "request body is not valid JSON: %s",
-                 !root && jerr == json_tokener_continue ? "unexpected end"
-                 : jerr != json_tokener_success         ? json_tokener_error_desc(jerr)
-                                                        : "trailing data after the value");
-        rc = req__fail(LGE_INVALID_JSON, why, whylen, param, NULL, msg);
-        goto out;
-    }
-    if (!json_object_is_type(root, json_type_object)) {
-        rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, NULL,
-                       "request body must be a JSON object");
-        goto out;
-    }
-    if (request_count_top_keys(body, len) != (long)json_object_object_length(root)) {
-        rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, NULL,
-                       "request body has a duplicate top-level key");
-        goto out;
-    }
-    json_object *v;
-    if (!json_object_object_get_ex(root, "model", &v) ||
-        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
-        rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "model",
-                       "'model' is required and must be a non-empty string");
-        goto out;
-    }
-    out->model = strdup(json_object_get_string(v));
-    if (!out->model) {
-        rc = req__fail(LGE_INTERNAL, why, whylen, param, NULL, "out of memory");
-        goto out;
-    }
-    if (json_object_object_get_ex(root, "stream", &v) && v != NULL) {
-        if (!json_object_is_type(v, json_type_boolean)) {
-            rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "stream",
-                           "'stream' must be a boolean");
+    enum lg_err rc = LGE_NONE;
+    const char *field = NULL, *msg = NULL;
+    if ((v = jscan_top(&doc, body, "stream")) != NULL && v->type != JSCAN_NULL) {
+        if (v->type != JSCAN_TRUE && v->type != JSCAN_FALSE) {
+            field = "stream";
+            msg = "'stream' must be a boolean";
             goto out;
         }
-        out->stream = json_object_get_boolean(v);
+        out->stream = v->type == JSCAN_TRUE;
+    }
+    if ((v = jscan_top(&doc, body, "stream_options")) != NULL && v->type == JSCAN_OBJECT) {
+        struct jscan_span iu;
+        out->include_usage =
+            jscan_member(body, v, "include_usage", &iu) == 0 && iu.type == JSCAN_TRUE;
+    }
+    int64_t mct = -1;
+    if (req__count(body, jscan_top(&doc, body, "max_tokens"), &out->max_tokens) != 0 ||
+        req__count(body, jscan_top(&doc, body, "max_completion_tokens"), &mct) != 0) {
+        field = "max_tokens";
+        msg = "'max_tokens' and 'max_completion_tokens' must be non-negative integers";
+        goto out;
+    }
+    if (mct >= 0)
+        out->max_tokens = mct; /* the newer name wins, as in OpenAI's API */
+    if ((v = jscan_top(&doc, body, "user")) != NULL && v->type == JSCAN_STRING) {
+        out->user_off = v->off;
+        out->user_len = v->len;
     }
     switch (kind) {
     case JOB_CHAT:
-        if (!json_object_object_get_ex(root, "messages", &v) ||
-            !json_object_is_type(v, json_type_array) || json_object_array_length(v) == 0)
-            rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "messages",
-                           "'messages' is required and must be a non-empty array");
+        v = jscan_top(&doc, body, "messages");
+        if (!v || v->type != JSCAN_ARRAY || v->count == 0) {
+            field = "messages";
+            msg = "'messages' is required and must be a non-empty array";
+        }
         break;
     case JOB_COMPLETIONS:
-        if (!json_object_object_get_ex(root, "prompt", &v) ||
-            !(json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_array)))
-            rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "prompt",
-                           "'prompt' is required and must be a string or an array");
+        v = jscan_top(&doc, body, "prompt");
+        if (!req__string_or_array(v)) {
+            field = "prompt";
+            msg = "'prompt' is required and must be a string or an array";
+        }
         break;
     case JOB_EMBEDDINGS:
-        if (!json_object_object_get_ex(root, "input", &v) ||
-            !(json_object_is_type(v, json_type_string) || json_object_is_type(v, json_type_array)))
-            rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "input",
-                           "'input' is required and must be a string or an array");
-        else if (out->stream)
-            rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, "stream",
-                           "embeddings cannot be streamed");
+        v = jscan_top(&doc, body, "input");
+        if (!req__string_or_array(v)) {
+            field = "input";
+            msg = "'input' is required and must be a string or an array";
+        } else if (out->stream) {
+            field = "stream";
+            msg = "embeddings cannot be streamed";
+        }
         break;
     case JOB__ENDPOINTS:
         rc = req__fail(LGE_INTERNAL, why, whylen, param, NULL, "unknown endpoint");
-        break;
+        goto out;
     }
+    if (!msg)
+        out->prompt_bytes = v->len;
 out:
+    if (msg)
+        rc = req__fail(LGE_INVALID_REQUEST, why, whylen, param, field, msg);
     if (rc != LGE_NONE) {
-        free(out->model);
-        out->model = NULL;
+        free(model);
+        return rc;
     }
-    json_object_put(root);
-    json_tokener_free(tok);
-    return rc;
+    out->model = model;
+    return LGE_NONE;
 }
 
 bool request_id_valid(const char *id)
@@ -161,7 +152,6 @@ bool request_id_valid(const char *id)
     }
     return n > 0;
 }
-
 /* xorshift128+ per thread, seeded from the kernel: ids need to be unique, not secret. */
 void request_id_new(char out[33])
 {

@@ -1,7 +1,8 @@
-/* request.h — what the gateway checks in an inference request before it routes it: strict
- * JSON (depth limit, UTF-8, nothing after the value), an object with no duplicate top-level
- * keys (the model we route on must be the model the engine sees), the fields each endpoint
- * needs with the right types. Pure functions; any thread. */
+/* request.h — what the gateway checks in an inference request before it routes it, in one
+ * pass over the body (core/jscan.c): strict RFC 8259 JSON (UTF-8, depth <= 64, nothing after
+ * the value), an object without duplicate top-level keys and without U+0000 in any key (the
+ * model routed on must be the model the engine reads), the fields each endpoint needs with the
+ * right types. The body is forwarded untouched. Pure functions; any thread. */
 #ifndef LG_REQUEST_H
 #define LG_REQUEST_H
 
@@ -10,21 +11,23 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct req_info {
-    char *model; /* malloc'd; the caller frees */
-    bool stream;
+    char *model;         /* decoded; malloc'd, the caller frees */
+    bool stream;         /* "stream": true */
+    bool include_usage;  /* "stream_options": {"include_usage": true} */
+    int64_t max_tokens;  /* max_completion_tokens, else max_tokens; -1 when absent */
+    size_t prompt_bytes; /* raw size of messages / prompt / input */
+    uint32_t user_off;   /* "user": its string span in the body (quotes included), or 0/0 */
+    uint32_t user_len;
 };
 
 /* Validates `body` (len bytes, need not be NUL-terminated) for endpoint `kind`.
  * Returns LGE_NONE and fills `out`, or LGE_INVALID_JSON / LGE_INVALID_REQUEST with a message
- * in `why` (and `*param` naming the offending field, or NULL). */
+ * in `why` (and `*param` naming the offending field, or NULL); out->model is NULL then. */
 enum lg_err request_validate(enum job_endpoint kind, const char *body, size_t len,
                              struct req_info *out, char *why, size_t whylen, const char **param);
-
-/* Counts the keys of the top-level object in `json` (already known to be valid JSON) as they
- * are written, duplicates included. Returns -1 if the top-level value is not an object. */
-long request_count_top_keys(const char *json, size_t len);
 
 /* Accepts a client-supplied request id: 1..64 chars of [A-Za-z0-9._:-]. */
 bool request_id_valid(const char *id);

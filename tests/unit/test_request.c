@@ -91,10 +91,61 @@ START_TEST(test_duplicates)
               &info, &param),
         LGE_NONE);
     free(info.model);
-    const char *j = "{\"a\":{\"b\":1,\"c\":[1,{\"d\":2}]},\"e\":\"f,g\"}";
-    ck_assert_int_eq(request_count_top_keys(j, strlen(j)), 2);
-    ck_assert_int_eq(request_count_top_keys("[]", 2), -1);
-    ck_assert_int_eq(request_count_top_keys(" {}", 3), 0);
+}
+END_TEST
+
+/* What json-c 0.16 let through and the one-pass scanner refuses (RFC 8259 strictly). */
+START_TEST(test_stricter_than_json_c)
+{
+    struct req_info info;
+    const char *param;
+    static const char *const bad_json[] = {
+        "{\"model\":\"m\",\"messages\":[1],\"t\":NaN}",
+        "{\"model\":\"m\",\"messages\":[1],\"t\":-Infinity}",
+        "{\"model\":\"m\",\"messages\":[\"a\tb\"]}",     /* raw control byte in a string */
+        "{\"model\":\"\xc0\xaf\",\"messages\":[1]}",     /* overlong UTF-8 */
+        "{\"model\":\"\xed\xa0\x80\",\"messages\":[1]}", /* encoded surrogate */
+    };
+    for (size_t i = 0; i < sizeof(bad_json) / sizeof(bad_json[0]); i++)
+        ck_assert_int_eq(check(JOB_CHAT, bad_json[i], &info, &param), LGE_INVALID_JSON);
+    /* U+0000 in the model (json-c cut it: the gateway routed on "m", the engine read more) */
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"m\\u0000x\",\"messages\":[1]}", &info, &param),
+                     LGE_INVALID_REQUEST);
+    ck_assert_str_eq(param, "model");
+    /* ... and in any key */
+    ck_assert_int_eq(
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[{\"a\\u0000\":1}]}", &info, &param),
+        LGE_INVALID_REQUEST);
+}
+END_TEST
+
+START_TEST(test_fields)
+{
+    struct req_info info;
+    const char *param;
+    const char *body = "{\"model\":\"meta-llama\\/L\\u00e9\",\"messages\":[{\"role\":\"user\"}],"
+                       "\"stream\":true,\"stream_options\":{\"include_usage\":true},"
+                       "\"max_tokens\":7,\"max_completion_tokens\":9,\"user\":\"u1\"}";
+    ck_assert_int_eq(check(JOB_CHAT, body, &info, &param), LGE_NONE);
+    ck_assert_str_eq(info.model, "meta-llama/L\xc3\xa9"); /* decoded: what the engine reads */
+    ck_assert(info.stream);
+    ck_assert(info.include_usage);
+    ck_assert_int_eq(info.max_tokens, 9);
+    ck_assert_uint_eq(info.prompt_bytes, strlen("[{\"role\":\"user\"}]"));
+    ck_assert_uint_eq(info.user_len, 4);
+    ck_assert_int_eq(memcmp(body + info.user_off, "\"u1\"", 4), 0);
+    free(info.model);
+    ck_assert_int_eq(
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1],\"max_tokens\":-1}", &info, &param),
+        LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1],\"max_tokens\":1.5}", &info, &param),
+        LGE_INVALID_REQUEST);
+    ck_assert_int_eq(
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1],\"max_tokens\":null}", &info, &param),
+        LGE_NONE);
+    ck_assert_int_eq(info.max_tokens, -1);
+    free(info.model);
 }
 END_TEST
 
@@ -124,6 +175,8 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_valid);
     tcase_add_test(tc, test_invalid);
     tcase_add_test(tc, test_duplicates);
+    tcase_add_test(tc, test_stricter_than_json_c);
+    tcase_add_test(tc, test_fields);
     tcase_add_test(tc, test_request_ids);
     suite_add_tcase(s, tc);
     return s;
