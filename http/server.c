@@ -557,7 +557,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         job->fail = LGE_DRAINING;
         job->retry_after = 1;
         job__resume_locked(job);
-        pthread_mutex_unlock(&job->lock);
+        job__unlock(job);
         return MHD_YES;
     }
     job->h_submitted = true;

@@ -75,6 +75,15 @@ void job__resume_locked(struct job *job)
     }
     if (job->suspended) {
         job->suspended = false;
-        MHD_resume_connection(job->conn);
+        job->resume_pending = true;
     }
+}
+
+void job__unlock(struct job *job)
+{
+    bool resume = job->resume_pending;
+    job->resume_pending = false;
+    pthread_mutex_unlock(&job->lock);
+    if (resume)
+        MHD_resume_connection(job->conn);
 }

@@ -110,10 +110,12 @@ struct job {
     uint64_t t_first_event_ns;
 
     /* --- shared between the HTTP thread and the worker: under `lock` --------------------
-     * Lock order: job->lock before anything of libmicrohttpd's (MHD_resume_connection). */
+     * Lock order: job->lock before anything of libmicrohttpd's (MHD_suspend_connection).
+     * MHD_resume_connection is called after `lock` is released (job__unlock). */
     pthread_mutex_t lock;
-    bool suspended;     /* the connection is suspended and waiting for us */
-    bool headers_ready; /* status/content type below are valid */
+    bool suspended;      /* the connection is suspended and waiting for us */
+    bool resume_pending; /* job__unlock must resume the connection */
+    bool headers_ready;  /* status/content type below are valid */
     unsigned status;
     char content_type[128];
     int64_t content_length; /* -1 unknown */
@@ -150,9 +152,16 @@ void job_ref(struct job *job);
 /* Drops one reference; the last one frees the job. Any thread; NULL is fine. */
 void job_unref(struct job *job);
 
-/* Stops watching the client socket, then resumes the connection if it is suspended waiting
- * for us. Caller holds job->lock. */
+/* Stops watching the client socket and, if the connection is suspended waiting for us, marks it
+ * to be resumed by job__unlock. Caller holds job->lock and releases it with job__unlock. */
 void job__resume_locked(struct job *job);
+
+/* Releases job->lock, then resumes the connection if job__resume_locked asked for it. Resuming
+ * after the unlock keeps the woken libmicrohttpd thread from blocking on the lock its waker still
+ * holds (one wake-up instead of a wake-up, a futex wait and a futex wake). The connection stays
+ * suspended until then, so nothing else can suspend or resume it in between; the caller holds a
+ * reference, so job->conn stays valid. */
+void job__unlock(struct job *job);
 
 /* Watches the (suspended) client socket for hang-ups in `epfd`, tagged with the job pointer.
  * Caller holds job->lock. */
