@@ -20,12 +20,13 @@
 # /proc/PID/stat of the proxy around each measured window: llmgate's process (all threads), nginx's
 # master + workers. Not measured for direct (that is the engine's own cost).
 #
-# Engines (--engine): nginx (default) — a second nginx answers every non-stream request with a
-# fixed chat completion (no JSON parsing: the cheapest engine, the users' setup); mock — mockllm
-# answers everything (it parses each body with json-c: ~150 us per 75 KiB request of its own CPU,
-# which competes with the proxy for the two cores). Timed streams always come from mockllm
-# (nginx-light cannot space events); llmgate routes them by model (mock-stream), nginx by
-# "Accept: text/event-stream".
+# Engines (--engine) for the non-stream requests: nginx (default) — a second nginx answers every
+# request with a fixed chat completion (no JSON parsing: the cheapest engine, the users' setup);
+# mock — a mockllm (it parses each body with json-c: ~150 us of its own CPU per 75 KiB request,
+# which competes with the proxy for the two cores and caps nginx's 75K throughput). Timed streams
+# always come from their own mockllm (nginx-light cannot space events; a separate process so that
+# parsing prompts never delays their events); llmgate routes them by model (mock-stream), nginx
+# by "Accept: text/event-stream".
 #
 # Refuses to report (exit 3) when the llmgate/nginx ratio of a CPU-per-unit figure (tiny c=50,
 # 75K c=8, per event) moved by more than --noise-max of its median over the runs (CPU per unit is
@@ -90,11 +91,11 @@ done
 # --- engines and proxies --------------------------------------------------------------------
 MOCK_PORT=$(free_port)
 start_mock mock "$MOCK_PORT" --ttft-ms 0 --itl-ms 0 --tokens 16
+ENGINE_PORT=$(free_port)
 if [[ $ENGINE == nginx ]]; then
-    ENGINE_PORT=$(free_port)
     start_nginx_engine engine "$ENGINE_PORT"
 else
-    ENGINE_PORT=$MOCK_PORT
+    start_mock engine "$ENGINE_PORT" --ttft-ms 0 --itl-ms 0 --tokens 16
 fi
 declare -A NS_URL=() ST_URL=() CPU_PIDS=() TRACE_PIDS=()
 TARGETS=(direct)

@@ -17,7 +17,8 @@
 # cost per event = (total(2K) - total(K)) / (S * K). Health probes are off.
 #
 #   scripts/bench/cost.sh [--short] [--syscalls] [--n N] [--streams S] [--tokens K]
-# Exit: 0 reported; 1 a load failed or a tool did not write its totals; 2 llmgate unavailable.
+# Exit: 0 reported; 1 a load failed or a tool did not write its totals; 2 llmgate not built, or
+# valgrind (strace with --syscalls) not installed.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -38,10 +39,12 @@ while (($#)); do
     esac
     shift
 done
-case $MODE in
-callgrind) command -v valgrind >/dev/null || die "valgrind not installed (apt-get install valgrind)" ;;
-strace) command -v strace >/dev/null || die "strace not installed (apt-get install strace)" ;;
-esac
+TOOL=valgrind
+[[ $MODE == strace ]] && TOOL=strace
+command -v $TOOL >/dev/null || {
+    echo "cost: $TOOL not installed (apt-get install $TOOL), nothing measured"
+    exit 2
+}
 gateway_built || {
     echo "cost: $LLMGATE not built, nothing measured"
     exit 2
