@@ -136,13 +136,26 @@ per_unit() { # cpu_before cpu_after units -> microseconds per unit
     awk -v a="$1" -v b="$2" -v n="$3" 'BEGIN { printf "%.3f", (n > 0 ? (b - a) / n : 0) }'
 }
 
+# cpu_samples RUN TARGET PREFIX "USER SYS" "USER SYS" UNITS: PREFIX_cpu_us (user + system per
+# unit) and PREFIX_sys_frac (the system share: kernel work, mostly syscalls and copies).
+cpu_samples() {
+    local r=$1 t=$2 m=$3 u0 s0 u1 s1 n=$6
+    read -r u0 s0 <<<"$4"
+    read -r u1 s1 <<<"$5"
+    ((n > 0)) || return 0
+    sample "$r" "$t" "${m}_cpu_us" "$(per_unit $((u0 + s0)) $((u1 + s1)) "$n")"
+    ((u1 + s1 > u0 + s0)) &&
+        sample "$r" "$t" "${m}_sys_frac" "$(per_unit "$s0" "$s1" $((u1 + s1 - u0 - s0)))"
+    return 0
+}
+
 # wrk_window RUN TARGET BODY CONC SECONDS: throughput and (proxies) CPU per request.
 wrk_window() {
-    local r=$1 t=$2 b=$3 c=$4 secs=$5 pids c0=0 c1=0 out n rps bad
+    local r=$1 t=$2 b=$3 c=$4 secs=$5 pids c0="0 0" c1="0 0" out n rps bad
     read -ra pids <<<"${CPU_PIDS[$t]:-}"
-    ((${#pids[@]})) && c0=$(cpu_us "${pids[@]}")
+    ((${#pids[@]})) && c0=$(cpu_split "${pids[@]}")
     out=$(wrk_json "${NS_URL[$t]}" "$c" "$secs" "$WORK/$b.lua")
-    ((${#pids[@]})) && c1=$(cpu_us "${pids[@]}")
+    ((${#pids[@]})) && c1=$(cpu_split "${pids[@]}")
     echo "run $r $t $b c=$c cpu $c0..$c1 $out" >>"$WORK/raw.txt"
     if [[ $out != "{"* ]]; then
         sample "$r" "$t" failed 1
@@ -152,7 +165,7 @@ wrk_window() {
         + j["connect_err"] + j["read_err"] + j["write_err"] + j["timeout_err"])' <<<"$out")
     sample "$r" "$t" "${b}_c${c}_rps" "$rps"
     sample "$r" "$t" failed "$bad"
-    ((${#pids[@]} && n > 0)) && sample "$r" "$t" "${b}_c${c}_cpu_us" "$(per_unit "$c0" "$c1" "$n")"
+    ((${#pids[@]})) && cpu_samples "$r" "$t" "${b}_c${c}" "$c0" "$c1" "$n"
 }
 
 # lat1 RUN TARGET BODY N: latency at concurrency 1 (ttftbench, microsecond clock).
@@ -184,11 +197,11 @@ stream_run() {
 
 # streams RUN TARGET: 1,000 streams at once: CPU per relayed event, burst TTFT, frames, stalls.
 streams() {
-    local r=$1 t=$2 pids c0=0 c1=0 out v
+    local r=$1 t=$2 pids c0="0 0" c1="0 0" out v
     read -ra pids <<<"${CPU_PIDS[$t]:-}"
-    ((${#pids[@]})) && c0=$(cpu_us "${pids[@]}")
+    ((${#pids[@]})) && c0=$(cpu_split "${pids[@]}")
     out=$(stream_run "$t" "$STREAMS" "$ST_TOKENS")
-    ((${#pids[@]})) && c1=$(cpu_us "${pids[@]}")
+    ((${#pids[@]})) && c1=$(cpu_split "${pids[@]}")
     echo "run $r $t streams cpu $c0..$c1 $out" >>"$WORK/raw.txt"
     if [[ $out != "{"* ]]; then
         sample "$r" "$t" failed 1
@@ -203,7 +216,7 @@ streams() {
     sample "$r" "$t" st_frames_out "${v[4]}"
     sample "$r" "$t" st_stalls "${v[5]}"
     sample "$r" "$t" failed "${v[6]}"
-    ((${#pids[@]} && v[3] > 0)) && sample "$r" "$t" st_cpu_ev_us "$(per_unit "$c0" "$c1" "${v[3]}")"
+    ((${#pids[@]})) && cpu_samples "$r" "$t" st_ev "$c0" "$c1" "${v[3]}"
 }
 
 # itl RUN TARGET: gap p99 of ITL_STREAMS streams alone, then while 75K prompts arrive at c=8.

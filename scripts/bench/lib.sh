@@ -356,17 +356,25 @@ wrk_lua_file() {
 # nginx_pids MASTER_PID: the master and its worker processes.
 nginx_pids() { echo "$1" $(pgrep -P "$1"); }
 
-# cpu_us PID...: user + system CPU time in microseconds, summed over the processes (every
-# thread, running or exited) from utime + stime in /proc/PID/stat (clock ticks, USER_HZ).
-cpu_us() {
-    local p line f total=0 hz
+# cpu_split PID...: "USER SYSTEM", CPU time in microseconds summed over the processes (every
+# thread, running or exited) from utime and stime in /proc/PID/stat (clock ticks, USER_HZ).
+cpu_split() {
+    local p line f u=0 s=0 hz
     hz=$(getconf CLK_TCK)
     for p in "$@"; do
         line=$(<"/proc/$p/stat") 2>/dev/null || continue
         read -ra f <<<"${line##*) }" # fields from 3 (state) on: utime is field 14, stime 15
-        total=$((total + f[11] + f[12]))
+        u=$((u + f[11]))
+        s=$((s + f[12]))
     done
-    echo $((total * 1000000 / hz))
+    echo "$((u * 1000000 / hz)) $((s * 1000000 / hz))"
+}
+
+# cpu_us PID...: user + system CPU time in microseconds (see cpu_split).
+cpu_us() {
+    local u s
+    read -r u s < <(cpu_split "$@")
+    echo $((u + s))
 }
 
 # wrk_json URL CONC SECONDS LUA: runs wrk (keep-alive), prints its JSON line.
