@@ -157,9 +157,11 @@ nginx_http_common() {
 EOF
 }
 
-# run_nginx NAME DIR PORT: starts nginx on DIR/nginx.conf in the foreground; sets NGINX_PID.
+# run_nginx NAME DIR PORT WORKERS: starts nginx on DIR/nginx.conf in the foreground, returns when
+# it accepts and its WORKERS worker processes exist (their pids are read for CPU time); sets
+# NGINX_PID.
 run_nginx() {
-    local name=$1 dir=$2 port=$3
+    local name=$1 dir=$2 port=$3 workers=$4 i
     spawn "$name" /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
         -g 'daemon off;'
     NGINX_PID=$SPAWNED
@@ -167,6 +169,11 @@ run_nginx() {
         cat "$WORK/$name.log" "$dir/logs/error.log" >&2
         die "nginx $name did not start"
     }
+    for ((i = 0; i < 100; i++)); do
+        (($(pgrep -c -P "$NGINX_PID") >= workers)) && return 0
+        sleep 0.1
+    done
+    die "nginx $name: fewer than $workers worker processes after 10 s"
 }
 
 # start_nginx NAME PORT UPSTREAM_PORT [STREAM_UPSTREAM_PORT]: nginx as a streaming reverse proxy
@@ -218,7 +225,7 @@ $(nginx_http_common "$dir")
     }
 }
 EOF
-    run_nginx "$name" "$dir" "$port"
+    run_nginx "$name" "$dir" "$port" "$NGINX_WORKERS"
 }
 
 # The non-stream answer of the nginx engine: mockllm's answer to the tiny body (16 tokens).
@@ -248,7 +255,7 @@ $(nginx_http_common "$dir")
     }
 }
 EOF
-    run_nginx "$name" "$dir" "$port"
+    run_nginx "$name" "$dir" "$port" "${ENGINE_WORKERS:-1}"
 }
 
 gateway_built() { [[ -x $LLMGATE ]]; }
