@@ -196,14 +196,17 @@ if mode == "callgrind":
         out = subprocess.run(["callgrind_annotate", f"--inclusive={inclusive}", "--auto=no",
                               "--threshold=100", f"{work}/{name}.out"],
                              capture_output=True, text=True).stdout
-        fn = {}
+        # A function can be listed twice (its file named by an absolute and a relative path, with
+        # and without its object): one entry per file:function, the larger count.
+        fn, objs = {}, {}
         for line in out.splitlines():
             m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(\S+)(?:\s+\[([^\]]*)\])?\s*$", line)
             if m and ":" in m.group(2):
-                obj = (m.group(3) or "").rsplit("/", 1)[-1]
-                key = m.group(2).replace(root + "/", "") + (f" [{obj}]" if obj else "")
-                fn[key] = fn.get(key, 0) + int(m.group(1).replace(",", ""))
-        return fn
+                key = m.group(2).replace(root + "/", "")
+                fn[key] = max(fn.get(key, 0), int(m.group(1).replace(",", "")))
+                if m.group(3):
+                    objs[key] = m.group(3).rsplit("/", 1)[-1]
+        return {k + (f" [{objs[k]}]" if k in objs else ""): v for k, v in fn.items()}
 
     whole = per("Ir", "big")
     for inclusive, count, what in (("yes", 15, "inclusive"), ("no", 10, "self")):
