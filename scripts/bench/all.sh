@@ -2,7 +2,8 @@
 # Runs every benchmark and prints their tables, then a summary.
 #   scripts/bench/all.sh [--short]      (--short: a few minutes on 2 cores)
 # Outputs are kept in $BENCH_OUT (default /tmp/llmgate-bench-results.<date>).
-# Exit: 0 all ok; 1 something failed; 3 compare refused (too noisy); 2 llmgate unavailable.
+# Exit: 0 all ok; 1 something failed; 3 compare refused (too noisy); 2 llmgate (or valgrind,
+# strace for cost.sh) unavailable.
 set -uo pipefail
 DIR=$(cd "$(dirname "$0")" && pwd)
 TTFTBENCH=${TTFTBENCH:-${BUILD:-$DIR/../../build}/ttftbench}
@@ -20,17 +21,23 @@ echo "llmgate benchmarks ${SHORT[*]}: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc)
 
 "$TTFTBENCH" --self-test || exit 1
 
-declare -A MEANING=([0]=ok [1]=FAILED [2]="skipped/partial (llmgate unavailable)"
+declare -A MEANING=([0]=ok [1]=FAILED [2]="skipped/partial (llmgate or a tool unavailable)"
     [3]="REFUSED (too noisy)")
 SUMMARY=()
 worst=0
-for s in no_stream_bench stream_bench compare backpressure streams_memory; do
+# name[+extra argument]: scripts/bench/NAME.sh [--short] [extra]
+for entry in no_stream_bench stream_bench compare backpressure streams_memory cost \
+    cost+--syscalls; do
+    s=${entry%%+*}
+    extra=()
+    [[ $entry == *+* ]] && extra=("${entry#*+}")
+    label="$s${extra[*]:+ ${extra[*]}}"
     echo
-    echo "=== $s ==="
+    echo "=== $label ==="
     start=$SECONDS
-    "$DIR/$s.sh" "${SHORT[@]}" 2>"$OUT/$s.log" | tee "$OUT/$s.txt"
+    "$DIR/$s.sh" "${SHORT[@]}" "${extra[@]}" 2>"$OUT/${entry//+/}.log" | tee "$OUT/${entry//+/}.txt"
     rc=${PIPESTATUS[0]}
-    SUMMARY+=("$(printf '%-16s exit %d  %-40s %4ds' "$s" "$rc" "${MEANING[$rc]:-FAILED}" \
+    SUMMARY+=("$(printf '%-20s exit %d  %-48s %4ds' "$label" "$rc" "${MEANING[$rc]:-FAILED}" \
         $((SECONDS - start)))")
     # Worst first: 1 (failed) > 3 (refused, too noisy) > 2 (llmgate unavailable) > 0.
     case $rc in
@@ -39,7 +46,7 @@ for s in no_stream_bench stream_bench compare backpressure streams_memory; do
     3) ((worst != 1)) && worst=3 ;;
     *) worst=1 ;;
     esac
-    ((rc != 0 && rc != 2)) && echo "($s: exit $rc; its log: $OUT/$s.log)"
+    ((rc != 0 && rc != 2)) && echo "($label: exit $rc; its log: $OUT/${entry//+/}.log)"
 done
 echo
 echo "=== summary ==="

@@ -139,9 +139,54 @@ start_mock() {
     die "mock engine $name did not start"
 }
 
-# start_nginx NAME PORT UPSTREAM_PORT: nginx as a streaming reverse proxy; sets NGINX_PID.
+# nginx_http_common DIR: the http{} settings both nginx roles share.
+nginx_http_common() {
+    local dir=$1
+    cat <<EOF
+    access_log off;
+    client_body_temp_path $dir/tmp/body;
+    proxy_temp_path $dir/tmp/proxy;
+    fastcgi_temp_path $dir/tmp/fastcgi;
+    uwsgi_temp_path $dir/tmp/uwsgi;
+    scgi_temp_path $dir/tmp/scgi;
+    client_body_buffer_size 16m;
+    client_max_body_size 64m;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    tcp_nodelay on;
+EOF
+}
+
+# run_nginx NAME DIR PORT WORKERS: starts nginx on DIR/nginx.conf in the foreground, returns when
+# it accepts and its WORKERS worker processes exist (their pids are read for CPU time); sets
+# NGINX_PID.
+run_nginx() {
+    local name=$1 dir=$2 port=$3 workers=$4 i
+    spawn "$name" /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
+        -g 'daemon off;'
+    NGINX_PID=$SPAWNED
+    wait_port "$port" 10 || {
+        cat "$WORK/$name.log" "$dir/logs/error.log" >&2
+        die "nginx $name did not start"
+    }
+    for ((i = 0; i < 100; i++)); do
+        (($(pgrep -c -P "$NGINX_PID") >= workers)) && return 0
+        sleep 0.1
+    done
+    die "nginx $name: fewer than $workers worker processes after 10 s"
+}
+
+# start_nginx NAME PORT UPSTREAM_PORT [STREAM_UPSTREAM_PORT]: nginx as a streaming reverse proxy
+# in its strong configuration; sets NGINX_PID. Request bodies are held in memory
+# (client_body_buffer_size 16m: with the 16 KiB default a 75 KiB body goes through a temp file
+# and nginx looks 4x slower), proxy_request_buffering at its default (on: the whole body is read,
+# then sent), upstream keepalive 64 with HTTP/1.1 and an empty Connection header, no response
+# buffering, worker_processes = NGINX_WORKERS (= GW_THREADS). Requests with
+# "Accept: text/event-stream" go to the engine_stream upstream (STREAM_UPSTREAM_PORT, default the
+# same engine): compare.sh --engine nginx takes fixed bodies from one engine and timed streams
+# from mockllm, the same split llmgate makes by model.
 start_nginx() {
-    local name=$1 port=$2 up=$3 dir=$WORK/$1
+    local name=$1 port=$2 up=$3 sup=${4:-$3} dir=$WORK/$1
     mkdir -p "$dir/tmp" "$dir/logs"
     cat >"$dir/nginx.conf" <<EOF
 worker_processes $NGINX_WORKERS;
@@ -150,48 +195,74 @@ pid $dir/nginx.pid;
 error_log $dir/logs/error.log warn;
 events { worker_connections 20000; multi_accept on; }
 http {
-    access_log off;
-    client_body_temp_path $dir/tmp/body;
-    proxy_temp_path $dir/tmp/proxy;
-    fastcgi_temp_path $dir/tmp/fastcgi;
-    uwsgi_temp_path $dir/tmp/uwsgi;
-    scgi_temp_path $dir/tmp/scgi;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    tcp_nodelay on;
+$(nginx_http_common "$dir")
     upstream engine {
         server 127.0.0.1:$up;
-        keepalive 1024;
+        keepalive 64;
         keepalive_requests 1000000;
         keepalive_timeout 120s;
+    }
+    upstream engine_stream {
+        server 127.0.0.1:$sup;
+        keepalive 64;
+        keepalive_requests 1000000;
+        keepalive_timeout 120s;
+    }
+    map \$http_accept \$engine_up {
+        default engine;
+        text/event-stream engine_stream;
     }
     server {
         listen 127.0.0.1:$port backlog=4096;
         location / {
-            proxy_pass http://engine;
+            proxy_pass http://\$engine_up;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_buffering off;
-            proxy_request_buffering off;
             proxy_read_timeout 600s;
             proxy_send_timeout 600s;
         }
     }
 }
 EOF
-    spawn "$name" /usr/sbin/nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/logs/error.log" \
-        -g 'daemon off;'
-    NGINX_PID=$SPAWNED
-    wait_port "$port" 10 || {
-        cat "$WORK/$name.log" "$dir/logs/error.log" >&2
-        die "nginx did not start"
+    run_nginx "$name" "$dir" "$port" "$NGINX_WORKERS"
+}
+
+# The non-stream answer of the nginx engine: mockllm's answer to the tiny body (16 tokens).
+ENGINE_CHAT_BODY='{"id":"chatcmpl-36cf58bba5526036","object":"chat.completion","created":1700000000,"model":"mock-model","choices":[{"index":0,"message":{"role":"assistant","content":"tok0 tok1 tok2 tok3 tok4 tok5 tok6 tok7 tok8 tok9 tok10 tok11 tok12 tok13 tok14 tok15 "},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":16,"total_tokens":19}}'
+ENGINE_MODELS_BODY='{"object":"list","data":[{"id":"mock-model","object":"model","created":1700000000,"owned_by":"mock"}]}'
+
+# start_nginx_engine NAME PORT: nginx as an engine that answers every POST with one fixed chat
+# completion (ENGINE_CHAT_BODY, after reading and discarding the request body) and GET /v1/models
+# with a model list; ENGINE_WORKERS worker processes (default 1, like mockllm's one thread). No
+# delays: nginx-light has no echo module, so timed streams stay on mockllm. Sets NGINX_PID.
+start_nginx_engine() {
+    local name=$1 port=$2 dir=$WORK/$1
+    mkdir -p "$dir/tmp" "$dir/logs"
+    cat >"$dir/nginx.conf" <<EOF
+worker_processes ${ENGINE_WORKERS:-1};
+worker_rlimit_nofile 20000;
+pid $dir/nginx.pid;
+error_log $dir/logs/error.log warn;
+events { worker_connections 20000; multi_accept on; }
+http {
+$(nginx_http_common "$dir")
+    default_type application/json;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location = /v1/models { return 200 '$ENGINE_MODELS_BODY'; }
+        location / { return 200 '$ENGINE_CHAT_BODY'; }
     }
+}
+EOF
+    run_nginx "$name" "$dir" "$port" "${ENGINE_WORKERS:-1}"
 }
 
 gateway_built() { [[ -x $LLMGATE ]]; }
 
 # start_llmgate NAME PORT MOCK_PORT [key=value ...]: writes a config (keys given as
-# section.key=value override the defaults) and starts the gateway; sets GW_PID. Returns 1 if
+# section.key=value override the defaults or add keys and [backend.NAME] sections) and starts the
+# gateway; sets GW_PID. Returns 1 if
 # the gateway is missing or does not answer /healthz within 15 s.
 start_llmgate() {
     local name=$1 port=$2 up=$3 cfg=$WORK/$1.ini
@@ -208,9 +279,12 @@ start_llmgate() {
     )
     local a
     for a in "$@"; do kv[${a%%=*}]=${a#*=}; done
-    local sec k
+    local sec k sections=(server timeouts limits health)
+    for k in "${!kv[@]}"; do
+        [[ ${k%.*} == backend.* && " ${sections[*]} " != *" ${k%.*} "* ]] && sections+=("${k%.*}")
+    done
     : >"$cfg"
-    for sec in server timeouts limits backend.mock; do
+    for sec in "${sections[@]}"; do
         printf '[%s]\n' "$sec" >>"$cfg"
         for k in "${!kv[@]}"; do
             [[ ${k%.*} == "$sec" ]] && printf '%s = %s\n' "${k##*.}" "${kv[$k]}" >>"$cfg"
@@ -252,11 +326,10 @@ fd_count() {
 # of FILE (or stdin) that starts with '{'.
 jf() { python3 "$BENCH_DIR/jf.py" "$@"; }
 
-# wrk_lua FILE BODY: a wrk script that POSTs BODY and prints one JSON line at the end.
-wrk_lua() {
-    cat >"$1" <<EOF
+# wrk_lua_done: the done() of the wrk scripts: one JSON line with the summary.
+wrk_lua_done() {
+    cat <<'EOF'
 wrk.method = "POST"
-wrk.body = '$2'
 wrk.headers["Content-Type"] = "application/json"
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -269,6 +342,46 @@ done = function(summary, latency, requests)
     latency:percentile(99), latency.max, e.status, e.connect, e.read, e.write, e.timeout))
 end
 EOF
+}
+
+# wrk_lua FILE BODY: a wrk script that POSTs BODY and prints one JSON line at the end.
+wrk_lua() {
+    {
+        printf "wrk.body = '%s'\n" "$2"
+        wrk_lua_done
+    } >"$1"
+}
+
+# wrk_lua_file FILE BODY_FILE: the same with the body read from BODY_FILE (any size, any bytes).
+wrk_lua_file() {
+    {
+        printf 'local f = assert(io.open("%s", "rb"))\nwrk.body = f:read("*a")\nf:close()\n' "$2"
+        wrk_lua_done
+    } >"$1"
+}
+
+# nginx_pids MASTER_PID: the master and its worker processes.
+nginx_pids() { echo "$1" $(pgrep -P "$1"); }
+
+# cpu_split PID...: "USER SYSTEM", CPU time in microseconds summed over the processes (every
+# thread, running or exited) from utime and stime in /proc/PID/stat (clock ticks, USER_HZ).
+cpu_split() {
+    local p line f u=0 s=0 hz
+    hz=$(getconf CLK_TCK)
+    for p in "$@"; do
+        line=$(<"/proc/$p/stat") 2>/dev/null || continue
+        read -ra f <<<"${line##*) }" # fields from 3 (state) on: utime is field 14, stime 15
+        u=$((u + f[11]))
+        s=$((s + f[12]))
+    done
+    echo "$((u * 1000000 / hz)) $((s * 1000000 / hz))"
+}
+
+# cpu_us PID...: user + system CPU time in microseconds (see cpu_split).
+cpu_us() {
+    local u s
+    read -r u s < <(cpu_split "$@")
+    echo $((u + s))
 }
 
 # wrk_json URL CONC SECONDS LUA: runs wrk (keep-alive), prints its JSON line.
