@@ -940,9 +940,6 @@ static void *worker__main(void *arg)
             }
         }
         if (wake) {
-            uint64_t cnt;
-            ssize_t r = read(w->efd, &cnt, sizeof(cnt));
-            (void)r;
             worker__drain_queue(w);
             if (atomic_load(&w->pool->aborting) && !w->aborting)
                 worker__abort_all(w);
@@ -984,7 +981,10 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
     w->spare = calloc(WORKER_SPARE_EASY, sizeof(*w->spare));
     if (w->efd < 0 || w->epfd < 0 || !w->multi || !w->spare)
         return -1;
-    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
+    /* Edge-triggered and never read: every write to an eventfd wakes its epoll waiters, so each
+     * wake-up is reported once without a read() to reset the counter (which cannot overflow:
+     * one increment per wake-up, 2^64 - 2 of them). */
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLET, .data.u64 = TAG_WAKE};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->efd, &ev) != 0)
         return -1;
     curl_multi_setopt(w->multi, CURLMOPT_SOCKETFUNCTION, worker__on_socket);
