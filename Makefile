@@ -1,6 +1,6 @@
 # llmgate — build, run, test, bench.
 #
-#   make          build build/llmgate, build/mockllm, build/ttftbench
+#   make          build build/llmgate, build/mockllm, build/ttftbench, build/jscan_bench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
 #   make test     install deps, build, format + lint checks, every suite (unit, jscan-diff,
 #                 fuzz-smoke, integration, ASan/UBSan, openai e2e)
@@ -39,7 +39,7 @@ MOCK_SRC  := $(wildcard cmd/mockllm/*.c)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
-BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench
+BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench
 
 .PHONY: all deps run test unit integration asan e2e bench lint format check-format clean \
         jscan-diff fuzz fuzz-smoke
@@ -64,6 +64,10 @@ $(O)/mockllm: $(MOCK_SRC:%.c=$(O)/%.o)
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(O)/ttftbench: $(O)/bench/ttftbench.o
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(O)/jscan_bench: $(O)/bench/jscan_bench.o $(O)/libllmgate.a
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 

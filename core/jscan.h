@@ -87,7 +87,7 @@ struct jscan_member {
 
 /* Filled by jscan_parse. On JSCAN_OK: root is the top-level object, top[0..n_top) its members
  * in input order. On any other status only err_off is meaningful. The rest is private.
- * About 6 KB: fine on a thread stack. */
+ * About 5 KB (5,152 bytes on LP64): fine on a thread stack. */
 struct jscan_doc {
     struct jscan_span root;
     unsigned n_top;
@@ -120,7 +120,8 @@ const struct jscan_span *jscan_top(const struct jscan_doc *d, const char *p, con
 /* Looks up `key` (decoded, NUL-terminated) among the members of the object `obj`, a span of
  * a validated input p (e.g. the "stream_options" value). If the key occurs several times (the
  * no-duplicates rule is for the top level only) the last occurrence wins, as in json-c, Python
- * and most engines. Returns 0 and fills *out, or -1 if absent or obj is not an object. */
+ * and most engines. Returns 0 and fills *out (which may be obj itself), or -1 if absent or obj
+ * is not an object. Cost: one walk over obj's bytes. */
 int jscan_member(const char *p, const struct jscan_span *obj, const char *key,
                  struct jscan_span *out);
 
