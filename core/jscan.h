@@ -3,7 +3,7 @@
  * jscan_parse() validates a body against RFC 8259 exactly (UTF-8 included) plus the gateway's
  * own rules, and records where each top-level member's key and value lie in the input, so the
  * fields the gateway needs (model, stream, ...) can be read afterwards without building a tree.
- * String contents, the bulk of a chat body, are skipped 16 bytes at a time (SSE2, or 8 with a
+ * String contents, the bulk of a chat body, are skipped 32 bytes at a time (SSE2, or 8 with a
  * portable SWAR fallback) and non-ASCII runs go through a UTF-8 validator.
  *
  * What is accepted — exactly RFC 8259, and then the gateway's rules:
@@ -49,7 +49,7 @@ enum jscan_status {
     JSCAN_EMPTY,      /* no value: empty or whitespace only */
     JSCAN_TRUNCATED,  /* the input ends inside the value */
     JSCAN_SYNTAX,     /* a byte that cannot appear here (includes a BOM, NaN, 'x', ...) */
-    JSCAN_BAD_NUMBER, /* malformed number: 01, 1., .5, +1, 1e, -x */
+    JSCAN_BAD_NUMBER, /* malformed number: 01, 1., 1e, -x, 1.5.5 (.5 and +1 are SYNTAX) */
     JSCAN_BAD_ESCAPE, /* backslash escape not in the RFC's list, or \u without 4 hex digits */
     JSCAN_CTRL_CHAR,  /* raw byte < 0x20 inside a string */
     JSCAN_BAD_UTF8,   /* malformed UTF-8 */
