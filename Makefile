@@ -1,9 +1,10 @@
 # llmgate — build, run, test, bench.
 #
-#   make          build build/llmgate, build/mockllm, build/ttftbench
+#   make          build build/llmgate, build/mockllm, build/ttftbench, build/jscan_bench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
 #   make test     install deps, build, format + lint checks, every suite (unit, jscan-diff,
-#                 integration, ASan/UBSan, openai e2e)
+#                 fuzz-smoke, integration, ASan/UBSan, openai e2e)
+#   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 60) each
 #   make bench    short version of every benchmark (issue 3)
 #
 # O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
@@ -16,7 +17,7 @@ PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
-            clang-format clang-tidy cppcheck
+            clang-format clang-tidy cppcheck clang libclang-rt-14-dev
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 CFLAGS  ?= -O2 -g
@@ -38,7 +39,7 @@ MOCK_SRC  := $(wildcard cmd/mockllm/*.c)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
-BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench
+BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench
 
 .PHONY: all deps run test unit integration asan e2e bench lint format check-format clean \
         jscan-diff fuzz fuzz-smoke
@@ -66,6 +67,10 @@ $(O)/ttftbench: $(O)/bench/ttftbench.o
 	@echo "  LD      $@"
 	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
+$(O)/jscan_bench: $(O)/bench/jscan_bench.o $(O)/libllmgate.a
+	@echo "  LD      $@"
+	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 $(O)/tests/%: tests/unit/%.c $(O)/libllmgate.a
 	@mkdir -p $(dir $@)
 	@echo "  CC/LD   $@"
@@ -84,6 +89,40 @@ $(O)/tests/jscan_cli_swar: tests/jscan/jscan_cli.c core/jscan.c core/jscan.h
 
 jscan-diff: $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
 	@python3 tests/jscan/diff.py $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
+
+# libFuzzer targets: every tests/fuzz/fuzz_NAME.c, built with clang and ASan + UBSan, seeded
+# from tests/fuzz/corpus/NAME (new inputs go to $(O)/fuzz/work/NAME, crashes to
+# $(O)/fuzz/artifacts/), with tests/fuzz/NAME.dict when present. FUZZ_DEPS_fuzz_NAME lists the
+# other sources a target needs; FUZZ_ARGS adds libFuzzer options (e.g. -jobs=2 -workers=2).
+FUZZ_CC      ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_ARGS    ?=
+FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
+FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -I. -fno-omit-frame-pointer \
+                -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
+FUZZ_DEPS_fuzz_jscan := core/jscan.c tests/fuzz/jscan_portable.c
+
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard core/*.[ch] tests/fuzz/*.[ch])
+	@mkdir -p $(dir $@)
+	@echo "  FUZZ    $@"
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(shell pkg-config --cflags json-c) -o $@ $< $(FUZZ_DEPS_$(notdir $@)) \
+	  $(shell pkg-config --libs json-c)
+
+fuzz: $(FUZZ_BIN)
+	@for bin in $(FUZZ_BIN); do name=$$(basename $$bin); name=$${name#fuzz_}; \
+	  work=$(O)/fuzz/work/$$name; art=$(O)/fuzz/artifacts/; mkdir -p $$work $$art; \
+	  dict=tests/fuzz/$$name.dict; [ -f $$dict ] && dict=-dict=$$dict || dict=; \
+	  echo "fuzz: $$name for $(FUZZ_SECONDS) s"; \
+	  $$bin -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -artifact_prefix=$$art $$dict \
+	    $(FUZZ_ARGS) $$work tests/fuzz/corpus/$$name 2>$(O)/fuzz/$$name.log; rc=$$?; \
+	  grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec|stat::new_units_added)' \
+	    $(O)/fuzz/$$name.log | sed "s/^/  $$name /"; \
+	  if [ $$rc -ne 0 ]; then tail -40 $(O)/fuzz/$$name.log; echo "fuzz: 0 passed, 1 failed ($$name)"; exit 1; fi; \
+	done; echo "fuzz: $(words $(FUZZ_BIN)) passed, 0 failed ($(FUZZ_SECONDS) s each)"
+
+fuzz-smoke:
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=20
 
 # --- dependencies: Debian packages only; installs what is missing ---------------------------
 deps:
@@ -131,6 +170,7 @@ test: deps
 	set -o pipefail; $(MAKE) check-format lint 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) unit 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) jscan-diff 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) fuzz-smoke 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) integration 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) asan 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) e2e 2>&1 | tee -a $(TEST_LOG)

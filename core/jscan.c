@@ -441,6 +441,8 @@ static uint64_t jscan__hash(const char *p, const struct jscan_span *s)
     return h;
 }
 
+_Static_assert(sizeof(struct jscan_doc) <= 8192, "struct jscan_doc is meant for a thread stack");
+
 /* --- the parser ------------------------------------------------------------------------------ */
 
 /* Records a rule violation unless one that takes precedence is already recorded. */
