@@ -17,7 +17,7 @@ PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
-            clang-format clang-tidy cppcheck clang libclang-rt-14-dev
+            clang-format clang-tidy cppcheck clang libclang-rt-14-dev valgrind strace
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 CFLAGS  ?= -O2 -g
