@@ -392,6 +392,8 @@ static int cfg__handler(void *user, const char *section, const char *name, const
 }
 
 /* Line reader for inih that counts lines, so the handler knows where it is. */
+#define CFG_MAX_SECTION 49 /* libinih's MAX_SECTION - 1 */
+
 static char *cfg__reader(char *str, int num, void *stream)
 {
     struct cfg_parse *ps = stream;
@@ -423,8 +425,20 @@ static char *cfg__reader(char *str, int num, void *stream)
     const char *t = str;
     while (*t == ' ' || *t == '\t')
         t++;
-    if (*t == '[')
+    if (*t == '[') {
         ps->section_line = ps->line;
+        /* libinih keeps at most 49 bytes of a section name and cuts the rest silently: a
+         * [backend.NAME] would get another NAME than the one written. */
+        const char *rb = strchr(t, ']');
+        size_t sl = rb ? (size_t)(rb - t - 1) : strlen(t + 1);
+        if (sl > CFG_MAX_SECTION && !too_long) {
+            cfg__err(ps->errs, "%s:%d: section name longer than %d bytes", ps->file, ps->line,
+                     CFG_MAX_SECTION);
+            ps->line_error = ps->line;
+            str[0] = '\0';
+            return str;
+        }
+    }
     if (!strncmp(t, "[keys]", 6))
         ps->cfg->auth = true; /* an empty [keys] section still means "auth on" */
     if (too_long) {

@@ -115,11 +115,25 @@ class TestOddNames(OwnTest):
     /metrics (Prometheus label values), /ready and /v1/models (JSON)."""
 
     NAME = 'we"ird\\b\u00e9'
+    LONG = "b" * 40  # section names are at most 49 bytes ([backend.] + 40)
 
     @classmethod
     def fixture(cls):
         cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
-        cls.gw = cls.own_gateway({cls.NAME: (cls.mock.url, ['m"odel\\1'])}, name="llmgate-names")
+        cls.gw = cls.own_gateway({cls.NAME: (cls.mock.url, ['m"odel\\1']),
+                                  cls.LONG: (cls.mock.url, ["long-model"])}, name="llmgate-names")
+
+    def test_metrics_never_cut(self):
+        """/metrics once lived in a fixed 8 KiB (+512 B per backend) buffer: 200 distinct
+        statuses relayed from the engine pushed the backend lines out of it."""
+        for code in range(400, 600):
+            r = raw_exchange(HOST, self.gw.port, "POST", "/v1/chat/completions",
+                             chat_body("s", model="long-model", mock={"status": code}), timeout=t(5))
+            self.assertEqual(r.status, code)
+        m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        for code in range(400, 600):
+            self.assertIn('llmgate_http_responses_total{code="%d"} ' % code, m)
+        self.assertIn('llmgate_backend_inflight{backend="%s"} 0\n' % self.LONG, m)
 
     def test_escaped(self):
         m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
@@ -127,7 +141,10 @@ class TestOddNames(OwnTest):
         for line in m.splitlines():  # every sample line is name{labels} value
             if line and not line.startswith("#"):
                 self.assertRegex(line, r'^[a-z_]+(\{([a-z]+="([^"\\]|\\.)*",?)+\})? [0-9.e+-]+$')
+        self.assertIn('llmgate_backend_inflight{backend="%s"} 0' % self.LONG, m)
+        self.assertTrue(m.endswith("\n"), m[-200:])
         r = request(HOST, self.gw.port, "GET", "/ready", timeout=t(5))
         self.assertIn(self.NAME, json.loads(r.body)["backends"])
         r = request(HOST, self.gw.port, "GET", "/v1/models", timeout=t(5))
-        self.assertEqual([(d["id"], d["owned_by"]) for d in r.json()["data"]], [('m"odel\\1', self.NAME)])
+        self.assertEqual([(d["id"], d["owned_by"]) for d in r.json()["data"]],
+                         [('m"odel\\1', self.NAME), ("long-model", self.LONG)])

@@ -152,6 +152,24 @@ START_TEST(test_long_line)
 }
 END_TEST
 
+/* libinih cuts section names at 49 bytes: a longer [backend.NAME] is refused, not renamed. */
+START_TEST(test_long_section_name)
+{
+    struct config_errors e = {0};
+    const char *ok = "[backend.0123456789012345678901234567890123456789a]\n"
+                     "url = http://127.0.0.1:1\nmodels = m\n";
+    struct config *cfg = config_load_string("s.ini", ok, &e); /* 49 bytes: fits */
+    ck_assert_ptr_nonnull(cfg);
+    ck_assert_str_eq(cfg->backends[0].name, "0123456789012345678901234567890123456789a");
+    config_free(cfg);
+    const char *bad = "[backend.0123456789012345678901234567890123456789ab]\n"
+                      "url = http://127.0.0.1:1\nmodels = m\n";
+    ck_assert_ptr_null(config_load_string("s.ini", bad, &e));
+    ck_assert(has_msg(&e, "s.ini:1: section name longer than 49 bytes"));
+    config_errors_release(&e);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -161,6 +179,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_syntax_and_empty);
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
+    tcase_add_test(tc, test_long_section_name);
     suite_add_tcase(s, tc);
     return s;
 }
