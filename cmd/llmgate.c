@@ -64,6 +64,22 @@ static void wait_idle(struct pool *pool, unsigned ms)
 
 int main(int argc, char **argv)
 {
+    signal(SIGPIPE, SIG_IGN);
+
+    /* Every thread started from here on inherits the blocked set: only sigwait sees them.
+     * Set first thing, so that no signal in the list can kill a gateway still starting. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    /* What operators' tools send (systemctl reload, logrotate): taken by sigwait too, so they
+     * never kill the process or cut a stream. Reload and log reopening come with the admission
+     * and observability work; until then they are logged and ignored. */
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+
     const char *path = "config.ini";
     bool check = false, dump = false;
     for (int i = 1; i < argc; i++) {
@@ -112,14 +128,6 @@ int main(int argc, char **argv)
     log_parse_level(cfg->log_level, &lv);
     log_set_level(lv);
     raise_nofile(cfg->max_connections);
-    signal(SIGPIPE, SIG_IGN);
-
-    /* Every thread started from here on inherits the blocked set: only sigwait sees them. */
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
 
     int rc = 1;
     struct pool *pool = NULL;
@@ -147,6 +155,15 @@ int main(int argc, char **argv)
     struct timespec tick = {.tv_sec = 2};
     while (sig < 0) {
         sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2) {
+            log_info("signal %s: nothing to do yet (reload and log reopening are not "
+                     "implemented); ignored",
+                     sig == SIGHUP    ? "HUP"
+                     : sig == SIGUSR1 ? "USR1"
+                                      : "USR2");
+            sig = -1;
+            continue;
+        }
         struct pool_stats st;
         pool_get_stats(pool, &st);
         if (sig < 0 && st.active == 0 && st.started != trimmed_at) {

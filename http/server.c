@@ -12,6 +12,8 @@
 #include "inference/worker.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <stdatomic.h>
@@ -19,6 +21,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 /* A callback response asks the reader for at most this much per call (it also cannot exceed
  * the connection's free pool memory). */
@@ -685,6 +689,41 @@ static void http__mhd_log(void *cls, const char *fmt, va_list ap)
         log_vwrite(LOG_DEBUG, fmt, ap);
 }
 
+/* The listening socket, made here rather than by libmicrohttpd so that a port in use is an
+ * error with its reason: libmicrohttpd's MHD_OPTION_LISTENING_ADDRESS_REUSE would set
+ * SO_REUSEPORT and silently share the port with another process. SO_REUSEADDR only allows
+ * binding over connections in TIME_WAIT (a restart), never a second listener. */
+static int http__listen(const struct config *cfg, const struct addrinfo *ai)
+{
+    int fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int one = 1;
+    if (fd < 0) {
+        log_error("listen %s: socket: %s", cfg->listen, strerror(errno));
+        return -1;
+    }
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        (ai->ai_family == AF_INET6 &&
+         setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) != 0)) {
+        log_error("listen %s: setsockopt: %s", cfg->listen, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0) {
+        int e = errno;
+        log_error("cannot listen on %s: %s%s", cfg->listen, strerror(e),
+                  e == EADDRINUSE ? " (another process, perhaps another llmgate, has the port)"
+                                  : "");
+        close(fd);
+        return -1;
+    }
+    if (listen(fd, 4096) != 0) {
+        log_error("cannot listen on %s: %s", cfg->listen, strerror(errno));
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 struct server *server_new(const struct config *cfg, struct pool *pool)
 {
     struct server *s = calloc(1, sizeof(*s));
@@ -707,18 +746,20 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
+    int lfd = http__listen(cfg, ai);
+    freeaddrinfo(ai);
+    if (lfd < 0)
+        goto fail;
     s->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->listen_port, NULL, NULL, http__access, s, MHD_OPTION_SOCK_ADDR,
-        ai->ai_addr, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
+        flags, (uint16_t)cfg->listen_port, NULL, NULL, http__access, s, MHD_OPTION_LISTEN_SOCKET,
+        (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)300, MHD_OPTION_NOTIFY_COMPLETED,
-        http__completed, s, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
-        MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)4096, MHD_OPTION_EXTERNAL_LOGGER,
-        http__mhd_log, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
-        MHD_OPTION_END);
-    freeaddrinfo(ai);
+        http__completed, s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
     if (!s->daemon) {
-        log_error("cannot listen on %s (address in use, or not allowed?)", cfg->listen);
+        close(lfd);
+        log_error("cannot start the HTTP server on %s", cfg->listen);
         goto fail;
     }
     return s;

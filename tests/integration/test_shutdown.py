@@ -76,3 +76,45 @@ class TestShutdown(OwnTest):
         finally:
             for c in clients:
                 c.close()
+
+
+class TestOperatorSignals(OwnTest):
+    """HUP, USR1, USR2 (systemctl reload, logrotate) and PIPE never kill the gateway or cut a
+    stream; a second gateway on a port in use exits non-zero and never shares it."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2, name="mock-sig")
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, name="llmgate-sig")
+
+    def test_signals_do_not_kill_or_cut(self):
+        with Raw(HOST, self.gw.port, t(15)) as c:
+            c.send_request("POST", "/v1/chat/completions",
+                           chat_body("sig", stream=True, mock={"ttft_ms": 0, "itl_ms": 100, "tokens": 12}))
+            r = c.read_head()
+            self.assertSSEHeaders(r)
+            it = c.iter_body(r)
+            next(it)
+            for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE, signal.SIGHUP):
+                self.gw.proc.signal(sig)
+                time.sleep(0.1)
+            body = b"".join(piece for _, piece in it)
+            self.assertTrue(r.complete, "the stream was cut")
+        self.assertTrue(self.gw.proc.running(), "a signal killed the gateway")
+        self.assertIn(b"data: [DONE]", body, "the stream was cut")
+        self.assertEqual(raw_exchange(HOST, self.gw.port, "POST", "/v1/chat/completions",
+                                      chat_body("after"), timeout=t(5)).status, 200)
+        self.gw.proc.wait_log(r"signal HUP: .*ignored", t(2))
+
+    def test_port_in_use_is_refused(self):
+        g = Gateway({"m": (self.mock.url, ["mock-model"])}, name="llmgate-second", port=self.gw.port, wait=False)
+        rc = g.proc.wait_exit(t(5))
+        if rc is None:
+            g.proc.kill()
+        self.assertIsNotNone(rc, "a second gateway started on a port in use")
+        self.assertNotEqual(rc, 0)
+        self.assertIn("Address already in use", g.proc.log_text())
+        # the first one still has every connection
+        for i in range(20):
+            self.assertEqual(raw_exchange(HOST, self.gw.port, "POST", "/v1/chat/completions",
+                                          chat_body("one %d" % i), timeout=t(5)).status, 200)
