@@ -409,6 +409,55 @@ static const char *http__bearer(struct MHD_Connection *conn, size_t *len)
     return *len ? h : NULL;
 }
 
+/* Request framing and header hygiene, checked on every request's first access-handler call
+ * (libmicrohttpd 0.9.75 takes the first of two Content-Lengths and the rest of the body as a
+ * second request, accepts Content-Length with Transfer-Encoding, waits for the body of an
+ * unknown transfer coding, and passes NUL and bare CR inside header values). */
+struct http_hdr_scan {
+    unsigned n_clen, n_te;
+    const char *te;
+    const char *why; /* first problem, or NULL */
+};
+
+static enum MHD_Result http__hdr_scan(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    struct http_hdr_scan *h = cls;
+    (void)kind;
+    /* libmicrohttpd 0.9.75 already cuts a header line at a NUL (its sizes are strlen's), so
+     * this only holds for versions that report the bytes received */
+    if (strlen(key) != key_size || (value && strlen(value) != value_size))
+        h->why = "a header contains a NUL byte";
+    else if (value && (memchr(value, '\r', value_size) || memchr(value, '\n', value_size)))
+        h->why = "a header value contains CR or LF";
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+        h->n_clen++;
+    else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+        h->n_te++;
+        h->te = value;
+    }
+    return h->why ? MHD_NO : MHD_YES;
+}
+
+/* Returns why the request must be refused (400, then close), or NULL. */
+static const char *http__framing(struct MHD_Connection *conn, const char *version)
+{
+    struct http_hdr_scan h = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__hdr_scan, &h);
+    if (h.why)
+        return h.why;
+    if (h.n_clen > 1)
+        return "more than one Content-Length header";
+    if (h.n_te > 1 || (h.n_te && (!h.te || strcasecmp(h.te, "chunked") != 0)))
+        return "unsupported Transfer-Encoding (only chunked is accepted)";
+    if (h.n_te && h.n_clen)
+        return "Content-Length together with Transfer-Encoding";
+    if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
+        !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
+        return "an HTTP/1.1 request needs a Host header";
+    return NULL;
+}
+
 /* Marks requests the gateway answers itself (con_cls). */
 static int http_deferred;
 
@@ -575,7 +624,6 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
 {
     struct server *s = cls;
     struct job *job = *con_cls;
-    (void)version;
     (void)upload_data;
 
     if (*con_cls == &http_deferred) {
@@ -617,6 +665,9 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     /* first call: headers only */
     char idbuf[33];
     const char *rid = http__request_id(conn, idbuf);
+    const char *bad = http__framing(conn, version);
+    if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
+        return http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0);
     int ri = http__route(url);
     const char *key_name = NULL;
     if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0) {

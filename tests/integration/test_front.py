@@ -148,3 +148,79 @@ class TestOddNames(OwnTest):
         r = request(HOST, self.gw.port, "GET", "/v1/models", timeout=t(5))
         self.assertEqual([(d["id"], d["owned_by"]) for d in r.json()["data"]],
                          [('m"odel\\1', self.NAME), ("long-model", self.LONG)])
+
+
+class TestFraming(OwnTest):
+    """Request framing a proxy in front could read differently (request smuggling) is refused
+    with a 400 envelope and the connection closed, before any body byte is used."""
+
+    B = b'{"model":"mock-model","messages":[{"role":"user","content":"hi"}]}'
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, name="llmgate-framing")
+
+    def exchange(self, raw):
+        with Raw(HOST, self.gw.port, t(5)) as c:
+            c.send(raw)
+            r = c.read_response(tolerate_reset=True)
+            try:
+                c.settimeout(t(2))
+                rest = c.buf + c.sock.recv(65536)
+            except OSError:
+                rest = b""
+            return r, rest
+
+    def assert_refused(self, raw, why):
+        before = self.mock.stats()["requests"]
+        r, rest = self.exchange(raw)
+        self.assertErrorEnvelope(r, 400, "invalid_request_error", "invalid_request")
+        self.assertIn(why, r.json()["error"]["message"])
+        self.assertEqual(r.headers.get("connection", "").lower(), "close")
+        self.assertEqual(rest, b"", "the connection went on after a refused framing")
+        self.assertEqual(self.mock.stats()["requests"], before, "a refused request reached the engine")
+
+    def post(self, headers, body):
+        return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                + headers + b"\r\n" + body)
+
+    def test_two_content_lengths(self):
+        """The first (3) would be used and the rest of the body parsed as a second request."""
+        smuggled = b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n"
+        body = self.B + smuggled
+        self.assert_refused(self.post(b"Content-Length: 3\r\nContent-Length: %d\r\n" % len(body), body),
+                            "more than one Content-Length")
+
+    def test_content_length_and_chunked(self):
+        chunked = b"%x\r\n" % len(self.B) + self.B + b"\r\n0\r\n\r\n"
+        self.assert_refused(self.post(b"Content-Length: %d\r\nTransfer-Encoding: chunked\r\n" % len(self.B),
+                                      chunked), "Content-Length together with Transfer-Encoding")
+
+    def test_other_transfer_codings(self):
+        chunked = b"%x\r\n" % len(self.B) + self.B + b"\r\n0\r\n\r\n"
+        for te in (b"gzip, chunked", b"identity", b"chunked, chunked"):
+            with self.subTest(te=te):
+                self.assert_refused(self.post(b"Transfer-Encoding: " + te + b"\r\n", chunked),
+                                    "unsupported Transfer-Encoding")
+        self.assert_refused(self.post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", chunked),
+                            "unsupported Transfer-Encoding")
+
+    def test_http11_without_host(self):
+        with Raw(HOST, self.gw.port, t(5)) as c:
+            c.send(b"GET /healthz HTTP/1.1\r\n\r\n")
+            r = c.read_response(tolerate_reset=True)
+        self.assertErrorEnvelope(r, 400, "invalid_request_error", "invalid_request")
+        # HTTP/1.0 needs none
+        with Raw(HOST, self.gw.port, t(5)) as c:
+            c.send(b"GET /healthz HTTP/1.0\r\n\r\n")
+            self.assertEqual(c.read_response(tolerate_reset=True).status, 200)
+
+    def test_cr_in_header_value(self):
+        self.assert_refused(self.post(b"X-Odd: a\rb\r\nContent-Length: %d\r\n" % len(self.B), self.B),
+                            "CR or LF")
+
+    def test_chunked_alone_still_works(self):
+        r = raw_exchange(HOST, self.gw.port, "POST", "/v1/chat/completions", None,
+                         chunked=[self.B[:10], self.B[10:]], timeout=t(5))
+        self.assertEqual(r.status, 200, r)
