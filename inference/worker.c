@@ -763,6 +763,12 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
         if (rc == CURLE_COULDNT_CONNECT ||
             (rc == CURLE_OPERATION_TIMEDOUT && err == LGE_BAD_GATEWAY))
             router_set_health(r, (unsigned)job->backend, HEALTH_DOWN);
+    } else if (!job->w_hdr_done) {
+        /* curl calls a response that ends inside its head a success (it ends when the
+         * connection does): for the client it is a broken answer from the engine */
+        err = LGE_BAD_GATEWAY;
+        msg = "the inference engine closed the connection inside its response headers";
+        atomic_fetch_add(&w->pool->upstream_errors, 1);
     } else {
         router_set_health(r, (unsigned)job->backend, HEALTH_UP);
     }

@@ -5,10 +5,12 @@ gateway keeps idle upstream sockets registered between requests and must notice 
 
 import http.server
 import json
+import re
+import socket
 import threading
 import time
 
-from harness import HOST, OwnTest, chat_body, raw_exchange, t
+from harness import HOST, OwnTest, chat_body, raw_exchange, request, t
 
 CHAT = "/v1/chat/completions"
 BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "py-model",
@@ -84,3 +86,56 @@ class TestIdleUpstreamClosed(OwnTest):
         for th in ths:
             th.join()
         self.assertEqual(results, [200] * 20)
+
+
+class TestBrokenHead(OwnTest):
+    """An engine that closes the connection inside its response head: 502 bad_gateway (curl
+    reports such a transfer as a success), counted as an upstream error."""
+
+    @classmethod
+    def fixture(cls):
+        cls.srv = socket.socket()
+        cls.srv.bind((HOST, 0))
+        cls.srv.listen(16)
+        cls.srv.settimeout(0.2)
+        cls.stop = threading.Event()
+
+        def serve():
+            while not cls.stop.is_set():
+                try:
+                    c, _ = cls.srv.accept()
+                except OSError:
+                    continue
+                with c:
+                    c.settimeout(2)
+                    try:
+                        req = c.recv(65536)
+                        if req.startswith(b"GET"):  # health probe
+                            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+                        else:
+                            c.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: appli")
+                    except OSError:
+                        pass
+        cls.th = threading.Thread(target=serve, daemon=True)
+        cls.th.start()
+        cls.gw = cls.own_gateway({"half": ("http://%s:%d" % (HOST, cls.srv.getsockname()[1]), ["half-model"])},
+                                 name="llmgate-brokenhead")
+
+    @classmethod
+    def tearDownClass(cls):
+        super().tearDownClass()
+        cls.stop.set()
+        cls.th.join(2)
+        cls.srv.close()
+
+    def upstream_errors(self):
+        m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        return int(re.search(r"^llmgate_upstream_errors_total (\d+)$", m, re.M).group(1))
+
+    def test_502(self):
+        before = self.upstream_errors()
+        for stream in (False, True):
+            r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("x", model="half-model", stream=stream),
+                             timeout=t(5))
+            self.assertErrorEnvelope(r, 502, "upstream_error", "bad_gateway")
+        self.assertEqual(self.upstream_errors(), before + 2)
