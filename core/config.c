@@ -37,6 +37,8 @@ static const struct cfg_row cfg_rows[] = {
      "inference workers (curl multi loops); 0 = number of cores"},
     {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "8192",
      "open client connections; RLIMIT_NOFILE is raised to fit"},
+    {"server", "max_connections_per_ip", CT_UINT, F(max_connections_per_ip), 0, 1000000, "0",
+     "open connections from one client address; more are closed at accept; 0 = no limit"},
     {"server", "stream_buffer_bytes", CT_SIZE, F(stream_buffer_bytes), 16384, 16ull << 20, "65536",
      "per-request buffer between engine and client; full = engine paused"},
     {"timeouts", "connect_ms", CT_UINT, F(connect_ms), 1, 600000, "5000", "upstream connect"},

@@ -38,6 +38,7 @@ struct config {
     unsigned threads;
     unsigned workers;
     unsigned max_connections;
+    unsigned max_connections_per_ip; /* 0 = no limit */
     uint64_t stream_buffer_bytes;
     /* [timeouts] */
     unsigned connect_ms;

@@ -805,6 +805,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
         flags, (uint16_t)cfg->listen_port, NULL, NULL, http__access, s, MHD_OPTION_LISTEN_SOCKET,
         (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)300, MHD_OPTION_NOTIFY_COMPLETED,
         http__completed, s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);

@@ -4,6 +4,7 @@ the names and ids in it contain."""
 
 import json
 import re
+import time
 
 from harness import HOST, OwnTest, Raw, chat_body, dumps, raw_exchange, request, t
 
@@ -224,3 +225,42 @@ class TestFraming(OwnTest):
         r = raw_exchange(HOST, self.gw.port, "POST", "/v1/chat/completions", None,
                          chunked=[self.B[:10], self.B[10:]], timeout=t(5))
         self.assertEqual(r.status, 200, r)
+
+
+class TestPerIpLimit(OwnTest):
+    """[server] max_connections_per_ip = 2: a third connection from the same address is closed
+    at once; the two open ones keep working, and a slot frees when one closes."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, server={"max_connections_per_ip": 2},
+                                 name="llmgate-perip")
+
+    def closed_at_once(self, c):
+        c.settimeout(t(2))
+        try:
+            c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            return c.sock.recv(100) == b""
+        except OSError:
+            return True
+
+    def test_third_refused(self):
+        time.sleep(t(0.5))  # the connections of the start-up health checks must be gone
+        a, b = Raw(HOST, self.gw.port, t(5)), Raw(HOST, self.gw.port, t(5))
+        try:
+            for c in (a, b):
+                c.send_request("GET", "/healthz")
+                self.assertEqual(c.read_response(method="GET").status, 200)
+            third = Raw(HOST, self.gw.port, t(5))
+            self.assertTrue(self.closed_at_once(third), "a third connection from one address was served")
+            third.close()
+            a.send_request("GET", "/healthz")
+            self.assertEqual(a.read_response(method="GET").status, 200)
+        finally:
+            a.close()
+        time.sleep(0.3)
+        with Raw(HOST, self.gw.port, t(5)) as c:
+            c.send_request("GET", "/healthz")
+            self.assertEqual(c.read_response(method="GET").status, 200)
+        b.close()
