@@ -44,7 +44,7 @@ static const struct cfg_row cfg_rows[] = {
     {"timeouts", "connect_ms", CT_UINT, F(connect_ms), 1, 600000, "5000", "upstream connect"},
     {"timeouts", "request_s", CT_UINT, F(request_s), 1, 86400, "60",
      "queueing + the engine's first byte + a whole non-stream answer; streams that keep "
-     "flowing are never cut; expiry -> 504"},
+     "flowing are never cut, one silent for request_s ends; expiry -> 504"},
     {"timeouts", "drain_s", CT_UINT, F(drain_s), 0, 3600, "10",
      "on SIGTERM: how long open requests may finish before they are cut"},
     {"limits", "max_inflight", CT_UINT, F(max_inflight), 1, 1000000, "100",

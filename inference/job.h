@@ -97,6 +97,7 @@ struct job {
                                   * answer, or to the first body byte of an event stream */
     struct job *w_young_next;    /* the worker's list of transfers not watched yet */
     uint64_t w_started_ns;       /* the upstream transfer started */
+    uint64_t w_last_byte_ns;     /* the engine's last body byte (the batch's time) */
     struct job *w_resume_next;   /* the worker's list of connections to resume at the end of
                                   * its event batch (one hand-over for many events) */
     bool w_resume_queued;

@@ -56,6 +56,7 @@ struct worker {
     struct job *young_head;  /* started transfers whose client is not watched yet, in start */
     struct job *young_tail;  /* order (each holds a reference); see worker__watch_young */
     struct job *resume_head; /* connections to resume at the end of this event batch */
+    uint64_t loop_now_ns;    /* when the current event batch began (one clock read) */
     atomic_bool quit;
     bool aborting;
     uint8_t *fdst; /* per curl socket fd: WFD_* registration state in epfd */
@@ -378,6 +379,7 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
     }
     bool first = !job->body_started;
     job->body_started = true;
+    job->w_last_byte_ns = w->loop_now_ns; /* the batch's time: no clock read per event */
     job->bytes_out += len;
     job->events += ev;
     /* A plain answer is handed over whole at its end (worker__transfer_done): waking the
@@ -863,16 +865,31 @@ static void worker__watch_young(struct worker *w, uint64_t now)
     }
 }
 
+/* Once a second over the running transfers: start watching the clients of streams waiting
+ * for their next token (a client that leaves an idle stream is noticed without a syscall per
+ * token), and end the streams whose engine went silent. A stream that left the deadline heap
+ * (its first byte came) is bounded by request_s between two bytes: one that keeps flowing is
+ * never cut, one that stopped ends with an SSE timeout event. A transfer paused for a slow
+ * client is not silent. */
 static void worker__watch_idle(struct worker *w, uint64_t now)
 {
     if (now < w->next_watch_ns)
         return;
     w->next_watch_ns = now + WORKER_WATCH_SCAN_NS;
-    for (struct job *job = w->running.head; job; job = job->w_next) {
+    uint64_t idle_ns = (uint64_t)w->pool->cfg->request_s * NS_PER_S;
+    struct job *next;
+    for (struct job *job = w->running.head; job; job = next) {
+        next = job->w_next;
         pthread_mutex_lock(&job->lock);
         if (job->headers_ready)
             job__watch_locked(job, w->epfd); /* only if suspended and not watched yet */
+        bool stalled = !heap_node_linked(&job->w_deadline) && !job->up_paused &&
+                       now - job->w_last_byte_ns >= idle_ns;
         pthread_mutex_unlock(&job->lock);
+        if (stalled) {
+            atomic_fetch_add(&w->pool->upstream_errors, 1);
+            worker__end(w, job, LGE_TIMEOUT, "the inference engine stopped sending the stream");
+        }
     }
 }
 
@@ -915,6 +932,7 @@ static void *worker__main(void *arg)
     while (!atomic_load(&w->quit)) {
         uint64_t now = clock_now_ns();
         int n = epoll_wait(w->epfd, evs, 256, worker__timeout_ms(w, now));
+        w->loop_now_ns = clock_now_ns();
         bool wake = false;
         for (int i = 0; i < n; i++) {
             uint64_t tag = evs[i].data.u64;

@@ -38,6 +38,7 @@ MODULES = [
     "test_auth",
     "test_front",
     "test_upstream",
+    "test_faults",
     "test_connections",
     "test_backpressure",
     "test_limits",
