@@ -391,7 +391,12 @@ static int cfg__handler(void *user, const char *section, const char *name, const
     return 1; /* keep going: report every problem */
 }
 
-/* Line reader for inih that counts lines, so the handler knows where it is. */
+/* Line reader for inih that counts lines, so the handler knows where it is. It also hands
+ * libinih every line without a BOM (line 1) and without the blanks that start it: libinih
+ * takes an indented line that follows a key for a continuation of that key's value, and a
+ * continuation replaces the value (keeping its "; comment" in libinih 55), so an indented
+ * "max_concurrency = 8" under "models = a, b" silently became the model list. Here an
+ * indented line is a line like any other, as in git's config files. */
 #define CFG_MAX_SECTION 49 /* libinih's MAX_SECTION - 1 */
 
 static char *cfg__reader(char *str, int num, void *stream)
@@ -422,9 +427,13 @@ static char *cfg__reader(char *str, int num, void *stream)
         return NULL;
     str[n] = '\0';
     ps->line++;
+    size_t skip = 0;
+    if (ps->line == 1 && !strncmp(str, "\xEF\xBB\xBF", 3))
+        skip = 3;
+    while (str[skip] && str[skip] != '\n' && isspace((unsigned char)str[skip]))
+        skip++; /* the blanks libinih's lskip() would skip */
+    memmove(str, str + skip, n - skip + 1);
     const char *t = str;
-    while (*t == ' ' || *t == '\t')
-        t++;
     if (*t == '[') {
         ps->section_line = ps->line;
         /* libinih keeps at most 49 bytes of a section name and cuts the rest silently: a

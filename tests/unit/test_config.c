@@ -170,6 +170,55 @@ START_TEST(test_long_section_name)
 }
 END_TEST
 
+/* libinih took an indented line after a key for a continuation that replaces the key's value,
+ * and skipped blanks (\v, \f, \r) and a BOM the reader's checks did not: indentation is now
+ * ignored, and the section checks see what libinih sees. */
+START_TEST(test_indented_lines)
+{
+    struct config_errors e = {0};
+    const char *text = "[server]\n"
+                       "    listen = 127.0.0.1:9091\n"
+                       "\tthreads = 3\n"
+                       "[backend.a]\n"
+                       "url = http://h:1\n"
+                       "models = m1, m2\n"
+                       "    max_concurrency = 8   ; the engine's slots\n";
+    struct config *c = config_load_string("i.ini", text, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->listen_port, 9091);
+    ck_assert_uint_eq(c->threads, 3);
+    ck_assert_uint_eq(c->backends[0].n_models, 2);
+    ck_assert_str_eq(c->backends[0].models[1], "m2");
+    ck_assert_uint_eq(c->backends[0].max_concurrency, 8);
+    config_free(c);
+
+    /* a continuation that is not a key = value line is a syntax error, not a new value */
+    ck_assert_ptr_null(
+        config_load_string("i.ini", "[backend.a]\nurl = http://h:1\nmodels = m1,\n    m2\n", &e));
+    ck_assert(has_msg(&e, "i.ini:4: syntax error"));
+    config_errors_release(&e);
+
+    /* an empty [keys] behind a vertical tab still turns auth on (and is refused) */
+    ck_assert_ptr_null(
+        config_load_string("i.ini", "\v[keys]\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
+    ck_assert(has_msg(&e, "[keys] is present but empty"));
+    config_errors_release(&e);
+
+    /* a long section name behind a form feed or a BOM is refused, not cut */
+    const char *tail =
+        "0123456789012345678901234567890123456789ab]\nurl = http://h:1\nmodels = m\n";
+    char buf[256];
+    snprintf(buf, sizeof(buf), "\f[backend.%s", tail);
+    ck_assert_ptr_null(config_load_string("i.ini", buf, &e));
+    ck_assert(has_msg(&e, "i.ini:1: section name longer than 49 bytes"));
+    config_errors_release(&e);
+    snprintf(buf, sizeof(buf), "\xEF\xBB\xBF[backend.%s", tail);
+    ck_assert_ptr_null(config_load_string("i.ini", buf, &e));
+    ck_assert(has_msg(&e, "i.ini:1: section name longer than 49 bytes"));
+    config_errors_release(&e);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -180,6 +229,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
     tcase_add_test(tc, test_long_section_name);
+    tcase_add_test(tc, test_indented_lines);
     suite_add_tcase(s, tc);
     return s;
 }
