@@ -589,9 +589,37 @@ void config_free(struct config *cfg)
     free(cfg);
 }
 
+/* Writes "name = value", or "name=value" (and models as "a,b") when the spaced line would be
+ * longer than the reader keeps: a dumped line is then never longer than the line its value
+ * came from, so the dump of a file loads again (but for the masked keys). */
+#define CFG_MAX_LINE 200 /* libinih's INI_MAX_LINE; the reader keeps CFG_MAX_LINE - 2 bytes */
+
+static bool cfg__dump_spaced(const char *name, size_t value_len)
+{
+    return strlen(name) + 3 + value_len + 1 <= CFG_MAX_LINE - 2;
+}
+
+static void cfg__dump_kv(FILE *out, const char *name, const char *value)
+{
+    fprintf(out, "%s%s%s\n", name, cfg__dump_spaced(name, strlen(value)) ? " = " : "=", value);
+}
+
+static void cfg__dump_models(FILE *out, const struct cfg_backend *b)
+{
+    size_t len = 0;
+    for (size_t m = 0; m < b->n_models; m++)
+        len += strlen(b->models[m]) + (m ? 2 : 0);
+    bool spaced = cfg__dump_spaced("models", len);
+    fprintf(out, "models%s", spaced ? " = " : "=");
+    for (size_t m = 0; m < b->n_models; m++)
+        fprintf(out, "%s%s", m ? (spaced ? ", " : ",") : "", b->models[m]);
+    fprintf(out, "\n");
+}
+
 void config_dump(const struct config *cfg, FILE *out)
 {
     const char *section = "";
+    char v[64];
     for (size_t i = 0; i < N_ROWS; i++) {
         const struct cfg_row *r = &cfg_rows[i];
         if (strcmp(section, r->section) != 0) {
@@ -599,32 +627,37 @@ void config_dump(const struct config *cfg, FILE *out)
             section = r->section;
         }
         const char *base = (const char *)cfg + r->offset;
-        fprintf(out, "; %s (default %s)\n%s = ", r->help, r->def, r->name);
+        const char *value = v;
+        fprintf(out, "; %s (default %s)\n", r->help, r->def);
         switch (r->type) {
         case CT_UINT:
-            fprintf(out, "%u\n", *(const unsigned *)(const void *)base);
+            snprintf(v, sizeof(v), "%u", *(const unsigned *)(const void *)base);
             break;
         case CT_SIZE:
-            fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)(const void *)base);
+            snprintf(v, sizeof(v), "%llu",
+                     (unsigned long long)*(const uint64_t *)(const void *)base);
             break;
         case CT_BOOL:
-            fprintf(out, "%s\n", *(const bool *)(const void *)base ? "true" : "false");
+            value = *(const bool *)(const void *)base ? "true" : "false";
             break;
         default:
-            fprintf(out, "%s\n", *(char *const *)(const void *)base);
+            value = *(char *const *)(const void *)base;
         }
+        cfg__dump_kv(out, r->name, value);
     }
     if (cfg->auth) {
         fprintf(out, "\n[keys]\n");
-        for (size_t i = 0; i < cfg->n_keys; i++)
-            fprintf(out, "%s = <%zu bytes>\n", cfg->keys[i].name, cfg->keys[i].key_len);
+        for (size_t i = 0; i < cfg->n_keys; i++) {
+            snprintf(v, sizeof(v), "<%zu bytes>", cfg->keys[i].key_len);
+            cfg__dump_kv(out, cfg->keys[i].name, v);
+        }
     }
     for (size_t i = 0; i < cfg->n_backends; i++) {
         const struct cfg_backend *b = &cfg->backends[i];
-        fprintf(out, "\n[backend.%s]\nurl = %s\nmodels = ", b->name, b->url);
-        for (size_t m = 0; m < b->n_models; m++)
-            fprintf(out, "%s%s", m ? ", " : "", b->models[m]);
-        fprintf(out, "\nmax_concurrency = %u\n", b->max_concurrency);
+        fprintf(out, "\n[backend.%s]\n", b->name);
+        cfg__dump_kv(out, "url", b->url);
+        cfg__dump_models(out, b);
+        fprintf(out, "max_concurrency = %u\n", b->max_concurrency);
         if (b->api_key)
             fprintf(out, "api_key = <set>\n");
     }

@@ -219,6 +219,45 @@ START_TEST(test_indented_lines)
 }
 END_TEST
 
+/* --dump-config's output loads again: a dumped line is never longer than the one it came from,
+ * even for a line at the length limit written without blanks ("models=a,b,..."). */
+START_TEST(test_dump_loads_again)
+{
+    char text[1024], models[200], host[200];
+    size_t n = 0;
+    for (int i = 0; n + 4 <= 190; i++)
+        n += (size_t)snprintf(models + n, sizeof(models) - n, "%sm%02d", i ? "," : "", i);
+    while (n < 190)
+        models[n++] = 'x'; /* "models=" + 190 bytes: the longest line the reader keeps */
+    models[n] = '\0';
+    memset(host, 'h', 188);
+    host[188] = '\0';
+    snprintf(text, sizeof(text), "[server]\nlisten=%s:1\n[backend.a]\nurl=http://h:1\nmodels=%s\n",
+             host, models);
+    struct config_errors e = {0};
+    struct config *c = config_load_string("d.ini", text, &e);
+    ck_assert_ptr_nonnull(c);
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    ck_assert_ptr_nonnull(f);
+    config_dump(c, f);
+    fclose(f);
+    struct config *again = config_load_string("dump.ini", dump, &e);
+    for (size_t i = 0; i < e.n; i++)
+        fprintf(stderr, "%s\n", e.msgs[i]);
+    ck_assert_ptr_nonnull(again);
+    ck_assert_str_eq(again->listen, c->listen);
+    ck_assert_uint_eq(again->backends[0].n_models, c->backends[0].n_models);
+    ck_assert_str_eq(again->backends[0].models[37], c->backends[0].models[37]);
+    /* a line that fits keeps the blanks around '=' */
+    ck_assert_ptr_nonnull(strstr(dump, "\nurl = http://h:1\n"));
+    config_free(again);
+    config_free(c);
+    free(dump);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -230,6 +269,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_long_line);
     tcase_add_test(tc, test_long_section_name);
     tcase_add_test(tc, test_indented_lines);
+    tcase_add_test(tc, test_dump_loads_again);
     suite_add_tcase(s, tc);
     return s;
 }
