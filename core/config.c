@@ -290,9 +290,14 @@ static int cfg__set_backend(struct cfg_backend *b, const char *name, const char 
             snprintf(why, whylen, "url '%s' must start with http:// or https://", value);
             return -1;
         }
+        size_t scheme = value[4] == 's' ? 8 : 7;
+        if (value[scheme] == '\0' || value[scheme] == '/') {
+            snprintf(why, whylen, "url '%s' has no host", value);
+            return -1;
+        }
         size_t len = strlen(value);
         while (len > 0 && value[len - 1] == '/')
-            len--;
+            len--; /* stops at the host */
         char *u = strndup(value, len);
         if (!u)
             return -1;

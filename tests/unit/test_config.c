@@ -258,6 +258,27 @@ START_TEST(test_dump_loads_again)
 }
 END_TEST
 
+/* "http://" lost its trailing slashes and loaded as the url "http:", which has no scheme. */
+START_TEST(test_url_needs_host)
+{
+    static const char *const urls[] = {"http://", "https:///", "http:///v1", "https://"};
+    struct config_errors e = {0};
+    char text[128];
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        snprintf(text, sizeof(text), "[backend.a]\nurl = %s\nmodels = m\n", urls[i]);
+        ck_assert_ptr_null(config_load_string("u.ini", text, &e));
+        ck_assert(has_msg(&e, "u.ini:2: url"));
+        ck_assert(has_msg(&e, "has no host"));
+        config_errors_release(&e);
+    }
+    struct config *c =
+        config_load_string("u.ini", "[backend.a]\nurl = https://h//\nmodels = m\n", &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->backends[0].url, "https://h");
+    config_free(c);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -270,6 +291,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_long_section_name);
     tcase_add_test(tc, test_indented_lines);
     tcase_add_test(tc, test_dump_loads_again);
+    tcase_add_test(tc, test_url_needs_host);
     suite_add_tcase(s, tc);
     return s;
 }
