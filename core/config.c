@@ -295,6 +295,13 @@ static int cfg__set_backend(struct cfg_backend *b, const char *name, const char 
             snprintf(why, whylen, "url '%s' has no host", value);
             return -1;
         }
+        for (const char *c = value; *c; c++) {
+            if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+                /* curl refuses such a url on every request; the dump would lose a blank */
+                snprintf(why, whylen, "url '%s' has a blank or a control byte", value);
+                return -1;
+            }
+        }
         size_t len = strlen(value);
         while (len > 0 && value[len - 1] == '/')
             len--; /* stops at the host */
