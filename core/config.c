@@ -611,9 +611,18 @@ static bool cfg__dump_spaced(const char *name, size_t value_len)
     return strlen(name) + 3 + value_len + 1 <= CFG_MAX_LINE - 2;
 }
 
+/* A blank before text that starts with ';' would make the rest of the line a comment for
+ * libinih (a value or a model may well start with ';' when nothing precedes it). */
+static const char *cfg__dump_sep(bool spaced, const char *next, const char *blank,
+                                 const char *compact)
+{
+    return spaced && next[0] != ';' ? blank : compact;
+}
+
 static void cfg__dump_kv(FILE *out, const char *name, const char *value)
 {
-    fprintf(out, "%s%s%s\n", name, cfg__dump_spaced(name, strlen(value)) ? " = " : "=", value);
+    bool spaced = cfg__dump_spaced(name, strlen(value));
+    fprintf(out, "%s%s%s\n", name, cfg__dump_sep(spaced, value, " = ", "="), value);
 }
 
 static void cfg__dump_models(FILE *out, const struct cfg_backend *b)
@@ -622,9 +631,12 @@ static void cfg__dump_models(FILE *out, const struct cfg_backend *b)
     for (size_t m = 0; m < b->n_models; m++)
         len += strlen(b->models[m]) + (m ? 2 : 0);
     bool spaced = cfg__dump_spaced("models", len);
-    fprintf(out, "models%s", spaced ? " = " : "=");
+    if (b->n_models == 0)
+        fprintf(out, "models =");
     for (size_t m = 0; m < b->n_models; m++)
-        fprintf(out, "%s%s", m ? (spaced ? ", " : ",") : "", b->models[m]);
+        fprintf(out, "%s%s",
+                cfg__dump_sep(spaced, b->models[m], m ? ", " : "models = ", m ? "," : "models="),
+                b->models[m]);
     fprintf(out, "\n");
 }
 

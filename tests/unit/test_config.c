@@ -258,6 +258,40 @@ START_TEST(test_dump_loads_again)
 }
 END_TEST
 
+static struct config *dump_and_load(const struct config *c, struct config_errors *e)
+{
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    ck_assert_ptr_nonnull(f);
+    config_dump(c, f);
+    fclose(f);
+    struct config *again = config_load_string("dump.ini", dump, e);
+    free(dump);
+    return again;
+}
+
+/* A value or a model may start with ';': with a blank before it, the dump turned it into a
+ * comment (the models after it, or the whole listen value, were lost when loaded again). */
+START_TEST(test_dump_semicolon)
+{
+    struct config_errors e = {0};
+    struct config *c = config_load_string(
+        "s.ini", "[server]\nlisten=;h:1\n[backend.a]\nurl = http://h:1\nmodels = a,;b, c\n", &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->listen, ";h:1");
+    ck_assert_uint_eq(c->backends[0].n_models, 3);
+    struct config *again = dump_and_load(c, &e);
+    ck_assert_ptr_nonnull(again);
+    ck_assert_str_eq(again->listen, ";h:1");
+    ck_assert_uint_eq(again->backends[0].n_models, 3);
+    ck_assert_str_eq(again->backends[0].models[1], ";b");
+    ck_assert_str_eq(again->backends[0].models[2], "c");
+    config_free(again);
+    config_free(c);
+}
+END_TEST
+
 /* "http://" lost its trailing slashes and loaded as the url "http:", which has no scheme. */
 START_TEST(test_url_needs_host)
 {
@@ -313,6 +347,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_long_section_name);
     tcase_add_test(tc, test_indented_lines);
     tcase_add_test(tc, test_dump_loads_again);
+    tcase_add_test(tc, test_dump_semicolon);
     tcase_add_test(tc, test_url_needs_host);
     tcase_add_test(tc, test_url_no_blanks);
     tcase_add_test(tc, test_url_trailing_slashes);
