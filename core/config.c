@@ -428,12 +428,14 @@ static char *cfg__reader(char *str, int num, void *stream)
         if (c == EOF)
             break;
         any = true;
+        if (c == '\n') {
+            str[n++] = '\n'; /* room is kept for it: the limit is on what precedes it */
+            break;
+        }
         if (n + 2 < cap)
             str[n++] = (char)c;
         else
             too_long = true;
-        if (c == '\n')
-            break;
     }
     if (!any)
         return NULL;
@@ -608,7 +610,7 @@ void config_free(struct config *cfg)
 
 static bool cfg__dump_spaced(const char *name, size_t value_len)
 {
-    return strlen(name) + 3 + value_len + 1 <= CFG_MAX_LINE - 2;
+    return strlen(name) + 3 + value_len <= CFG_MAX_LINE - 2;
 }
 
 /* A blank before text that starts with ';' would make the rest of the line a comment for

@@ -28,6 +28,19 @@ static int has_msg(const struct config_errors *e, const char *needle)
     return 0;
 }
 
+static struct config *dump_and_load(const struct config *c, struct config_errors *e)
+{
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    ck_assert_ptr_nonnull(f);
+    config_dump(c, f);
+    fclose(f);
+    struct config *again = config_load_string("dump.ini", dump, e);
+    free(dump);
+    return again;
+}
+
 START_TEST(test_good)
 {
     struct config_errors e = {0};
@@ -152,6 +165,33 @@ START_TEST(test_long_line)
 }
 END_TEST
 
+/* The limit is 198 bytes before the newline, for every line: a last line without one could
+ * have 198, any other line only 197, and the dump of the first (with a newline) did not load. */
+START_TEST(test_line_limit)
+{
+    char text[400], host[200];
+    memset(host, 'h', 188);
+    host[188] = '\0'; /* "listen=" + 188 + ":99" = 198 bytes */
+    struct config_errors e = {0};
+    for (int newline = 0; newline < 2; newline++) {
+        snprintf(text, sizeof(text),
+                 "[backend.a]\nurl = http://h:1\nmodels = m\n[server]\nlisten=%s:99%s", host,
+                 newline ? "\n" : "");
+        struct config *c = config_load_string("l.ini", text, &e);
+        ck_assert_ptr_nonnull(c);
+        struct config *again = dump_and_load(c, &e);
+        ck_assert_ptr_nonnull(again);
+        ck_assert_str_eq(again->listen_host, host);
+        config_free(again);
+        config_free(c);
+    }
+    snprintf(text, sizeof(text), "[server]\nlisten=%sh:99\n", host);
+    ck_assert_ptr_null(config_load_string("l.ini", text, &e));
+    ck_assert(has_msg(&e, "l.ini:2: line longer than 198 bytes"));
+    config_errors_release(&e);
+}
+END_TEST
+
 /* libinih cuts section names at 49 bytes: a longer [backend.NAME] is refused, not renamed. */
 START_TEST(test_long_section_name)
 {
@@ -258,19 +298,6 @@ START_TEST(test_dump_loads_again)
 }
 END_TEST
 
-static struct config *dump_and_load(const struct config *c, struct config_errors *e)
-{
-    char *dump = NULL;
-    size_t len = 0;
-    FILE *f = open_memstream(&dump, &len);
-    ck_assert_ptr_nonnull(f);
-    config_dump(c, f);
-    fclose(f);
-    struct config *again = config_load_string("dump.ini", dump, e);
-    free(dump);
-    return again;
-}
-
 /* A value or a model may start with ';': with a blank before it, the dump turned it into a
  * comment (the models after it, or the whole listen value, were lost when loaded again). */
 START_TEST(test_dump_semicolon)
@@ -344,6 +371,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_syntax_and_empty);
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
+    tcase_add_test(tc, test_line_limit);
     tcase_add_test(tc, test_long_section_name);
     tcase_add_test(tc, test_indented_lines);
     tcase_add_test(tc, test_dump_loads_again);
