@@ -93,21 +93,32 @@ jscan-diff: $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
 # libFuzzer targets: every tests/fuzz/fuzz_NAME.c, built with clang and ASan + UBSan, seeded
 # from tests/fuzz/corpus/NAME (new inputs go to $(O)/fuzz/work/NAME, crashes to
 # $(O)/fuzz/artifacts/), with tests/fuzz/NAME.dict when present. FUZZ_DEPS_fuzz_NAME lists the
-# other sources a target needs; FUZZ_ARGS adds libFuzzer options (e.g. -jobs=2 -workers=2).
+# other sources a target needs; FUZZ_PKGS_fuzz_NAME the pkg-config packages it compiles and
+# links against besides json-c (which every target gets); FUZZ_ARGS adds libFuzzer options
+# (e.g. -jobs=2 -workers=2); FUZZ_TARGETS=NAME... runs only those (default: all).
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 60
 FUZZ_ARGS    ?=
 FUZZ_SRC     := $(wildcard tests/fuzz/fuzz_*.c)
-FUZZ_BIN     := $(FUZZ_SRC:tests/fuzz/%.c=$(O)/fuzz/%)
+FUZZ_TARGETS ?= $(FUZZ_SRC:tests/fuzz/fuzz_%.c=%)
+FUZZ_BIN     := $(FUZZ_TARGETS:%=$(O)/fuzz/fuzz_%)
 FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -I. -fno-omit-frame-pointer \
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
-FUZZ_DEPS_fuzz_jscan := core/jscan.c tests/fuzz/jscan_portable.c
+FUZZ_DEPS_fuzz_jscan  := core/jscan.c tests/fuzz/jscan_portable.c
+FUZZ_DEPS_fuzz_sse    := core/sse.c
+FUZZ_DEPS_fuzz_config := core/config.c core/log.c
+FUZZ_PKGS_fuzz_config := inih
+FUZZ_DEPS_fuzz_escape := core/esc.c core/errors.c core/buf.c
+FUZZ_DEPS_fuzz_reqid  := http/request.c core/jscan.c
+FUZZ_PKGS_fuzz_reqid  := libcurl liburcu-cds # inference/job.h, included by http/request.h
 
-$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard core/*.[ch] tests/fuzz/*.[ch])
+FUZZ_PREREQ := $(wildcard core/*.[ch] http/*.[ch] inference/*.h tests/fuzz/*.[ch])
+
+$(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_PREREQ)
 	@mkdir -p $(dir $@)
 	@echo "  FUZZ    $@"
-	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(shell pkg-config --cflags json-c) -o $@ $< $(FUZZ_DEPS_$(notdir $@)) \
-	  $(shell pkg-config --libs json-c)
+	@$(FUZZ_CC) $(FUZZ_CFLAGS) $(shell pkg-config --cflags json-c $(FUZZ_PKGS_$(notdir $@))) \
+	  -o $@ $< $(FUZZ_DEPS_$(notdir $@)) $(shell pkg-config --libs json-c $(FUZZ_PKGS_$(notdir $@)))
 
 fuzz: $(FUZZ_BIN)
 	@for bin in $(FUZZ_BIN); do name=$$(basename $$bin); name=$${name#fuzz_}; \

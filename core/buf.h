@@ -35,10 +35,12 @@ int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf
 /* Returns non-zero when n more bytes fit under the ceiling. */
 int buf_fits(const struct buf *b, size_t n);
 
-/* Unread bytes and their count. The pointer is valid until the next append/consume. */
+/* Unread bytes and their count. The pointer is valid until the next append/consume; it is
+ * never NULL (a buffer that never held anything gives "": NULL + 0 is undefined behaviour,
+ * and so is NULL passed to memcpy or to a parser, even for 0 bytes). */
 static inline const char *buf_data(const struct buf *b)
 {
-    return b->data + b->off;
+    return b->data ? b->data + b->off : "";
 }
 static inline size_t buf_len(const struct buf *b)
 {

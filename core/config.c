@@ -292,9 +292,21 @@ static int cfg__set_backend(struct cfg_backend *b, const char *name, const char 
             snprintf(why, whylen, "url '%s' must start with http:// or https://", value);
             return -1;
         }
+        size_t scheme = value[4] == 's' ? 8 : 7;
+        if (value[scheme] == '\0' || value[scheme] == '/') {
+            snprintf(why, whylen, "url '%s' has no host", value);
+            return -1;
+        }
+        for (const char *c = value; *c; c++) {
+            if ((unsigned char)*c <= ' ' || *c == 0x7f) {
+                /* curl refuses such a url on every request; the dump would lose a blank */
+                snprintf(why, whylen, "url '%s' has a blank or a control byte", value);
+                return -1;
+            }
+        }
         size_t len = strlen(value);
         while (len > 0 && value[len - 1] == '/')
-            len--;
+            len--; /* stops at the host */
         char *u = strndup(value, len);
         if (!u)
             return -1;
@@ -393,7 +405,12 @@ static int cfg__handler(void *user, const char *section, const char *name, const
     return 1; /* keep going: report every problem */
 }
 
-/* Line reader for inih that counts lines, so the handler knows where it is. */
+/* Line reader for inih that counts lines, so the handler knows where it is. It also hands
+ * libinih every line without a BOM (line 1) and without the blanks that start it: libinih
+ * takes an indented line that follows a key for a continuation of that key's value, and a
+ * continuation replaces the value (keeping its "; comment" in libinih 55), so an indented
+ * "max_concurrency = 8" under "models = a, b" silently became the model list. Here an
+ * indented line is a line like any other, as in git's config files. */
 #define CFG_MAX_SECTION 49 /* libinih's MAX_SECTION - 1 */
 
 static char *cfg__reader(char *str, int num, void *stream)
@@ -413,20 +430,26 @@ static char *cfg__reader(char *str, int num, void *stream)
         if (c == EOF)
             break;
         any = true;
+        if (c == '\n') {
+            str[n++] = '\n'; /* room is kept for it: the limit is on what precedes it */
+            break;
+        }
         if (n + 2 < cap)
             str[n++] = (char)c;
         else
             too_long = true;
-        if (c == '\n')
-            break;
     }
     if (!any)
         return NULL;
     str[n] = '\0';
     ps->line++;
+    size_t skip = 0;
+    if (ps->line == 1 && !strncmp(str, "\xEF\xBB\xBF", 3))
+        skip = 3;
+    while (str[skip] && str[skip] != '\n' && isspace((unsigned char)str[skip]))
+        skip++; /* the blanks libinih's lskip() would skip */
+    memmove(str, str + skip, n - skip + 1);
     const char *t = str;
-    while (*t == ' ' || *t == '\t')
-        t++;
     if (*t == '[') {
         ps->section_line = ps->line;
         /* libinih keeps at most 49 bytes of a section name and cuts the rest silently: a
@@ -582,9 +605,49 @@ void config_free(struct config *cfg)
     free(cfg);
 }
 
+/* Writes "name = value", or "name=value" (and models as "a,b") when the spaced line would be
+ * longer than the reader keeps: a dumped line is then never longer than the line its value
+ * came from, so the dump of a file loads again (but for the masked keys). */
+#define CFG_MAX_LINE 200 /* libinih's INI_MAX_LINE; the reader keeps CFG_MAX_LINE - 2 bytes */
+
+static bool cfg__dump_spaced(const char *name, size_t value_len)
+{
+    return strlen(name) + 3 + value_len <= CFG_MAX_LINE - 2;
+}
+
+/* A blank before text that starts with ';' would make the rest of the line a comment for
+ * libinih (a value or a model may well start with ';' when nothing precedes it). */
+static const char *cfg__dump_sep(bool spaced, const char *next, const char *blank,
+                                 const char *compact)
+{
+    return spaced && next[0] != ';' ? blank : compact;
+}
+
+static void cfg__dump_kv(FILE *out, const char *name, const char *value)
+{
+    bool spaced = cfg__dump_spaced(name, strlen(value));
+    fprintf(out, "%s%s%s\n", name, cfg__dump_sep(spaced, value, " = ", "="), value);
+}
+
+static void cfg__dump_models(FILE *out, const struct cfg_backend *b)
+{
+    size_t len = 0;
+    for (size_t m = 0; m < b->n_models; m++)
+        len += strlen(b->models[m]) + (m ? 2 : 0);
+    bool spaced = cfg__dump_spaced("models", len);
+    if (b->n_models == 0)
+        fprintf(out, "models =");
+    for (size_t m = 0; m < b->n_models; m++)
+        fprintf(out, "%s%s",
+                cfg__dump_sep(spaced, b->models[m], m ? ", " : "models = ", m ? "," : "models="),
+                b->models[m]);
+    fprintf(out, "\n");
+}
+
 void config_dump(const struct config *cfg, FILE *out)
 {
     const char *section = "";
+    char v[64];
     for (size_t i = 0; i < N_ROWS; i++) {
         const struct cfg_row *r = &cfg_rows[i];
         if (strcmp(section, r->section) != 0) {
@@ -592,32 +655,37 @@ void config_dump(const struct config *cfg, FILE *out)
             section = r->section;
         }
         const char *base = (const char *)cfg + r->offset;
-        fprintf(out, "; %s (default %s)\n%s = ", r->help, r->def, r->name);
+        const char *value = v;
+        fprintf(out, "; %s (default %s)\n", r->help, r->def);
         switch (r->type) {
         case CT_UINT:
-            fprintf(out, "%u\n", *(const unsigned *)(const void *)base);
+            snprintf(v, sizeof(v), "%u", *(const unsigned *)(const void *)base);
             break;
         case CT_SIZE:
-            fprintf(out, "%llu\n", (unsigned long long)*(const uint64_t *)(const void *)base);
+            snprintf(v, sizeof(v), "%llu",
+                     (unsigned long long)*(const uint64_t *)(const void *)base);
             break;
         case CT_BOOL:
-            fprintf(out, "%s\n", *(const bool *)(const void *)base ? "true" : "false");
+            value = *(const bool *)(const void *)base ? "true" : "false";
             break;
         default:
-            fprintf(out, "%s\n", *(char *const *)(const void *)base);
+            value = *(char *const *)(const void *)base;
         }
+        cfg__dump_kv(out, r->name, value);
     }
     if (cfg->auth) {
         fprintf(out, "\n[keys]\n");
-        for (size_t i = 0; i < cfg->n_keys; i++)
-            fprintf(out, "%s = <%zu bytes>\n", cfg->keys[i].name, cfg->keys[i].key_len);
+        for (size_t i = 0; i < cfg->n_keys; i++) {
+            snprintf(v, sizeof(v), "<%zu bytes>", cfg->keys[i].key_len);
+            cfg__dump_kv(out, cfg->keys[i].name, v);
+        }
     }
     for (size_t i = 0; i < cfg->n_backends; i++) {
         const struct cfg_backend *b = &cfg->backends[i];
-        fprintf(out, "\n[backend.%s]\nurl = %s\nmodels = ", b->name, b->url);
-        for (size_t m = 0; m < b->n_models; m++)
-            fprintf(out, "%s%s", m ? ", " : "", b->models[m]);
-        fprintf(out, "\nmax_concurrency = %u\n", b->max_concurrency);
+        fprintf(out, "\n[backend.%s]\n", b->name);
+        cfg__dump_kv(out, "url", b->url);
+        cfg__dump_models(out, b);
+        fprintf(out, "max_concurrency = %u\n", b->max_concurrency);
         if (b->api_key)
             fprintf(out, "api_key = <set>\n");
     }

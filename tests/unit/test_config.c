@@ -28,6 +28,19 @@ static int has_msg(const struct config_errors *e, const char *needle)
     return 0;
 }
 
+static struct config *dump_and_load(const struct config *c, struct config_errors *e)
+{
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    ck_assert_ptr_nonnull(f);
+    config_dump(c, f);
+    fclose(f);
+    struct config *again = config_load_string("dump.ini", dump, e);
+    free(dump);
+    return again;
+}
+
 START_TEST(test_good)
 {
     struct config_errors e = {0};
@@ -152,6 +165,33 @@ START_TEST(test_long_line)
 }
 END_TEST
 
+/* The limit is 198 bytes before the newline, for every line: a last line without one could
+ * have 198, any other line only 197, and the dump of the first (with a newline) did not load. */
+START_TEST(test_line_limit)
+{
+    char text[400], host[200];
+    memset(host, 'h', 188);
+    host[188] = '\0'; /* "listen=" + 188 + ":99" = 198 bytes */
+    struct config_errors e = {0};
+    for (int newline = 0; newline < 2; newline++) {
+        snprintf(text, sizeof(text),
+                 "[backend.a]\nurl = http://h:1\nmodels = m\n[server]\nlisten=%s:99%s", host,
+                 newline ? "\n" : "");
+        struct config *c = config_load_string("l.ini", text, &e);
+        ck_assert_ptr_nonnull(c);
+        struct config *again = dump_and_load(c, &e);
+        ck_assert_ptr_nonnull(again);
+        ck_assert_str_eq(again->listen_host, host);
+        config_free(again);
+        config_free(c);
+    }
+    snprintf(text, sizeof(text), "[server]\nlisten=%sh:99\n", host);
+    ck_assert_ptr_null(config_load_string("l.ini", text, &e));
+    ck_assert(has_msg(&e, "l.ini:2: line longer than 198 bytes"));
+    config_errors_release(&e);
+}
+END_TEST
+
 /* libinih cuts section names at 49 bytes: a longer [backend.NAME] is refused, not renamed. */
 START_TEST(test_long_section_name)
 {
@@ -170,6 +210,158 @@ START_TEST(test_long_section_name)
 }
 END_TEST
 
+/* libinih took an indented line after a key for a continuation that replaces the key's value,
+ * and skipped blanks (\v, \f, \r) and a BOM the reader's checks did not: indentation is now
+ * ignored, and the section checks see what libinih sees. */
+START_TEST(test_indented_lines)
+{
+    struct config_errors e = {0};
+    const char *text = "[server]\n"
+                       "    listen = 127.0.0.1:9091\n"
+                       "\tthreads = 3\n"
+                       "[backend.a]\n"
+                       "url = http://h:1\n"
+                       "models = m1, m2\n"
+                       "    max_concurrency = 8   ; the engine's slots\n";
+    struct config *c = config_load_string("i.ini", text, &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_uint_eq(c->listen_port, 9091);
+    ck_assert_uint_eq(c->threads, 3);
+    ck_assert_uint_eq(c->backends[0].n_models, 2);
+    ck_assert_str_eq(c->backends[0].models[1], "m2");
+    ck_assert_uint_eq(c->backends[0].max_concurrency, 8);
+    config_free(c);
+
+    /* a continuation that is not a key = value line is a syntax error, not a new value */
+    ck_assert_ptr_null(
+        config_load_string("i.ini", "[backend.a]\nurl = http://h:1\nmodels = m1,\n    m2\n", &e));
+    ck_assert(has_msg(&e, "i.ini:4: syntax error"));
+    config_errors_release(&e);
+
+    /* an empty [keys] behind a vertical tab still turns auth on (and is refused) */
+    ck_assert_ptr_null(
+        config_load_string("i.ini", "\v[keys]\n[backend.a]\nurl = http://h:1\nmodels = m\n", &e));
+    ck_assert(has_msg(&e, "[keys] is present but empty"));
+    config_errors_release(&e);
+
+    /* a long section name behind a form feed or a BOM is refused, not cut */
+    const char *tail =
+        "0123456789012345678901234567890123456789ab]\nurl = http://h:1\nmodels = m\n";
+    char buf[256];
+    snprintf(buf, sizeof(buf), "\f[backend.%s", tail);
+    ck_assert_ptr_null(config_load_string("i.ini", buf, &e));
+    ck_assert(has_msg(&e, "i.ini:1: section name longer than 49 bytes"));
+    config_errors_release(&e);
+    snprintf(buf, sizeof(buf), "\xEF\xBB\xBF[backend.%s", tail);
+    ck_assert_ptr_null(config_load_string("i.ini", buf, &e));
+    ck_assert(has_msg(&e, "i.ini:1: section name longer than 49 bytes"));
+    config_errors_release(&e);
+}
+END_TEST
+
+/* --dump-config's output loads again: a dumped line is never longer than the one it came from,
+ * even for a line at the length limit written without blanks ("models=a,b,..."). */
+START_TEST(test_dump_loads_again)
+{
+    char text[1024], models[200], host[200];
+    size_t n = 0;
+    for (int i = 0; n + 4 <= 190; i++)
+        n += (size_t)snprintf(models + n, sizeof(models) - n, "%sm%02d", i ? "," : "", i);
+    while (n < 190)
+        models[n++] = 'x'; /* "models=" + 190 bytes: the longest line the reader keeps */
+    models[n] = '\0';
+    memset(host, 'h', 188);
+    host[188] = '\0';
+    snprintf(text, sizeof(text), "[server]\nlisten=%s:1\n[backend.a]\nurl=http://h:1\nmodels=%s\n",
+             host, models);
+    struct config_errors e = {0};
+    struct config *c = config_load_string("d.ini", text, &e);
+    ck_assert_ptr_nonnull(c);
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    ck_assert_ptr_nonnull(f);
+    config_dump(c, f);
+    fclose(f);
+    struct config *again = config_load_string("dump.ini", dump, &e);
+    for (size_t i = 0; i < e.n; i++)
+        fprintf(stderr, "%s\n", e.msgs[i]);
+    ck_assert_ptr_nonnull(again);
+    ck_assert_str_eq(again->listen, c->listen);
+    ck_assert_uint_eq(again->backends[0].n_models, c->backends[0].n_models);
+    ck_assert_str_eq(again->backends[0].models[37], c->backends[0].models[37]);
+    /* a line that fits keeps the blanks around '=' */
+    ck_assert_ptr_nonnull(strstr(dump, "\nurl = http://h:1\n"));
+    config_free(again);
+    config_free(c);
+    free(dump);
+}
+END_TEST
+
+/* A value or a model may start with ';': with a blank before it, the dump turned it into a
+ * comment (the models after it, or the whole listen value, were lost when loaded again). */
+START_TEST(test_dump_semicolon)
+{
+    struct config_errors e = {0};
+    struct config *c = config_load_string(
+        "s.ini", "[server]\nlisten=;h:1\n[backend.a]\nurl = http://h:1\nmodels = a,;b, c\n", &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->listen, ";h:1");
+    ck_assert_uint_eq(c->backends[0].n_models, 3);
+    struct config *again = dump_and_load(c, &e);
+    ck_assert_ptr_nonnull(again);
+    ck_assert_str_eq(again->listen, ";h:1");
+    ck_assert_uint_eq(again->backends[0].n_models, 3);
+    ck_assert_str_eq(again->backends[0].models[1], ";b");
+    ck_assert_str_eq(again->backends[0].models[2], "c");
+    config_free(again);
+    config_free(c);
+}
+END_TEST
+
+/* "http://" lost its trailing slashes and loaded as the url "http:", which has no scheme. */
+START_TEST(test_url_needs_host)
+{
+    static const char *const urls[] = {"http://", "https:///", "http:///v1", "https://"};
+    struct config_errors e = {0};
+    char text[128];
+    for (size_t i = 0; i < sizeof(urls) / sizeof(urls[0]); i++) {
+        snprintf(text, sizeof(text), "[backend.a]\nurl = %s\nmodels = m\n", urls[i]);
+        ck_assert_ptr_null(config_load_string("u.ini", text, &e));
+        ck_assert(has_msg(&e, "u.ini:2: url"));
+        ck_assert(has_msg(&e, "has no host"));
+        config_errors_release(&e);
+    }
+}
+END_TEST
+
+/* "http://h /" loaded as "http://h " (curl refuses it; the dump lost the blank): no blanks or
+ * control bytes in a url. */
+START_TEST(test_url_no_blanks)
+{
+    struct config_errors e = {0};
+    char text[128];
+    static const char *const blanks[] = {"http://h /", "http://h x", "http://h\vx", "http://\x7fh"};
+    for (size_t i = 0; i < sizeof(blanks) / sizeof(blanks[0]); i++) {
+        snprintf(text, sizeof(text), "[backend.a]\nurl = %s\nmodels = m\n", blanks[i]);
+        ck_assert_ptr_null(config_load_string("u.ini", text, &e));
+        ck_assert(has_msg(&e, "has a blank or a control byte"));
+        config_errors_release(&e);
+    }
+}
+END_TEST
+
+START_TEST(test_url_trailing_slashes)
+{
+    struct config_errors e = {0};
+    struct config *c =
+        config_load_string("u.ini", "[backend.a]\nurl = https://h//\nmodels = m\n", &e);
+    ck_assert_ptr_nonnull(c);
+    ck_assert_str_eq(c->backends[0].url, "https://h");
+    config_free(c);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -179,7 +371,14 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_syntax_and_empty);
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
+    tcase_add_test(tc, test_line_limit);
     tcase_add_test(tc, test_long_section_name);
+    tcase_add_test(tc, test_indented_lines);
+    tcase_add_test(tc, test_dump_loads_again);
+    tcase_add_test(tc, test_dump_semicolon);
+    tcase_add_test(tc, test_url_needs_host);
+    tcase_add_test(tc, test_url_no_blanks);
+    tcase_add_test(tc, test_url_trailing_slashes);
     suite_add_tcase(s, tc);
     return s;
 }
