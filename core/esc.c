@@ -109,10 +109,27 @@ int esc_json_buf(struct buf *b, const char *s, size_t n)
 
 int esc_prom_label(struct buf *b, const char *s)
 {
-    for (const char *p = s; *p; p++) {
-        const char *rep = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
-        if (buf_append(b, rep ? rep : p, rep ? 2 : 1) != 0)
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        const char *piece = s + i;
+        size_t plen = 1, adv = 1;
+        if (u[i] == '\\' || u[i] == '"' || u[i] == '\n') {
+            piece = u[i] == '\\' ? "\\\\" : u[i] == '"' ? "\\\"" : "\\n";
+            plen = 2;
+        } else if (u[i] >= 0x80) {
+            adv = esc__utf8_len(u + i, n - i);
+            if (adv) {
+                plen = adv;
+            } else {
+                piece = "\xef\xbf\xbd"; /* U+FFFD: label values are UTF-8 */
+                plen = 3;
+                adv = 1;
+            }
+        }
+        if (buf_append(b, piece, plen) != 0)
             return -1;
+        i += adv;
     }
     return 0;
 }

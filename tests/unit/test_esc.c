@@ -72,6 +72,21 @@ START_TEST(test_prom_and_prefix)
 }
 END_TEST
 
+/* A backend name that is not UTF-8 went into /metrics as it was: the exposition format's
+ * label values are UTF-8 (esc.h: output always valid UTF-8). */
+START_TEST(test_prom_label_utf8)
+{
+    struct buf b;
+    buf_init(&b, 100);
+    ck_assert_int_eq(esc_prom_label(&b, "a\xff\xc3\xa9\xed\xa0\x80\"\xe2\x82"), 0);
+    const char *want = "a\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\\\""
+                       "\xef\xbf\xbd\xef\xbf\xbd";
+    ck_assert_uint_eq(buf_len(&b), strlen(want));
+    ck_assert_int_eq(memcmp(buf_data(&b), want, strlen(want)), 0);
+    buf_release(&b);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("esc");
@@ -80,6 +95,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_json_cut);
     tcase_add_test(tc, test_envelope_always_whole);
     tcase_add_test(tc, test_prom_and_prefix);
+    tcase_add_test(tc, test_prom_label_utf8);
     suite_add_tcase(s, tc);
     return s;
 }
