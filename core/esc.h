@@ -24,7 +24,8 @@ int esc_json_buf(struct buf *b, const char *s, size_t n);
 int esc_prom_label(struct buf *b, const char *s);
 
 /* The longest prefix of s[0..n) of at most max bytes that ends on a UTF-8 character boundary
- * (for "%.*s" in messages: a cut never leaves half a character). */
+ * (for "%.*s" in messages: a cut never leaves half a character). A byte that does not start a
+ * valid sequence counts as a character, as in esc_json: the result is at least max - 3. */
 size_t esc_utf8_prefix(const char *s, size_t n, size_t max);
 
 #endif

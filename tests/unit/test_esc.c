@@ -87,6 +87,22 @@ START_TEST(test_prom_label_utf8)
 }
 END_TEST
 
+/* esc_utf8_prefix walked back over every continuation byte: "m" + 300 stray ones, cut at 256,
+ * gave ""; an invalid lead byte took the stray byte after it along. */
+START_TEST(test_prefix_stray_continuations)
+{
+    char s[301];
+    s[0] = 'm';
+    memset(s + 1, 0x80, 300);
+    ck_assert_uint_eq(esc_utf8_prefix(s, 301, 256), 256);
+    ck_assert_uint_eq(esc_utf8_prefix("\xc0\x80z", 3, 1), 1);      /* overlong: two characters */
+    ck_assert_uint_eq(esc_utf8_prefix("\xe2\x82z", 3, 1), 1);      /* truncated sequence */
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 2), 1); /* inside a valid one */
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 3), 1);
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 4), 4);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("esc");
@@ -96,6 +112,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_envelope_always_whole);
     tcase_add_test(tc, test_prom_and_prefix);
     tcase_add_test(tc, test_prom_label_utf8);
+    tcase_add_test(tc, test_prefix_stray_continuations);
     suite_add_tcase(s, tc);
     return s;
 }
