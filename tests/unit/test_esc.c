@@ -103,6 +103,24 @@ START_TEST(test_prefix_stray_continuations)
 }
 END_TEST
 
+/* A long param (escaped into 159 bytes) beside the longest type and code (405, 413, 429) left
+ * no envelope at all in ERR_ENVELOPE_MIN bytes, where errors.h promises a whole one. */
+START_TEST(test_envelope_min_long_param)
+{
+    char param[400], out[ERR_ENVELOPE_MIN];
+    memset(param, 'p', sizeof(param) - 1);
+    param[sizeof(param) - 1] = '\0';
+    for (int e = 0; e < LGE__COUNT; e++) {
+        size_t n = err_envelope(out, sizeof(out), (enum lg_err)e, "a message", param);
+        ck_assert_msg(n > 0, "no envelope for error %d", e);
+        ck_assert_uint_lt(n, sizeof(out));
+        ck_assert_ptr_nonnull(strstr(out, "\"param\":\"ppp"));
+        ck_assert_ptr_nonnull(strstr(out, err_info((enum lg_err)e)->code));
+        ck_assert_int_eq(strcmp(out + n - 2, "}}"), 0);
+    }
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("esc");
@@ -113,6 +131,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_prom_and_prefix);
     tcase_add_test(tc, test_prom_label_utf8);
     tcase_add_test(tc, test_prefix_stray_continuations);
+    tcase_add_test(tc, test_envelope_min_long_param);
     suite_add_tcase(s, tc);
     return s;
 }
