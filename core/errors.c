@@ -45,20 +45,31 @@ const struct err_info *err_info(enum lg_err e)
     return &err_table[e];
 }
 
+#define ERR__TAIL "\",\"type\":\"%s\",\"param\":%s%s%s,\"code\":\"%s\"}}"
+
 size_t err_envelope(char *out, size_t cap, enum lg_err e, const char *message, const char *param)
 {
     const struct err_info *info = err_info(e);
     const char *msg = message ? message : info->message;
-    char esc_param[160];
-    if (param)
-        esc_json(esc_param, sizeof(esc_param), param, strlen(param), NULL);
-    /* what follows the message: at most ~60 + sizeof(esc_param) + type + code bytes */
-    char tail[400];
-    int t = snprintf(tail, sizeof(tail), "\",\"type\":\"%s\",\"param\":%s%s%s,\"code\":\"%s\"}}",
-                     info->type, param ? "\"" : "", param ? esc_param : "null", param ? "\"" : "",
-                     info->code);
     static const char head[] = "{\"error\":{\"message\":\"";
     size_t hl = sizeof(head) - 1;
+    char esc_param[160];
+    if (param) {
+        /* The param gets what a cap of ERR_ENVELOPE_MIN leaves beside the head, the rest of
+         * the tail and "..." + NUL for the message, so that any cap >= ERR_ENVELOPE_MIN holds
+         * a whole envelope (a 159-byte param did not fit beside a long type and code). */
+        int rest = snprintf(NULL, 0, ERR__TAIL, info->type, "\"", "", "\"", info->code);
+        size_t left = ERR_ENVELOPE_MIN - hl - 4, room = sizeof(esc_param);
+        if (rest < 0 || (size_t)rest >= left)
+            room = 1;
+        else if (left - (size_t)rest + 1 < room)
+            room = left - (size_t)rest + 1;
+        esc_json(esc_param, room, param, strlen(param), NULL);
+    }
+    /* what follows the message: at most ~60 + sizeof(esc_param) + type + code bytes */
+    char tail[400];
+    int t = snprintf(tail, sizeof(tail), ERR__TAIL, info->type, param ? "\"" : "",
+                     param ? esc_param : "null", param ? "\"" : "", info->code);
     if (t < 0 || (size_t)t >= sizeof(tail) || cap < ERR_ENVELOPE_MIN || hl + (size_t)t + 4 > cap) {
         if (cap)
             out[0] = '\0';

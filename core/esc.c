@@ -109,21 +109,44 @@ int esc_json_buf(struct buf *b, const char *s, size_t n)
 
 int esc_prom_label(struct buf *b, const char *s)
 {
-    for (const char *p = s; *p; p++) {
-        const char *rep = *p == '\\' ? "\\\\" : *p == '"' ? "\\\"" : *p == '\n' ? "\\n" : NULL;
-        if (buf_append(b, rep ? rep : p, rep ? 2 : 1) != 0)
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        const char *piece = s + i;
+        size_t plen = 1, adv = 1;
+        if (u[i] == '\\' || u[i] == '"' || u[i] == '\n') {
+            piece = u[i] == '\\' ? "\\\\" : u[i] == '"' ? "\\\"" : "\\n";
+            plen = 2;
+        } else if (u[i] >= 0x80) {
+            adv = esc__utf8_len(u + i, n - i);
+            if (adv) {
+                plen = adv;
+            } else {
+                piece = "\xef\xbf\xbd"; /* U+FFFD: label values are UTF-8 */
+                plen = 3;
+                adv = 1;
+            }
+        }
+        if (buf_append(b, piece, plen) != 0)
             return -1;
+        i += adv;
     }
     return 0;
 }
 
 size_t esc_utf8_prefix(const char *s, size_t n, size_t max)
 {
+    const unsigned char *u = (const unsigned char *)s;
     if (n <= max)
         return n;
-    size_t i = max;
-    /* step back over continuation bytes to the start of the character that crosses max */
-    while (i > 0 && ((unsigned char)s[i] & 0xC0) == 0x80)
-        i--;
-    return i;
+    /* Only a valid sequence can cross max, and it starts at most 3 bytes back, on the nearest
+     * byte that is not a continuation byte. Stray continuation bytes are characters of their
+     * own (esc_json writes each as U+FFFD): walking back over all of them cut "m" + 300 of
+     * them to "". */
+    for (size_t back = 1; back <= 3 && back <= max; back++) {
+        size_t i = max - back;
+        if ((u[i] & 0xC0) != 0x80)
+            return esc__utf8_len(u + i, n - i) > back ? i : max;
+    }
+    return max;
 }

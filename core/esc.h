@@ -18,12 +18,14 @@ size_t esc_json(char *out, size_t cap, const char *s, size_t n, size_t *used);
  * ran out (b may hold part of it then). */
 int esc_json_buf(struct buf *b, const char *s, size_t n);
 
-/* Appends s (NUL-terminated) to b as the inside of a Prometheus label value (\\, \", \n).
- * Returns 0 or -1 as esc_json_buf. */
+/* Appends s (NUL-terminated) to b as the inside of a Prometheus label value (\\, \", \n; a
+ * byte that is not UTF-8 as U+FFFD: the exposition format's label values are UTF-8, and a
+ * scraper may refuse the whole page otherwise). Returns 0 or -1 as esc_json_buf. */
 int esc_prom_label(struct buf *b, const char *s);
 
 /* The longest prefix of s[0..n) of at most max bytes that ends on a UTF-8 character boundary
- * (for "%.*s" in messages: a cut never leaves half a character). */
+ * (for "%.*s" in messages: a cut never leaves half a character). A byte that does not start a
+ * valid sequence counts as a character, as in esc_json: the result is at least max - 3. */
 size_t esc_utf8_prefix(const char *s, size_t n, size_t max);
 
 #endif

@@ -72,6 +72,55 @@ START_TEST(test_prom_and_prefix)
 }
 END_TEST
 
+/* A backend name that is not UTF-8 went into /metrics as it was: the exposition format's
+ * label values are UTF-8 (esc.h: output always valid UTF-8). */
+START_TEST(test_prom_label_utf8)
+{
+    struct buf b;
+    buf_init(&b, 100);
+    ck_assert_int_eq(esc_prom_label(&b, "a\xff\xc3\xa9\xed\xa0\x80\"\xe2\x82"), 0);
+    const char *want = "a\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\\\""
+                       "\xef\xbf\xbd\xef\xbf\xbd";
+    ck_assert_uint_eq(buf_len(&b), strlen(want));
+    ck_assert_int_eq(memcmp(buf_data(&b), want, strlen(want)), 0);
+    buf_release(&b);
+}
+END_TEST
+
+/* esc_utf8_prefix walked back over every continuation byte: "m" + 300 stray ones, cut at 256,
+ * gave ""; an invalid lead byte took the stray byte after it along. */
+START_TEST(test_prefix_stray_continuations)
+{
+    char s[301];
+    s[0] = 'm';
+    memset(s + 1, 0x80, 300);
+    ck_assert_uint_eq(esc_utf8_prefix(s, 301, 256), 256);
+    ck_assert_uint_eq(esc_utf8_prefix("\xc0\x80z", 3, 1), 1);      /* overlong: two characters */
+    ck_assert_uint_eq(esc_utf8_prefix("\xe2\x82z", 3, 1), 1);      /* truncated sequence */
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 2), 1); /* inside a valid one */
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 3), 1);
+    ck_assert_uint_eq(esc_utf8_prefix("a\xe2\x82\xacz", 5, 4), 4);
+}
+END_TEST
+
+/* A long param (escaped into 159 bytes) beside the longest type and code (405, 413, 429) left
+ * no envelope at all in ERR_ENVELOPE_MIN bytes, where errors.h promises a whole one. */
+START_TEST(test_envelope_min_long_param)
+{
+    char param[400], out[ERR_ENVELOPE_MIN];
+    memset(param, 'p', sizeof(param) - 1);
+    param[sizeof(param) - 1] = '\0';
+    for (int e = 0; e < LGE__COUNT; e++) {
+        size_t n = err_envelope(out, sizeof(out), (enum lg_err)e, "a message", param);
+        ck_assert_msg(n > 0, "no envelope for error %d", e);
+        ck_assert_uint_lt(n, sizeof(out));
+        ck_assert_ptr_nonnull(strstr(out, "\"param\":\"ppp"));
+        ck_assert_ptr_nonnull(strstr(out, err_info((enum lg_err)e)->code));
+        ck_assert_int_eq(strcmp(out + n - 2, "}}"), 0);
+    }
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("esc");
@@ -80,6 +129,9 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_json_cut);
     tcase_add_test(tc, test_envelope_always_whole);
     tcase_add_test(tc, test_prom_and_prefix);
+    tcase_add_test(tc, test_prom_label_utf8);
+    tcase_add_test(tc, test_prefix_stray_continuations);
+    tcase_add_test(tc, test_envelope_min_long_param);
     suite_add_tcase(s, tc);
     return s;
 }
