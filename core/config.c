@@ -269,6 +269,14 @@ static int cfg__set_models(struct cfg_backend *b, const char *value, char *why, 
             end--;
         if (end == start)
             continue;
+        for (const char *c = start; c < end; c++) {
+            if ((unsigned char)*c < ' ' || *c == 0x7f) {
+                /* libinih trims such bytes at a line's end: the dump would not load back the
+                 * same id, and no client would mean one */
+                snprintf(why, whylen, "model '%.*s' has a control byte", (int)(end - start), start);
+                return -1;
+            }
+        }
         char **m = realloc(b->models, (b->n_models + 1) * sizeof(*m));
         if (!m)
             goto nomem;
