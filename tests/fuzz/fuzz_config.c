@@ -28,6 +28,8 @@
 
 #include "core/log.h"
 
+#include "tests/fuzz/fuzz.h"
+
 #include <ctype.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -35,15 +37,6 @@
 #include <string.h>
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_config: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c);     \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define NAME "fuzz.ini"
 #define DUMP_NAME "dump.ini"

@@ -27,21 +27,13 @@
 #include "core/errors.h"
 #include "core/esc.h"
 
+#include "tests/fuzz/fuzz.h"
+
 #include <json-c/json.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_escape: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c);     \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define HEADER 8
 #define HEAD "{\"error\":{\"message\":\""

@@ -27,6 +27,8 @@
  * body is never accepted, and nothing past len is read. */
 #include "core/jscan.h"
 
+#include "tests/fuzz/fuzz.h"
+
 #include <errno.h>
 #include <json-c/json.h>
 #include <stdint.h>
@@ -35,15 +37,6 @@
 #include <string.h>
 
 enum jscan_status jscan_parse_portable(struct jscan_doc *d, const char *p, size_t len);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_jscan: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c);      \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 static int is_ws(unsigned char c)
 {

@@ -12,20 +12,12 @@
  *       accepts, and two ids in a row differ. */
 #include "http/request.h"
 
+#include "tests/fuzz/fuzz.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_reqid: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c);      \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 /* [A-Za-z0-9._:-] by ranges of the byte's value, not by the comparisons request.c makes. */
 static int ref_char_ok(unsigned char c)

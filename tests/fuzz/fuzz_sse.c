@@ -18,20 +18,12 @@
  *       empty line). */
 #include "core/sse.h"
 
+#include "tests/fuzz/fuzz.h"
+
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#define CHECK(c)                                                                                   \
-    do {                                                                                           \
-        if (!(c)) {                                                                                \
-            fprintf(stderr, "fuzz_sse: %s:%d: check failed: %s\n", __FILE__, __LINE__, #c);        \
-            abort();                                                                               \
-        }                                                                                          \
-    } while (0)
 
 #define MAX_SPLITS 15
 
