@@ -294,6 +294,47 @@ def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
+def tcp_sockets():
+    """{socket inode: (local port, remote port, listening)} for every TCP socket on the box."""
+    out = {}
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(name) as f:
+                next(f)
+                for line in f:
+                    col = line.split()
+                    local, remote, state, inode = col[1], col[2], col[3], int(col[9])
+                    out[inode] = (int(local.rsplit(":", 1)[1], 16), int(remote.rsplit(":", 1)[1], 16),
+                                  state == "0A")
+        except FileNotFoundError:
+            pass
+    return out
+
+
+def fd_census(pid, gw_port, engine_port):
+    """The gateway's descriptors in three counts: (client connections, upstream connections to
+    the engine, everything else). Upstream connections are curl's keep-alive pool, which grows
+    with the largest number of requests that ran at once and is not a leak; the other two must
+    come back to the baseline."""
+    socks = tcp_sockets()
+    client = upstream = other = 0
+    base = "/proc/%d/fd" % pid
+    for fd in os.listdir(base):
+        try:
+            target = os.readlink(os.path.join(base, fd))
+        except FileNotFoundError:
+            continue  # closed while we looked
+        m = re.match(r"socket:\[(\d+)\]$", target)
+        info = socks.get(int(m.group(1))) if m else None
+        if info and info[0] == gw_port and not info[2]:
+            client += 1
+        elif info and info[1] == engine_port:
+            upstream += 1
+        else:
+            other += 1
+    return client, upstream, other
+
+
 def rss_kib(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -333,7 +374,7 @@ class BaselineTest(OwnTest):
         for i in range(8):  # warm-up: every worker's upstream connection, allocator arenas
             for stream in (False, True):
                 cls.normal("warm-up %d" % i, stream)
-        cls.base_fds = cls.settled_fds(None)
+        cls.base = cls.settled_census(None)
 
     @classmethod
     def start(cls):
@@ -345,17 +386,21 @@ class BaselineTest(OwnTest):
         raise NotImplementedError
 
     @classmethod
-    def settled_fds(cls, limit, timeout=None):
-        """The gateway's descriptor count once it is within `limit` (or, without a limit, once
-        it stays the same for 50 ms), or the last count when `timeout` runs out."""
+    def census(cls):
+        return fd_census(cls.pid, cls.gw.port, cls.engine_port)
+
+    @classmethod
+    def settled_census(cls, fits, timeout=None):
+        """The gateway's descriptor census once `fits(census)` holds (or, with fits None, once
+        it stays the same for 50 ms), or the last census when `timeout` runs out."""
         deadline = time.monotonic() + (timeout or t(3))
-        n = fd_count(cls.pid)
+        n = cls.census()
         while time.monotonic() < deadline:
-            if limit is not None and n <= limit:
+            if fits is not None and fits(n):
                 return n
             time.sleep(0.05)
-            m = fd_count(cls.pid)
-            if limit is None and m == n:
+            m = cls.census()
+            if fits is None and m == n:
                 return m
             n = m
         return n
@@ -371,16 +416,25 @@ class BaselineTest(OwnTest):
             time.sleep(0.05)
             m = metrics(self.gw.port)
 
-    def assertBaseline(self, what, stream=False):
-        """Gauges back to 0, descriptors back near the baseline, a normal request served.
-        Returns (descriptors, RSS KiB) for the growth check."""
+    def assertBaseline(self, what, stream=False, upstream=0):
+        """Gauges back to 0, no client connection left, other descriptors back at the
+        baseline, at most `upstream` more pooled engine connections than at the baseline
+        (the most requests the fault ran at once beyond the warm-up's), a normal request
+        served. Returns (descriptors, RSS KiB) for the growth check."""
         self.wait_idle(what)
-        fds = self.settled_fds(self.base_fds + FD_SLACK)
-        self.assertLessEqual(fds, self.base_fds + FD_SLACK,
-                             "after %s the gateway holds %d descriptors (baseline %d)" % (what, fds, self.base_fds))
+        b_client, b_up, b_other = self.base
+        up_max = b_up + max(upstream, FD_SLACK)
+
+        def fits(c):
+            return c[0] == 0 and c[1] <= up_max and c[2] <= b_other + 1
+
+        c = self.settled_census(fits)
+        self.assertTrue(fits(c), "after %s the gateway holds %d client connections, %d engine connections "
+                        "(at most %d expected), %d other descriptors (baseline %r)"
+                        % (what, c[0], c[1], up_max, c[2], self.base))
         rss = rss_kib(self.pid)
         self.normal("after " + what, stream)
-        return fds, rss
+        return sum(c), rss
 
     def assertNoGrowth(self, what, samples):
         """No descriptor growth with every repetition; RSS within a small bound (from the
@@ -407,6 +461,7 @@ class FaultTest(BaselineTest):
         cls.gw = cls.own_gateway({"bad": (cls.engine.url, [MODEL], 8)},
                                  timeouts={"request_s": REQUEST_S, "connect_ms": 2000},
                                  env={"LLMGATE_HEALTH_INTERVAL_MS": "0"}, name=cls.gw_name)
+        cls.engine_port = cls.engine.port
 
     @classmethod
     def tearDownClass(cls):
@@ -686,6 +741,7 @@ class TestClientFaults(BaselineTest):
     def start(cls):
         cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 5, name="mock-faults")
         cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, name="llmgate-client-faults")
+        cls.engine_port = cls.mock.port
         cls.hostport = "%s:%d" % (HOST, cls.gw.port)
 
     @classmethod
@@ -765,7 +821,7 @@ class TestClientFaults(BaselineTest):
         finally:
             for c in slow:
                 c.close()
-        self.assertBaseline("slowloris")
+        self.assertBaseline("slowloris", upstream=n_slow + 1)
 
     def test_half_body_then_close(self):
         """Content-Length 2x what is sent, then close: nothing reaches the engine, the body
