@@ -20,6 +20,8 @@ static const struct err_info err_table[LGE__COUNT] = {
                     "method not allowed on this path"},
     [LGE_TOO_LARGE] = {413, "invalid_request_error", "request_too_large",
                        "request body is larger than max_body_bytes"},
+    [LGE_REQUEST_TIMEOUT] = {408, "invalid_request_error", "request_timeout",
+                             "the request did not arrive in time"},
     [LGE_RATE_LIMITED] = {429, "rate_limit_exceeded", "rate_limit_exceeded",
                           "this API key is over its limit"},
     [LGE_BAD_GATEWAY] = {502, "upstream_error", "bad_gateway",

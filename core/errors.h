@@ -14,6 +14,7 @@ enum lg_err {
     LGE_NOT_FOUND,
     LGE_METHOD,
     LGE_TOO_LARGE,
+    LGE_REQUEST_TIMEOUT, /* 408: a client's headers or body did not arrive in time */
     LGE_RATE_LIMITED,
     LGE_BAD_GATEWAY,
     LGE_QUEUE_FULL,

@@ -1,0 +1,381 @@
+/* guard.c — see guard.h. */
+#include "http/guard.h"
+
+#include "core/errors.h"
+#include "core/log.h"
+#include "http/request.h"
+
+#include <errno.h>
+#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+/* A connection's state in one word, so that a phase change and a cut race safely:
+ * bits 0-2 phase, bit 3 fresh (no request seen yet), bits 4.. the phase's stamp in ms. */
+#define W_PHASE(w) ((enum guard_phase)((w)&7u))
+#define W_FRESH(w) (((w) >> 3) & 1u)
+#define W_STAMP(w) ((w) >> 4)
+#define W_MAKE(p, fresh, ms) (((uint64_t)(ms) << 4) | ((uint64_t)(fresh) << 3) | (uint64_t)(p))
+
+/* Slack when asking the kernel whether bytes came after a stamp: its clock is in jiffies. */
+#define PROBE_SLACK_MS 20
+
+struct guard_conn {
+    _Atomic uint64_t word;
+    int fd;
+    struct guard_conn *prev, *next;
+};
+
+struct guard {
+    struct guard_limits lim;
+    pthread_mutex_t mu; /* the list, n, stop */
+    pthread_cond_t cv;
+    pthread_t thread;
+    struct guard_conn *head;
+    uint64_t n;
+    bool stop;
+    atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
+};
+
+static uint64_t guard__now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+enum guard_action guard_due(enum guard_phase p, uint64_t stamp_ms, uint64_t now_ms,
+                            const struct guard_limits *l)
+{
+    uint64_t age = now_ms > stamp_ms ? now_ms - stamp_ms : 0;
+    switch (p) {
+    case G_IDLE:
+        return age >= l->keepalive_ms ? GA_PROBE : GA_NONE;
+    case G_HEADER:
+        return age >= l->header_ms ? GA_TIMEOUT : GA_NONE;
+    case G_BODY:
+        return age >= l->body_ms ? GA_TIMEOUT : GA_NONE;
+    case G_BUSY:
+    case G_CUT:
+        break;
+    }
+    return GA_NONE;
+}
+
+/* The kernel's record of what fd received: false if it cannot tell (not TCP). */
+static bool guard__tcp_info(int fd, struct tcp_info *ti)
+{
+    socklen_t len = sizeof(*ti);
+    memset(ti, 0, sizeof(*ti));
+    return getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) == 0 &&
+           len >= offsetof(struct tcp_info, tcpi_bytes_received) + sizeof(ti->tcpi_bytes_received);
+}
+
+/* Whether data came on fd later than `age_ms` ago (the kernel's clock is in jiffies: with
+ * some slack). A socket that cannot tell answers false. */
+static bool guard__data_within(int fd, uint64_t age_ms)
+{
+    struct tcp_info ti;
+    return guard__tcp_info(fd, &ti) && (uint64_t)ti.tcpi_last_data_recv + PROBE_SLACK_MS < age_ms;
+}
+
+/* Whether fd ever received a byte. A socket that cannot tell answers true. */
+static bool guard__data_ever(int fd)
+{
+    struct tcp_info ti;
+    return !guard__tcp_info(fd, &ti) || ti.tcpi_bytes_received > 0;
+}
+
+/* Writes a whole reply for `e` straight to the socket (best effort: the socket buffer is empty
+ * in the phases the guard cuts, so one send takes it). */
+static void guard__reply(struct guard *g, int fd, enum lg_err e, const char *message,
+                         unsigned retry_after)
+{
+    char body[512], out[1024], id[33];
+    size_t blen = err_envelope(body, sizeof(body), e, message, NULL);
+    const struct err_info *ei = err_info(e);
+    request_id_new(id);
+    char retry[96] = "";
+    if (retry_after)
+        snprintf(retry, sizeof(retry), "Retry-After: %u\r\nretry-after-ms: %u\r\n", retry_after,
+                 retry_after * 1000u);
+    int h = snprintf(out, sizeof(out),
+                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
+                     "Connection: close\r\nX-Request-ID: %s\r\n%s\r\n",
+                     ei->status, ei->status == 408 ? "Request Timeout" : "Service Unavailable",
+                     blen, id, retry);
+    if (h <= 0 || (size_t)h + blen > sizeof(out))
+        return;
+    memcpy(out + h, body, blen);
+    ssize_t sent = send(fd, out, (size_t)h + blen, MSG_NOSIGNAL | MSG_DONTWAIT);
+    (void)sent; /* a client that cannot take 600 bytes is closed all the same */
+    if (g->lim.count_status)
+        g->lim.count_status(g->lim.count_arg, ei->status);
+}
+
+/* Cuts c if its word is still `seen`. The caller holds g->mu (so c->fd is open). */
+static bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enum lg_err reply,
+                       const char *message, unsigned retry_after)
+{
+    if (!atomic_compare_exchange_strong(&c->word, &seen, W_MAKE(G_CUT, 0, W_STAMP(seen))))
+        return false;
+    if (reply != LGE_NONE)
+        guard__reply(g, c->fd, reply, message, retry_after);
+    /* libmicrohttpd's next read on it returns 0 and it closes the connection */
+    shutdown(c->fd, SHUT_RDWR);
+    return true;
+}
+
+/* The watchdog's look at one connection. Holds g->mu. */
+static void guard__check(struct guard *g, struct guard_conn *c, uint64_t now)
+{
+    uint64_t w = atomic_load(&c->word);
+    enum guard_phase p = W_PHASE(w);
+    uint64_t age = now > W_STAMP(w) ? now - W_STAMP(w) : 0;
+    switch (guard_due(p, W_STAMP(w), now, &g->lim)) {
+    case GA_NONE:
+        return;
+    case GA_PROBE:
+        /* Bytes since the keep-alive began: a request line is on its way (libmicrohttpd has
+         * not seen all of it, or its phase would have moved). It gets the whole header
+         * deadline from now, an upper bound on its first byte's lateness. */
+        if (guard__data_within(c->fd, age)) {
+            atomic_compare_exchange_strong(&c->word, &w, W_MAKE(G_HEADER, 0, now));
+            return;
+        }
+        if (guard__cut(g, c, w, LGE_NONE, NULL, 0))
+            atomic_fetch_add(&g->idle_closed, 1);
+        return;
+    case GA_TIMEOUT:
+        break;
+    }
+    if (p == G_HEADER) {
+        /* A new connection that never sent a byte is closed without a reply, as a keep-alive
+         * one would be: there is no request to answer. */
+        bool sent = !W_FRESH(w) || guard__data_ever(c->fd);
+        if (guard__cut(g, c, w, sent ? LGE_REQUEST_TIMEOUT : LGE_NONE,
+                       "the request's headers did not arrive within client_header_timeout_s", 0))
+            atomic_fetch_add(&g->header_timeouts, 1);
+    } else if (guard__cut(g, c, w, LGE_REQUEST_TIMEOUT,
+                          "the request body stalled for client_body_timeout_s", 0)) {
+        atomic_fetch_add(&g->body_timeouts, 1);
+    }
+}
+
+static void *guard__run(void *arg)
+{
+    struct guard *g = arg;
+    pthread_mutex_lock(&g->mu);
+    while (!g->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += (long)g->lim.tick_ms * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        pthread_cond_timedwait(&g->cv, &g->mu, &ts);
+        if (g->stop)
+            break;
+        uint64_t now = guard__now_ms();
+        for (struct guard_conn *c = g->head; c; c = c->next)
+            guard__check(g, c, now);
+    }
+    pthread_mutex_unlock(&g->mu);
+    return NULL;
+}
+
+struct guard *guard_new(const struct guard_limits *l)
+{
+    struct guard *g = calloc(1, sizeof(*g));
+    if (!g)
+        return NULL;
+    g->lim = *l;
+    if (g->lim.tick_ms == 0) {
+        /* a deadline is met within a quarter of the shortest one (and 250 ms) */
+        unsigned m = l->header_ms;
+        if (l->body_ms < m)
+            m = l->body_ms;
+        if (l->keepalive_ms < m)
+            m = l->keepalive_ms;
+        g->lim.tick_ms = m / 4 < 250 ? (m / 4 ? m / 4 : 1) : 250;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_mutex_init(&g->mu, NULL);
+    pthread_cond_init(&g->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (pthread_create(&g->thread, NULL, guard__run, g) != 0) {
+        log_error("guard: cannot start its thread: %s", strerror(errno));
+        pthread_cond_destroy(&g->cv);
+        pthread_mutex_destroy(&g->mu);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+void guard_free(struct guard *g)
+{
+    if (!g)
+        return;
+    pthread_mutex_lock(&g->mu);
+    g->stop = true;
+    pthread_cond_signal(&g->cv);
+    pthread_mutex_unlock(&g->mu);
+    pthread_join(g->thread, NULL);
+    while (g->head) { /* none when libmicrohttpd has closed everything; kept safe anyway */
+        struct guard_conn *c = g->head;
+        g->head = c->next;
+        free(c);
+    }
+    pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->mu);
+    free(g);
+}
+
+/* Headers that have been arriving this long are a slow client's (a normal client sends them
+ * in one packet): the first to make room. */
+#define SLOW_HEADER_MS 1000
+
+/* Eviction order: slow headers, then idle keep-alive connections, then headers that are only
+ * late; oldest first within each. Connections in a body or busy with a request are kept. */
+static int guard__rank(uint64_t w, uint64_t now)
+{
+    uint64_t age = now > W_STAMP(w) ? now - W_STAMP(w) : 0;
+    switch (W_PHASE(w)) {
+    case G_HEADER:
+        return age >= SLOW_HEADER_MS ? 0 : 2;
+    case G_IDLE:
+        return 1;
+    default:
+        return -1;
+    }
+}
+
+/* The connection to close for a newcomer when the table is full, or NULL. The list is newest
+ * first, so among equal stamps the last seen is the oldest. Holds g->mu. */
+static struct guard_conn *guard__victim(struct guard *g, struct guard_conn *except, uint64_t *seen)
+{
+    struct guard_conn *best = NULL;
+    uint64_t best_w = 0, now = guard__now_ms();
+    int best_rank = 3;
+    for (struct guard_conn *c = g->head; c; c = c->next) {
+        uint64_t w = atomic_load(&c->word);
+        int rank = guard__rank(w, now);
+        if (c == except || rank < 0)
+            continue;
+        if (rank < best_rank || (rank == best_rank && W_STAMP(w) <= W_STAMP(best_w)))
+            best = c, best_w = w, best_rank = rank;
+    }
+    *seen = best_w;
+    return best;
+}
+
+struct guard_conn *guard_open(struct guard *g, int fd)
+{
+    struct guard_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->fd = fd;
+    atomic_init(&c->word, W_MAKE(G_HEADER, 1, guard__now_ms()));
+    pthread_mutex_lock(&g->mu);
+    c->next = g->head;
+    if (g->head)
+        g->head->prev = c;
+    g->head = c;
+    g->n++;
+    /* over the limit: make room (a victim's phase may move under us; then pick again) */
+    while (g->n > g->lim.max_conns) {
+        uint64_t seen;
+        struct guard_conn *v = guard__victim(g, c, &seen);
+        if (!v) {
+            if (guard__cut(g, c, atomic_load(&c->word), LGE_OVERLOADED,
+                           "every connection slot of the gateway is busy with a request", 1))
+                atomic_fetch_add(&g->refused, 1);
+            break;
+        }
+        bool header = W_PHASE(seen) == G_HEADER;
+        bool sent = header && (!W_FRESH(seen) || guard__data_ever(v->fd));
+        if (guard__cut(g, v, seen, sent ? LGE_REQUEST_TIMEOUT : LGE_NONE,
+                       "the connection table is full and this request's headers were the slowest",
+                       0)) {
+            atomic_fetch_add(&g->evicted, 1);
+            break; /* its close takes it out of n */
+        }
+    }
+    pthread_mutex_unlock(&g->mu);
+    return c;
+}
+
+void guard_close(struct guard *g, struct guard_conn *c)
+{
+    if (!c)
+        return;
+    pthread_mutex_lock(&g->mu);
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        g->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    g->n--;
+    pthread_mutex_unlock(&g->mu);
+    free(c);
+}
+
+bool guard_enter(struct guard_conn *c, enum guard_phase p)
+{
+    if (!c)
+        return true;
+    uint64_t now = guard__now_ms();
+    uint64_t w = atomic_load_explicit(&c->word, memory_order_relaxed);
+    do {
+        if (W_PHASE(w) == G_CUT)
+            return false;
+    } while (!atomic_compare_exchange_weak(&c->word, &w, W_MAKE(p, 0, now)));
+    return true;
+}
+
+void guard_request_line(struct guard_conn *c)
+{
+    if (!c)
+        return;
+    uint64_t now = guard__now_ms();
+    uint64_t w = atomic_load_explicit(&c->word, memory_order_relaxed), nw;
+    do {
+        if (W_PHASE(w) == G_IDLE)
+            nw = W_MAKE(G_HEADER, 0, now);
+        else if (W_PHASE(w) == G_HEADER && W_FRESH(w))
+            nw = W_MAKE(G_HEADER, 0, W_STAMP(w)); /* its deadline still runs from accept */
+        else
+            return;
+    } while (!atomic_compare_exchange_weak(&c->word, &w, nw));
+}
+
+bool guard_touch(struct guard_conn *c)
+{
+    return guard_enter(c, G_BODY);
+}
+
+enum guard_phase guard_phase_of(const struct guard_conn *c)
+{
+    return c ? W_PHASE(atomic_load(&((struct guard_conn *)c)->word)) : G_BUSY;
+}
+
+void guard_get_stats(struct guard *g, struct guard_stats *out)
+{
+    pthread_mutex_lock(&g->mu);
+    out->open = g->n;
+    pthread_mutex_unlock(&g->mu);
+    out->header_timeouts = atomic_load(&g->header_timeouts);
+    out->body_timeouts = atomic_load(&g->body_timeouts);
+    out->idle_closed = atomic_load(&g->idle_closed);
+    out->evicted = atomic_load(&g->evicted);
+    out->refused = atomic_load(&g->refused);
+}

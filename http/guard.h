@@ -1,0 +1,89 @@
+/* guard.h — the front door's clock and its connection table.
+ *
+ * libmicrohttpd 0.9.75 has one inactivity timeout per connection: a client that sends its
+ * headers one byte a second keeps a connection forever, and a full connection table locks
+ * everyone out. The guard gives each client connection a phase and a deadline:
+ *
+ *   G_HEADER  request line and headers arriving: client_header_timeout_s from the request's
+ *             first byte (from accept for a new connection) -> 408, then close
+ *   G_BODY    body arriving: client_body_timeout_s from the last read -> 408, then close
+ *   G_IDLE    keep-alive between requests: keepalive_timeout_s -> closed without a reply
+ *   G_BUSY    request complete: the gateway's own deadlines (request_s) apply
+ *
+ * and keeps the number of open connections at max_connections: a new connection beyond it
+ * evicts the longest-idle keep-alive connection, else the connection whose headers have been
+ * arriving longest; when every connection is busy with a request, the new one gets 503.
+ *
+ * A watchdog thread checks the deadlines a few times a second. Phase changes are one
+ * compare-and-swap on the connection's own word (no lock on the request path); the table's
+ * lock is taken only when a connection opens or closes and by the watchdog. Cutting a
+ * connection is a compare-and-swap to G_CUT, the reply written straight to the socket, then
+ * shutdown(2), which libmicrohttpd sees as the client's end; the connection's own thread
+ * learns of the cut from guard_enter/guard_touch returning false and stops. */
+#ifndef LG_GUARD_H
+#define LG_GUARD_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum guard_phase { G_IDLE = 0, G_HEADER, G_BODY, G_BUSY, G_CUT };
+
+struct guard_limits {
+    unsigned header_ms;    /* G_HEADER deadline */
+    unsigned body_ms;      /* G_BODY deadline, from the last read */
+    unsigned keepalive_ms; /* G_IDLE deadline */
+    unsigned max_conns;    /* open connections; beyond: evict or refuse */
+    unsigned tick_ms;      /* watchdog period; 0 = derived from the deadlines */
+    /* Counts a status the guard wrote itself (408, 503); may be NULL. Called from the
+     * watchdog or a connection thread. */
+    void (*count_status)(void *arg, unsigned status);
+    void *count_arg;
+};
+
+struct guard_stats {
+    uint64_t open;            /* connections in the table */
+    uint64_t header_timeouts; /* G_HEADER past its deadline (408, or closed if nothing came) */
+    uint64_t body_timeouts;   /* G_BODY past its deadline (408) */
+    uint64_t idle_closed;     /* keep-alive connections closed at keepalive_timeout_s */
+    uint64_t evicted;         /* closed to make room for a new connection */
+    uint64_t refused;         /* new connections refused (503): every slot busy */
+};
+
+struct guard;
+struct guard_conn;
+
+/* A guard with its watchdog thread running, or NULL (out of memory, no thread). */
+struct guard *guard_new(const struct guard_limits *l);
+/* Stops the watchdog and frees the table. Every connection must be closed first. */
+void guard_free(struct guard *g);
+
+/* A new client connection on `fd`, in G_HEADER (fresh). May evict another connection or
+ * refuse this one (then already cut: guard_enter returns false). NULL: out of memory. */
+struct guard_conn *guard_open(struct guard *g, int fd);
+/* The connection's end: out of the table. Before the descriptor is closed. */
+void guard_close(struct guard *g, struct guard_conn *c);
+
+/* Moves c to phase p with a fresh deadline. False when the guard has cut the connection: the
+ * caller must stop serving it. NULL c (no guard) is always true. Any thread. */
+bool guard_enter(struct guard_conn *c, enum guard_phase p);
+/* A request line has arrived: a keep-alive connection's header deadline starts now, a new
+ * connection's keeps running from accept (and it has sent something). */
+void guard_request_line(struct guard_conn *c);
+/* Body progress: restarts the G_BODY deadline. False when cut. */
+bool guard_touch(struct guard_conn *c);
+/* The connection's phase (G_CUT once cut). */
+enum guard_phase guard_phase_of(const struct guard_conn *c);
+
+void guard_get_stats(struct guard *g, struct guard_stats *out);
+
+/* What the watchdog does with a connection in phase p, stamped at stamp_ms (fresh: no request
+ * seen on it yet), at now_ms. Exposed for the unit tests. */
+enum guard_action {
+    GA_NONE,    /* within its deadline */
+    GA_PROBE,   /* keep-alive deadline passed: close it, unless bytes came (then G_HEADER) */
+    GA_TIMEOUT, /* header or body deadline passed: 408 if the client sent anything, close */
+};
+enum guard_action guard_due(enum guard_phase p, uint64_t stamp_ms, uint64_t now_ms,
+                            const struct guard_limits *l);
+
+#endif

@@ -1,0 +1,252 @@
+/* The front door's guard: deadlines per phase, the eviction order when the connection table is
+ * full, and what a cut client receives, on real loopback TCP connections. */
+#include "http/guard.h"
+#include "unit.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static int lfd = -1;
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* A connected pair: *client is the peer's end, the return value the server's end. */
+static int tcp_pair(int *client)
+{
+    if (lfd < 0) {
+        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        lfd = socket(AF_INET, SOCK_STREAM, 0);
+        ck_assert_int_ge(lfd, 0);
+        ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+        ck_assert_int_eq(listen(lfd, 64), 0);
+    }
+    struct sockaddr_in a;
+    socklen_t al = sizeof(a);
+    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
+    *client = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(*client, 0);
+    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
+    int s = accept(lfd, NULL, NULL);
+    ck_assert_int_ge(s, 0);
+    return s;
+}
+
+/* What the client end receives until EOF (or 2 s): into out, NUL-terminated; its length. */
+static size_t read_all(int fd, char *out, size_t cap)
+{
+    size_t n = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (poll(&p, 1, 2000) != 1)
+            break;
+        ssize_t r = recv(fd, out + n, cap - 1 - n, 0);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    out[n] = '\0';
+    return n;
+}
+
+static unsigned counted[600];
+static void count(void *arg, unsigned status)
+{
+    (void)arg;
+    counted[status]++;
+}
+
+START_TEST(test_due)
+{
+    struct guard_limits l = {.header_ms = 100, .body_ms = 200, .keepalive_ms = 300};
+    ck_assert_int_eq(guard_due(G_HEADER, 1000, 1099, &l), GA_NONE);
+    ck_assert_int_eq(guard_due(G_HEADER, 1000, 1100, &l), GA_TIMEOUT);
+    ck_assert_int_eq(guard_due(G_BODY, 1000, 1199, &l), GA_NONE);
+    ck_assert_int_eq(guard_due(G_BODY, 1000, 1200, &l), GA_TIMEOUT);
+    ck_assert_int_eq(guard_due(G_IDLE, 1000, 1299, &l), GA_NONE);
+    ck_assert_int_eq(guard_due(G_IDLE, 1000, 1300, &l), GA_PROBE);
+    ck_assert_int_eq(guard_due(G_BUSY, 0, 1u << 30, &l), GA_NONE);
+    ck_assert_int_eq(guard_due(G_CUT, 0, 1u << 30, &l), GA_NONE);
+    ck_assert_int_eq(guard_due(G_HEADER, 2000, 1000, &l), GA_NONE); /* a stamp ahead of now */
+}
+END_TEST
+
+/* Deadlines far away: only the table limit acts. */
+START_TEST(test_eviction_order)
+{
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 3,
+                             .count_status = count};
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int ca, cb, cc, cd, ce;
+    int sa = tcp_pair(&ca), sb = tcp_pair(&cb), sc = tcp_pair(&cc);
+    struct guard_conn *a = guard_open(g, sa), *b = guard_open(g, sb), *c = guard_open(g, sc);
+    ck_assert(guard_enter(b, G_IDLE));
+    ck_assert(guard_enter(c, G_BUSY));
+    /* full: the idle keep-alive connection goes first, without a reply */
+    int sd = tcp_pair(&cd);
+    struct guard_conn *d = guard_open(g, sd);
+    ck_assert_int_eq(guard_phase_of(b), G_CUT);
+    ck_assert(!guard_enter(b, G_BUSY));
+    ck_assert(!guard_touch(b));
+    ck_assert_int_eq(guard_phase_of(a), G_HEADER);
+    char buf[2048];
+    ck_assert_uint_eq(read_all(cb, buf, sizeof(buf)), 0);
+    guard_close(g, b);
+    close(sb);
+    /* next: the oldest of the headers (a, which sent nothing: closed without a reply) */
+    int se = tcp_pair(&ce);
+    struct guard_conn *e = guard_open(g, se);
+    ck_assert_int_eq(guard_phase_of(a), G_CUT);
+    ck_assert_int_eq(guard_phase_of(d), G_HEADER);
+    ck_assert_uint_eq(read_all(ca, buf, sizeof(buf)), 0);
+    guard_close(g, a);
+    close(sa);
+    /* a header arriving for over a second outranks everything; one that sent bytes gets 408 */
+    ck_assert_int_eq(send(cd, "POST /v1/ch", 11, 0), 11);
+    sleep_ms(1100);
+    ck_assert(guard_enter(e, G_IDLE));
+    int sf, cf;
+    sf = tcp_pair(&cf);
+    struct guard_conn *f = guard_open(g, sf);
+    ck_assert_int_eq(guard_phase_of(d), G_CUT);
+    ck_assert_int_eq(guard_phase_of(e), G_IDLE);
+    read_all(cd, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "\"code\":\"request_timeout\""));
+    ck_assert_ptr_nonnull(strstr(buf, "Content-Type: application/json\r\n"));
+    ck_assert_uint_eq(counted[408], 1);
+    guard_close(g, d);
+    close(sd);
+    /* every slot busy with a request: the newcomer is refused with 503 and Retry-After */
+    ck_assert(guard_enter(e, G_BUSY));
+    ck_assert(guard_enter(f, G_BODY));
+    int sh, ch;
+    sh = tcp_pair(&ch);
+    struct guard_conn *h = guard_open(g, sh);
+    ck_assert_int_eq(guard_phase_of(h), G_CUT);
+    ck_assert(!guard_enter(h, G_HEADER));
+    read_all(ch, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 503 ", 13) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "Retry-After: 1\r\n"));
+    ck_assert_ptr_nonnull(strstr(buf, "\"code\":\"overloaded\""));
+    struct guard_stats st;
+    guard_get_stats(g, &st);
+    ck_assert_uint_eq(st.evicted, 3);
+    ck_assert_uint_eq(st.refused, 1);
+    ck_assert_uint_eq(st.open, 4);
+    struct guard_conn *left[] = {c, e, f, h};
+    int fds[] = {sc, se, sf, sh, cc, cd, ce, cf, ch, ca, cb};
+    for (size_t i = 0; i < 4; i++)
+        guard_close(g, left[i]);
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    guard_free(g);
+}
+END_TEST
+
+/* Short deadlines: the watchdog acts. */
+START_TEST(test_deadlines)
+{
+    struct guard_limits l = {
+        .header_ms = 200, .body_ms = 200, .keepalive_ms = 200, .max_conns = 100, .tick_ms = 10};
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    char buf[2048];
+    int c1, c2, c3, c4, c5;
+
+    /* headers trickling past the deadline: 408 */
+    int s1 = tcp_pair(&c1);
+    struct guard_conn *h = guard_open(g, s1);
+    ck_assert_int_eq(send(c1, "G", 1, 0), 1);
+    guard_request_line(h);
+    sleep_ms(100);
+    ck_assert_int_eq(guard_phase_of(h), G_HEADER);
+    read_all(c1, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+    ck_assert_int_eq(guard_phase_of(h), G_CUT);
+
+    /* a body that keeps coming is never cut, however long it takes in all */
+    int s2 = tcp_pair(&c2);
+    struct guard_conn *b = guard_open(g, s2);
+    ck_assert(guard_enter(b, G_BODY));
+    for (int i = 0; i < 10; i++) {
+        sleep_ms(60);
+        ck_assert(guard_touch(b));
+    }
+    /* ...and one that stalls is, with 408 */
+    read_all(c2, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "client_body_timeout_s"));
+    ck_assert(!guard_touch(b));
+
+    /* an idle keep-alive connection: closed without a reply */
+    int s3 = tcp_pair(&c3);
+    struct guard_conn *k = guard_open(g, s3);
+    ck_assert(guard_enter(k, G_IDLE));
+    ck_assert_uint_eq(read_all(c3, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(guard_phase_of(k), G_CUT);
+
+    /* a keep-alive connection whose next request line is still arriving at the keep-alive
+     * deadline gets the header deadline on top, then 408 */
+    int s4 = tcp_pair(&c4);
+    struct guard_conn *p = guard_open(g, s4);
+    ck_assert(guard_enter(p, G_IDLE));
+    sleep_ms(100);
+    ck_assert_int_eq(send(c4, "POS", 3, 0), 3);
+    sleep_ms(200);
+    ck_assert_int_eq(guard_phase_of(p), G_HEADER);
+    read_all(c4, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+
+    /* a fresh connection that never sent a byte: closed without a reply */
+    int s5 = tcp_pair(&c5);
+    struct guard_conn *q = guard_open(g, s5);
+    ck_assert_uint_eq(read_all(c5, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(guard_phase_of(q), G_CUT);
+
+    /* busy connections have no client deadline */
+    int s6, c6;
+    s6 = tcp_pair(&c6);
+    struct guard_conn *r = guard_open(g, s6);
+    ck_assert(guard_enter(r, G_BUSY));
+    sleep_ms(400);
+    ck_assert_int_eq(guard_phase_of(r), G_BUSY);
+
+    struct guard_stats st;
+    guard_get_stats(g, &st);
+    ck_assert_uint_eq(st.header_timeouts, 3);
+    ck_assert_uint_eq(st.body_timeouts, 1);
+    ck_assert_uint_eq(st.idle_closed, 1);
+    struct guard_conn *all[] = {h, b, k, p, q, r};
+    int fds[] = {s1, s2, s3, s4, s5, s6, c1, c2, c3, c4, c5, c6};
+    for (size_t i = 0; i < 6; i++)
+        guard_close(g, all[i]);
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    guard_free(g);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("guard");
+    TCase *tc = tcase_create("guard");
+    tcase_set_timeout(tc, 30);
+    tcase_add_test(tc, test_due);
+    tcase_add_test(tc, test_eviction_order);
+    tcase_add_test(tc, test_deadlines);
+    suite_add_tcase(s, tc);
+    return s;
+}
