@@ -41,6 +41,9 @@ struct config {
     unsigned workers;
     unsigned max_connections;
     unsigned max_connections_per_ip; /* 0 = no limit */
+    unsigned client_header_timeout_s;
+    unsigned client_body_timeout_s;
+    unsigned keepalive_timeout_s;
     uint64_t stream_buffer_bytes;
     /* [timeouts] */
     unsigned connect_ms;

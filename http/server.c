@@ -6,6 +6,7 @@
 #include "core/errors.h"
 #include "core/esc.h"
 #include "core/log.h"
+#include "http/guard.h"
 #include "http/request.h"
 #include "inference/job.h"
 #include "inference/router.h"
@@ -53,6 +54,7 @@ struct server {
     const struct config *cfg;
     struct pool *pool;
     struct MHD_Daemon *daemon;
+    struct guard *guard; /* client deadlines and the connection table */
     int64_t started_wall;
     char *models_json;
     size_t models_len;
@@ -201,8 +203,10 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
     struct router *r = pool_router(s->pool);
     struct router_stats rs;
     struct pool_stats ps;
+    struct guard_stats gs;
     router_get_stats(r, &rs);
     pool_get_stats(s->pool, &ps);
+    guard_get_stats(s->guard, &gs);
     struct buf b;
     buf_init(&b, HTTP_DOC_MAX);
     int rc = buf_printf(&b, "# HELP llmgate_http_responses_total Responses sent, by status code.\n"
@@ -230,6 +234,19 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
         {"llmgate_body_memory_bytes", "gauge",
          "Bytes of request bodies held in flight (limit: max_body_memory).",
          atomic_load_explicit(&s->body_mem, memory_order_relaxed)},
+        {"llmgate_client_connections", "gauge", "Open client connections (limit: max_connections).",
+         gs.open},
+        {"llmgate_client_header_timeouts_total", "counter",
+         "Requests whose headers did not arrive within client_header_timeout_s.",
+         gs.header_timeouts},
+        {"llmgate_client_body_timeouts_total", "counter",
+         "Request bodies that stalled for client_body_timeout_s.", gs.body_timeouts},
+        {"llmgate_keepalive_closed_total", "counter",
+         "Idle keep-alive connections closed at keepalive_timeout_s.", gs.idle_closed},
+        {"llmgate_connections_evicted_total", "counter",
+         "Idle or slow connections closed to make room at max_connections.", gs.evicted},
+        {"llmgate_connections_refused_total", "counter",
+         "New connections refused with 503: every slot busy with a request.", gs.refused},
     };
     for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]) && rc == 0; i++)
         rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name,
@@ -461,6 +478,49 @@ static const char *http__framing(struct MHD_Connection *conn, const char *versio
 /* Marks requests the gateway answers itself (con_cls). */
 static int http_deferred;
 
+/* The guard's record of the connection (its socket context). */
+static struct guard_conn *http__gconn(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* libmicrohttpd's connection start and end: into and out of the guard's table. A connection
+ * the guard cannot record (out of memory) is closed at once. */
+static void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                         enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            return;
+        *socket_context = guard_open(s->guard, ci->connect_fd);
+        if (!*socket_context)
+            shutdown(ci->connect_fd, SHUT_RDWR);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        guard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* Called when a request line has arrived: the request's headers are on their way (its first
+ * byte came a little earlier; the keep-alive wait is over). Returns the initial con_cls. */
+static void *http__uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)uri;
+    guard_request_line(http__gconn(conn));
+    return NULL;
+}
+
+static void http__count_status(void *arg, unsigned status)
+{
+    http__count(arg, status);
+}
+
 static const char *http__request_id(struct MHD_Connection *conn, char idbuf[33])
 {
     const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-ID");
@@ -631,9 +691,11 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
          * connection stays reusable (an early answer makes libmicrohttpd close it). */
         if (*upload_data_size) {
             *upload_data_size = 0; /* discarded */
-            return MHD_YES;
+            return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
         }
         *con_cls = NULL;
+        if (!guard_enter(http__gconn(conn), G_BUSY))
+            return MHD_NO;
         return http__answer_local(s, conn, url, method);
     }
     if (job) {
@@ -641,8 +703,10 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
             if (*upload_data_size) {
                 http__take_body(s, job, upload_data, *upload_data_size);
                 *upload_data_size = 0;
-                return MHD_YES;
+                return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
             }
+            if (!guard_enter(http__gconn(conn), G_BUSY))
+                return MHD_NO; /* cut by the guard: libmicrohttpd closes, completed frees */
             return http__submit(s, conn, job);
         }
         if (job->h_state == H_WAIT) {
@@ -662,7 +726,10 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         return MHD_YES;
     }
 
-    /* first call: headers only */
+    /* first call: headers only. From here the body's deadline runs (client_body_timeout_s);
+     * an answer given now ends the request (the guard's G_BUSY until it is sent). */
+    if (!guard_enter(http__gconn(conn), G_BODY))
+        return MHD_NO;
     char idbuf[33];
     const char *rid = http__request_id(conn, idbuf);
     const char *bad = http__framing(conn, version);
@@ -707,7 +774,8 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
 {
     struct server *s = cls;
     struct job *job = *con_cls;
-    (void)conn;
+    /* the response is out (or the request ended): keep-alive idle from now */
+    guard_enter(http__gconn(conn), G_IDLE);
     if (!job || *con_cls == &http_deferred)
         return;
     *con_cls = NULL;
@@ -801,14 +869,36 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     freeaddrinfo(ai);
     if (lfd < 0)
         goto fail;
+    struct guard_limits gl = {.header_ms = cfg->client_header_timeout_s * 1000u,
+                              .body_ms = cfg->client_body_timeout_s * 1000u,
+                              .keepalive_ms = cfg->keepalive_timeout_s * 1000u,
+                              .max_conns = cfg->max_connections,
+                              .count_status = http__count_status,
+                              .count_arg = s};
+    s->guard = guard_new(&gl);
+    if (!s->guard) {
+        close(lfd);
+        goto fail;
+    }
+    /* libmicrohttpd's own limit sits above max_connections, so that a new connection reaches
+     * the guard, which makes room for it (libmicrohttpd splits its limit between its threads
+     * and would refuse silently). Its inactivity timeout is left as a backstop after the
+     * guard's deadlines, and is what ends a response whose client takes no byte of it. */
+    unsigned mhd_limit = cfg->max_connections + cfg->max_connections / 4 + 64 * cfg->threads;
+    unsigned backstop = cfg->client_header_timeout_s;
+    if (cfg->client_body_timeout_s > backstop)
+        backstop = cfg->client_body_timeout_s;
+    if (cfg->keepalive_timeout_s > backstop)
+        backstop = cfg->keepalive_timeout_s;
+    backstop += 5;
     s->daemon = MHD_start_daemon(
         flags, (uint16_t)cfg->listen_port, NULL, NULL, http__access, s, MHD_OPTION_LISTEN_SOCKET,
         (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)300, MHD_OPTION_NOTIFY_COMPLETED,
-        http__completed, s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+        (unsigned int)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, backstop,
+        MHD_OPTION_NOTIFY_COMPLETED, http__completed, s, MHD_OPTION_NOTIFY_CONNECTION, http__notify,
+        s, MHD_OPTION_URI_LOG_CALLBACK, http__uri_log, s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log,
+        NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
     if (!s->daemon) {
         close(lfd);
         log_error("cannot start the HTTP server on %s", cfg->listen);
@@ -816,6 +906,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     }
     return s;
 fail:
+    guard_free(s->guard);
     free(s->models_json);
     free(s);
     return NULL;
@@ -841,6 +932,7 @@ void server_free(struct server *s)
         return;
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
+    guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
     free(s->models_json);
     free(s);
 }

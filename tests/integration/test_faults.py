@@ -882,3 +882,201 @@ class TestClientFaults(BaselineTest):
     def test_half_close_stream(self):
         """The same for a stream."""
         self.half_close(True, 500)
+
+
+class TestClientDeadlines(BaselineTest):
+    """[server] client_header_timeout_s, client_body_timeout_s, keepalive_timeout_s and the
+    connection table at max_connections, with short deadlines, in front of the mock engine."""
+
+    HEADER_S, BODY_S, KEEPALIVE_S, MAX_CONNS = 1, 1, 2, 16
+    LATE = 0.6  # the watchdog ticks every 250 ms; a loaded CI machine adds some
+
+    @classmethod
+    def start(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 5, name="mock-deadlines")
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])},
+                                 server={"client_header_timeout_s": cls.HEADER_S,
+                                         "client_body_timeout_s": cls.BODY_S,
+                                         "keepalive_timeout_s": cls.KEEPALIVE_S,
+                                         "max_connections": cls.MAX_CONNS},
+                                 name="llmgate-deadlines")
+        cls.engine_port = cls.mock.port
+        cls.hostport = "%s:%d" % (HOST, cls.gw.port)
+
+    normal = classmethod(TestClientFaults.normal.__func__)
+    expected = classmethod(TestClientFaults.expected.__func__)
+
+    def req(self, body):
+        return build_request("POST", CHAT, self.hostport, body)
+
+    def gauge(self, name):
+        r = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5))
+        m = re.search(r"^%s (\d+)$" % name, r.body.decode(), re.M)
+        self.assertTrue(m, "%s missing from /metrics" % name)
+        return int(m.group(1))
+
+    def until_closed(self, c, limit):
+        """Everything the gateway sends until it closes c, and when it closed (monotonic)."""
+        c.settimeout(limit)
+        out = b""
+        while True:
+            try:
+                d = c.sock.recv(65536)
+            except ConnectionResetError:
+                d = b""
+            if not d:
+                return out, time.monotonic()
+            out += d
+
+    def assert408(self, data, what):
+        self.assertTrue(data.startswith(b"HTTP/1.1 408 "), "%s: %r" % (what, data[:200]))
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertIn(b"\r\nContent-Type: application/json\r\n", head + b"\r\n")
+        self.assertIn(b"\r\nConnection: close", head)
+        self.assertIn(b"\r\nX-Request-ID: ", head)
+        err = json.loads(body)["error"]
+        self.assertEqual((err["type"], err["code"]), ("invalid_request_error", "request_timeout"), body)
+        self.assertEqual(len(body), int(re.search(rb"Content-Length: (\d+)", head).group(1)))
+
+    def test_header_deadline(self):
+        """Headers trickled a byte every 100 ms: 408 and close at client_header_timeout_s from
+        the connection's start, although a byte came just before."""
+        before = self.gauge("llmgate_client_header_timeouts_total")
+        data = self.req(chat_body("slow headers"))
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            t0 = time.monotonic()
+            for i in range(int(self.HEADER_S / 0.1) + 10):
+                try:
+                    c.send(data[i:i + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                time.sleep(0.1)
+            out, t1 = self.until_closed(c, t(5))
+        self.assert408(out, "slow headers")
+        self.assertGreaterEqual(t1 - t0, self.HEADER_S - 0.05)
+        self.assertLess(t1 - t0, self.HEADER_S + 1.0 + self.LATE)
+        self.assertEqual(self.gauge("llmgate_client_header_timeouts_total"), before + 1)
+        self.assertBaseline("a slow header")
+
+    def test_silent_connection(self):
+        """A connection that never sends a byte is closed at the header deadline, with no reply."""
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            t0 = time.monotonic()
+            out, t1 = self.until_closed(c, t(5))
+        self.assertEqual(out, b"")
+        self.assertGreaterEqual(t1 - t0, self.HEADER_S - 0.05)
+        self.assertLess(t1 - t0, self.HEADER_S + self.LATE)
+        self.assertBaseline("a silent connection")
+
+    def test_body_deadline(self):
+        """A body that stops half-way: 408 client_body_timeout_s after the last byte; the
+        body's memory is returned."""
+        body = chat_body("half a body")
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            c.send(self.req(body)[:-len(body) // 2])
+            t0 = time.monotonic()
+            out, t1 = self.until_closed(c, t(5))
+        self.assert408(out, "stalled body")
+        self.assertIn(b"client_body_timeout_s", out)
+        self.assertGreaterEqual(t1 - t0, self.BODY_S - 0.05)
+        self.assertLess(t1 - t0, self.BODY_S + self.LATE)
+        self.assertBaseline("a stalled body")
+
+    def test_slow_body_that_keeps_coming(self):
+        """client_body_timeout_s is between two reads, not for the whole body: a body sent a
+        byte every 150 ms for 3 s in all is served."""
+        body = chat_body("a slow but steady body " + "s" * 8)
+        data = self.req(body)
+        head = data[:-len(body)]
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            c.send(head)
+            step = max(1, len(body) // 20)
+            t0 = time.monotonic()
+            for i in range(0, len(body), step):
+                c.send(body[i:i + step])
+                time.sleep(0.15)
+            r = c.read_response()
+        self.assertGreater(time.monotonic() - t0, 2 * self.BODY_S)
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.body, self.expected(body))
+        self.assertBaseline("a slow steady body")
+
+    def test_keepalive(self):
+        """A keep-alive connection is reusable within keepalive_timeout_s and closed without a
+        byte after it."""
+        body = chat_body("keep-alive")
+        want = self.expected(body)
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            for pause in (0.0, self.KEEPALIVE_S - 0.7):
+                time.sleep(pause)
+                c.send(self.req(body))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (200, want), r)
+            t0 = time.monotonic()
+            out, t1 = self.until_closed(c, t(5))
+        self.assertEqual(out, b"")
+        self.assertGreaterEqual(t1 - t0, self.KEEPALIVE_S - 0.05)
+        self.assertLess(t1 - t0, self.KEEPALIVE_S + self.LATE)
+        self.assertBaseline("keep-alive expiry")
+
+    def test_full_table_of_slow_clients(self):
+        """max_connections slow clients (each sent part of its headers) hold the whole table:
+        normal requests still get through at once (the first closes the slowest of them with
+        408, the next ones reuse the slot it freed); the slow ones left are cut at their
+        deadline, with 408 too."""
+        before = self.gauge("llmgate_connections_evicted_total")
+        data = self.req(chat_body("slow client in a full table"))
+        slow = [Raw(HOST, self.gw.port, t(10)) for _ in range(self.MAX_CONNS)]
+        try:
+            for c in slow:
+                c.send(data[:20])
+            # (no /metrics look now: its own connection would make room too)
+            time.sleep(0.3)
+            for i in range(3):
+                t0 = time.monotonic()
+                self.normal("through a full table %d" % i, i % 2 == 1)
+                self.assertLess(time.monotonic() - t0, 0.5)
+            # the one evicted is the oldest, and got 408
+            out, _ = self.until_closed(slow[0], t(2))
+            self.assert408(out, "evicted")
+            self.assertIn(b"connection table is full", out)
+            for c in slow[1:]:
+                out, _ = self.until_closed(c, t(5))
+                self.assert408(out, "slow client at its deadline")
+        finally:
+            for c in slow:
+                c.close()
+        self.assertEqual(self.gauge("llmgate_connections_evicted_total"), before + 1)
+        self.assertBaseline("a table full of slow clients")
+
+    def test_full_table_of_busy_requests(self):
+        """When every slot holds a request in progress, a new connection gets 503 overloaded
+        with Retry-After (nothing can be evicted), and the requests are all answered."""
+        before = self.gauge("llmgate_connections_refused_total")
+        evicted = self.gauge("llmgate_connections_evicted_total")
+        body = chat_body("busy")
+        data = self.req(body)
+        head, rest = data[:-1], data[-1:]
+        busy = [Raw(HOST, self.gw.port, t(10)) for _ in range(self.MAX_CONNS)]
+        try:
+            # each holds its body open (a byte short), refreshing the body deadline
+            for c in busy:
+                c.send(head)
+            time.sleep(0.3)  # their headers are read (no /metrics look: it would take a slot)
+            with Raw(HOST, self.gw.port, t(10)) as c:
+                out, _ = self.until_closed(c, t(3))
+            self.assertTrue(out.startswith(b"HTTP/1.1 503 "), out[:200])
+            self.assertIn(b"\r\nRetry-After: 1\r\n", out)
+            self.assertIn(b'"code":"overloaded"', out)
+            for c in busy:
+                c.send(rest)
+            want = self.expected(body)
+            for c in busy:
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (200, want), r)
+        finally:
+            for c in busy:
+                c.close()
+        self.assertEqual(self.gauge("llmgate_connections_refused_total"), before + 1)
+        self.assertEqual(self.gauge("llmgate_connections_evicted_total"), evicted)
+        self.assertBaseline("a table full of requests")
