@@ -6,6 +6,7 @@
 #include "core/errors.h"
 #include "core/esc.h"
 #include "core/log.h"
+#include "http/framing.h"
 #include "http/guard.h"
 #include "http/request.h"
 #include "inference/job.h"
@@ -426,53 +427,22 @@ static const char *http__bearer(struct MHD_Connection *conn, size_t *len)
     return *len ? h : NULL;
 }
 
-/* Request framing and header hygiene, checked on every request's first access-handler call
- * (libmicrohttpd 0.9.75 takes the first of two Content-Lengths and the rest of the body as a
- * second request, accepts Content-Length with Transfer-Encoding, waits for the body of an
- * unknown transfer coding, and passes NUL and bare CR inside header values). */
-struct http_hdr_scan {
-    unsigned n_clen, n_te;
-    const char *te;
-    const char *why; /* first problem, or NULL */
-};
-
+/* Request framing and header hygiene (http/framing.c), checked on every request's first
+ * access-handler call. libmicrohttpd 0.9.75 already cuts a header line at a NUL (its sizes are
+ * strlen's), so the NUL check holds for versions that report the bytes received. */
 static enum MHD_Result http__hdr_scan(void *cls, enum MHD_ValueKind kind, const char *key,
                                       size_t key_size, const char *value, size_t value_size)
 {
-    struct http_hdr_scan *h = cls;
     (void)kind;
-    /* libmicrohttpd 0.9.75 already cuts a header line at a NUL (its sizes are strlen's), so
-     * this only holds for versions that report the bytes received */
-    if (strlen(key) != key_size || (value && strlen(value) != value_size))
-        h->why = "a header contains a NUL byte";
-    else if (value && (memchr(value, '\r', value_size) || memchr(value, '\n', value_size)))
-        h->why = "a header value contains CR or LF";
-    else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
-        h->n_clen++;
-    else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
-        h->n_te++;
-        h->te = value;
-    }
-    return h->why ? MHD_NO : MHD_YES;
+    return framing_header(cls, key, key_size, value, value_size) ? MHD_YES : MHD_NO;
 }
 
 /* Returns why the request must be refused (400, then close), or NULL. */
 static const char *http__framing(struct MHD_Connection *conn, const char *version)
 {
-    struct http_hdr_scan h = {0};
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__hdr_scan, &h);
-    if (h.why)
-        return h.why;
-    if (h.n_clen > 1)
-        return "more than one Content-Length header";
-    if (h.n_te > 1 || (h.n_te && (!h.te || strcasecmp(h.te, "chunked") != 0)))
-        return "unsupported Transfer-Encoding (only chunked is accepted)";
-    if (h.n_te && h.n_clen)
-        return "Content-Length together with Transfer-Encoding";
-    if (!strcmp(version, MHD_HTTP_VERSION_1_1) &&
-        !MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_HOST))
-        return "an HTTP/1.1 request needs a Host header";
-    return NULL;
+    struct framing f = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__hdr_scan, &f);
+    return framing_verdict(&f, !strcmp(version, MHD_HTTP_VERSION_1_1));
 }
 
 /* Marks requests the gateway answers itself (con_cls). */
@@ -564,22 +534,6 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
     if (needs_key && !http__authorized(s, conn, &key_name))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     return http__get(s, conn, route, url, rid);
-}
-
-/* A Content-Length value: digits only (libmicrohttpd has checked the syntax already; this
- * also refuses what would overflow). */
-static int http__parse_clen(const char *v, uint64_t *out)
-{
-    uint64_t n = 0;
-    if (!*v)
-        return -1;
-    for (; *v; v++) {
-        if (*v < '0' || *v > '9' || n > (UINT64_MAX - 9) / 10)
-            return -1;
-        n = n * 10 + (uint64_t)(*v - '0');
-    }
-    *out = n;
-    return 0;
 }
 
 /* Takes n bytes of the gateway-wide body budget for `job`. Returns 0, or -1 when the bodies
@@ -748,7 +702,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     uint64_t clen = 0;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && (http__parse_clen(cl, &clen) != 0 || clen > s->cfg->max_body_bytes))
+    if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > s->cfg->max_body_bytes))
         return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
 
     job = job_new(s->cfg->max_body_bytes, s->cfg->stream_buffer_bytes);
