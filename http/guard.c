@@ -13,8 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 /* A connection's state in one word, so that a phase change and a cut race safely:
  * bits 0-2 phase, bit 3 fresh (no request seen yet), bits 4.. the phase's stamp in ms. */
@@ -42,6 +45,52 @@ struct guard {
     bool stop;
     atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
 };
+
+/* ---------------------------------------------------------------------------------------- */
+/* a half-closed client (shutdown(SHUT_WR) after its request, legal HTTP) is served           */
+/*
+ * libmicrohttpd 0.9.75 closes a connection the moment a read returns 0, in every state
+ * (MHD_connection_handle_read), and it reads once more on every resume (it marks a resumed
+ * connection read-ready, and its event-loop state is still the body's "read"): a client that
+ * half-closed after its request would lose the response. So while a request is complete and
+ * its response is being produced (G_BUSY), an end of file on its socket is held back: recv(2)
+ * below reports EAGAIN instead, and notes it. When the response is out (G_IDLE), a noted end
+ * of file is given back: shutdown(SHUT_RD) makes the socket readable again, libmicrohttpd
+ * reads the 0 and closes. The executable's recv() takes precedence over libc's for
+ * libmicrohttpd (and curl, whose sockets are never in the table). Whether the client really
+ * left is the worker's question (worker__client_event). */
+enum { HOLD_NONE = 0, HOLD_EOF = 1, HOLD_HELD = 2 };
+static _Atomic unsigned char *guard_hold; /* by descriptor number */
+static size_t guard_hold_n;
+
+ssize_t recv(int fd, void *buf, size_t n, int flags)
+{
+    ssize_t r = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+    if (r == 0 && n > 0 && fd >= 0 && (size_t)fd < guard_hold_n) {
+        unsigned char want = HOLD_EOF;
+        if (atomic_compare_exchange_strong(&guard_hold[fd], &want, HOLD_HELD) ||
+            want == HOLD_HELD) {
+            errno = EAGAIN;
+            return -1;
+        }
+    }
+    return r;
+}
+
+/* The hold for c's descriptor as c enters phase p. */
+static void guard__hold(struct guard_conn *c, enum guard_phase p)
+{
+    if (c->fd < 0 || (size_t)c->fd >= guard_hold_n)
+        return;
+    if (p == G_BUSY) {
+        atomic_store_explicit(&guard_hold[c->fd], HOLD_EOF, memory_order_relaxed);
+        return;
+    }
+    if (atomic_load_explicit(&guard_hold[c->fd], memory_order_relaxed) == HOLD_NONE)
+        return;
+    if (atomic_exchange(&guard_hold[c->fd], HOLD_NONE) == HOLD_HELD && p == G_IDLE)
+        shutdown(c->fd, SHUT_RD);
+}
 
 static uint64_t guard__now_ms(void)
 {
@@ -195,6 +244,14 @@ struct guard *guard_new(const struct guard_limits *l)
     if (!g)
         return NULL;
     g->lim = *l;
+    struct rlimit rl;
+    if (!guard_hold && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        size_t n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 22) ? (1u << 22)
+                                                                            : (size_t)rl.rlim_cur;
+        /* once per process, never freed: recv() may run on any thread at any time */
+        guard_hold = calloc(n, 1);
+        guard_hold_n = guard_hold ? n : 0;
+    }
     if (g->lim.tick_ms == 0) {
         /* a deadline is met within a quarter of the shortest one (and 250 ms) */
         unsigned m = l->header_ms;
@@ -326,6 +383,8 @@ void guard_close(struct guard *g, struct guard_conn *c)
         c->next->prev = c->prev;
     g->n--;
     pthread_mutex_unlock(&g->mu);
+    if (c->fd >= 0 && (size_t)c->fd < guard_hold_n)
+        atomic_store(&guard_hold[c->fd], HOLD_NONE);
     free(c);
 }
 
@@ -339,6 +398,7 @@ bool guard_enter(struct guard_conn *c, enum guard_phase p)
         if (W_PHASE(w) == G_CUT)
             return false;
     } while (!atomic_compare_exchange_weak(&c->word, &w, W_MAKE(p, 0, now)));
+    guard__hold(c, p);
     return true;
 }
 

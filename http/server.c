@@ -372,6 +372,7 @@ static void http__reader_free(void *cls)
 static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn,
                                             struct job *job)
 {
+    job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
         return http__error(s, conn, job->fail, NULL, NULL, job->request_id, job->retry_after);
@@ -719,6 +720,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     job->endpoint = (enum job_endpoint)routes[ri].endpoint;
     job->key_name = key_name;
     job->h_state = H_BODY;
+    job->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1); /* before the job is shared */
     *con_cls = job;
     return MHD_YES;
 }

@@ -62,7 +62,10 @@ void job__watch_locked(struct job *job, int epfd)
 {
     if (job->client_fd < 0 || job->watch_epfd >= 0 || !job->suspended)
         return;
-    struct epoll_event ev = {.events = EPOLLRDHUP, .data.u64 = (uint64_t)(uintptr_t)job};
+    /* EPOLLHUP and EPOLLERR are always reported; EPOLLRDHUP (the client's FIN) is a question
+     * the worker answers (worker__client_event) and then stops asking */
+    struct epoll_event ev = {.events = job->watch_hup_only ? 0u : (uint32_t)EPOLLRDHUP,
+                             .data.u64 = (uint64_t)(uintptr_t)job};
     if (epoll_ctl(epfd, EPOLL_CTL_ADD, job->client_fd, &ev) == 0)
         job->watch_epfd = epfd;
 }

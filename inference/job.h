@@ -133,6 +133,12 @@ struct job {
     int watch_epfd;         /* client_fd is watched for hang-ups in this epoll set, or -1.
                              * Only while the connection is suspended: it cannot be closed
                              * (and its fd number reused) then. */
+    bool watch_hup_only;    /* the watch waits for EPOLLHUP/EPOLLERR only: the client has
+                             * half-closed (EPOLLRDHUP seen), which is legal HTTP */
+    bool probed;            /* a "100 Continue" went to the client to tell a half-close from
+                             * a client that left (its kernel answers that with a reset) */
+    bool responded;         /* the response is queued: nothing may be written past it */
+    bool http11;            /* the request is HTTP/1.1 (a 1xx may be sent) */
     struct buf out;         /* engine bytes not yet sent to the client */
 
     struct job_msg m_submit, m_cancel, m_unpause, m_grant;

@@ -848,6 +848,44 @@ static void worker__expire_deadlines(struct worker *w, uint64_t now)
     }
 }
 
+/* An event on a watched client socket. Returns true when the client is gone (the job must
+ * end), false when it is not, or the watch ended earlier in this batch.
+ *
+ * EPOLLHUP or EPOLLERR: gone (its kernel reset the connection). EPOLLRDHUP alone is the
+ * client's FIN, which is either a client that left or one that half-closed after its request
+ * (shutdown(SHUT_WR), legal HTTP, still reading). Before any response byte, an HTTP/1.1
+ * client is asked: an interim "100 Continue" (RFC 9110 15.2: a client must accept a 1xx it
+ * did not expect) is written to it; a client that left answers that with a reset (EPOLLHUP),
+ * a half-closed one reads it and waits on. Once a response is under way, a client that left
+ * resets the next bytes written. Either way the watch then waits for EPOLLHUP/EPOLLERR only.
+ * An HTTP/1.0 client cannot be asked: its FIN is taken as gone. */
+static bool worker__client_event(struct job *job, uint32_t events)
+{
+    static const char probe[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    bool gone = false;
+    pthread_mutex_lock(&job->lock);
+    if (job->watch_epfd < 0) {
+        pthread_mutex_unlock(&job->lock);
+        return false;
+    }
+    if ((events & (EPOLLHUP | EPOLLERR)) || (!job->http11 && !job->responded))
+        gone = true;
+    else if (!job->watch_hup_only) {
+        if (!job->responded && !job->probed) {
+            job->probed = true;
+            ssize_t n = send(job->client_fd, probe, sizeof(probe) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+            gone = n < 0 && errno != EAGAIN && errno != EWOULDBLOCK;
+        }
+        job->watch_hup_only = true;
+        struct epoll_event ev = {.events = 0, .data.u64 = (uint64_t)(uintptr_t)job};
+        epoll_ctl(job->watch_epfd, EPOLL_CTL_MOD, job->client_fd, &ev);
+    }
+    if (gone)
+        job->client_gone = true;
+    pthread_mutex_unlock(&job->lock);
+    return gone;
+}
+
 /* Starts watching the clients of transfers that have waited WORKER_WATCH_DELAY_NS for their
  * engine (those answered by then are just dropped from the list). */
 static void worker__watch_young(struct worker *w, uint64_t now)
@@ -951,13 +989,8 @@ static void *worker__main(void *arg)
                     curl_multi_socket_action(w->multi, fd, flags, &running);
             } else {
                 struct job *job = (struct job *)(uintptr_t)tag;
-                pthread_mutex_lock(&job->lock);
-                bool watched = job->watch_epfd >= 0;
-                if (watched)
-                    job->client_gone = true;
-                pthread_mutex_unlock(&job->lock);
-                if (!watched)
-                    continue; /* resumed (and unwatched) earlier in this batch */
+                if (!worker__client_event(job, evs[i].events))
+                    continue; /* resumed earlier in this batch, or only half-closed */
                 atomic_fetch_add(&w->pool->client_aborts, 1);
                 log_debug("%s: client closed the connection while waiting", job->request_id);
                 worker__end(w, job, LGE_CLIENT_CLOSED, NULL);

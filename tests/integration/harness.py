@@ -335,6 +335,7 @@ class Resp:
         self.body = body
         self.version = version
         self.complete = complete
+        self.interim = []  # 1xx responses read before this one (Raw.read_response)
 
     def json(self):
         return json.loads(self.body)
@@ -504,8 +505,14 @@ class Raw:
 
     def read_response(self, method="POST", tolerate_reset=False):
         """Reads one whole response. With tolerate_reset, an EOF/reset mid-body returns what came
-        (resp.complete stays False)."""
+        (resp.complete stays False). Interim 1xx responses are skipped, as HTTP/1.1 clients do
+        (RFC 9110 15.2), and kept in resp.interim."""
         r = self.read_head()
+        interim = []
+        while 100 <= r.status < 200 and r.status != 101:
+            interim.append(r)
+            r = self.read_head()
+        r.interim = interim
         parts = []
         try:
             for _, piece in self.iter_body(r, method):

@@ -854,6 +854,9 @@ class TestClientFaults(BaselineTest):
             if outcome:
                 with self.subTest(rep=i):
                     self.assertEqual(r.status, 200, r)
+                    # the half-close was told from a leave with an interim 100 (at most one)
+                    self.assertLessEqual(len(r.interim), 1, r.interim)
+                    self.assertTrue(all(x.status == 100 for x in r.interim), r.interim)
                     self.assertTrue(r.complete, "answer cut: %r" % (r,))
                     self.assertEqual(r.body, want)
             samples.append(self.assertBaseline("a half-closed client", stream))
@@ -866,19 +869,10 @@ class TestClientFaults(BaselineTest):
             self.half_close(stream, 500, outcome=False)
             self.mock.wait_stats(lambda s: s["active"] == 0, t(5), "mock active == 0")
 
-    # KNOWN: the gateway takes the half-close for a client that left: the engine's request is
-    # aborted once the hang-up watch starts (100 ms after the transfer began) and the client
-    # gets 499 client_closed {"error":{"message":"the client closed the connection",...}}.
-    # (An engine that answers within those 100 ms gets through, by a race; not tested.)
-    @unittest.expectedFailure
     def test_half_close_nonstream(self):
         """shutdown(SHUT_WR) after a complete request, engine thinks 500 ms: answered whole."""
         self.half_close(False, 500)
 
-    # KNOWN: the 200 event-stream head goes out, then the connection is closed with no event
-    # (the engine's request aborted during prefill: the reader's hang-up watch fires at once;
-    # under ASan this happens even with an engine that answers at once).
-    @unittest.expectedFailure
     def test_half_close_stream(self):
         """The same for a stream."""
         self.half_close(True, 500)
