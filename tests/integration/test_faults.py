@@ -1052,6 +1052,7 @@ class TestClientDeadlines(BaselineTest):
         finally:
             for c in slow:
                 c.close()
+        self.wait_no_clients()
         # one at least; a later normal request may find the previous one's connection (or a
         # slow one) still in the table on a loaded machine and evict it too
         self.assertIn(self.gauge("llmgate_connections_evicted_total") - before, (1, 2, 3))
@@ -1088,6 +1089,7 @@ class TestClientDeadlines(BaselineTest):
         finally:
             for c in busy:
                 c.close()
+        self.wait_no_clients()  # else this look could evict a closing one
         self.assertEqual(self.gauge("llmgate_connections_refused_total"), before + 1)
         self.assertEqual(self.gauge("llmgate_connections_evicted_total"), evicted)
         self.assertBaseline("a table full of requests", upstream=self.MAX_CONNS)
