@@ -464,6 +464,13 @@ static char *cfg__reader(char *str, int num, void *stream)
         skip++; /* the blanks libinih's lskip() would skip */
     memmove(str, str + skip, n - skip + 1);
     const char *t = str;
+    if (ps->line == 1 && !strncmp(t, "\xEF\xBB\xBF", 3)) {
+        /* libinih strips a BOM at the start of the first line it is given, which is this one
+         * after the blanks above, then skips blanks again: see the section as it will */
+        t += 3;
+        while (*t && isspace((unsigned char)*t))
+            t++;
+    }
     if (*t == '[') {
         ps->section_line = ps->line;
         /* libinih keeps at most 49 bytes of a section name and cuts the rest silently: a
