@@ -13,7 +13,7 @@ SHELL   := /bin/bash
 CC      ?= cc
 O       ?= build
 SAN     ?= 0
-PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih
+PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih libcrypto
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
@@ -107,7 +107,7 @@ FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -I. -fno-omit-frame-pointe
 FUZZ_DEPS_fuzz_jscan  := core/jscan.c tests/fuzz/jscan_portable.c
 FUZZ_DEPS_fuzz_sse    := core/sse.c
 FUZZ_DEPS_fuzz_config := core/config.c core/log.c
-FUZZ_PKGS_fuzz_config := inih
+FUZZ_PKGS_fuzz_config := inih libcrypto
 FUZZ_DEPS_fuzz_escape := core/esc.c core/errors.c core/buf.c
 FUZZ_DEPS_fuzz_framing := http/framing.c
 FUZZ_DEPS_fuzz_reqid  := http/request.c core/jscan.c

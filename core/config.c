@@ -6,12 +6,25 @@
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <openssl/sha.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-enum cfg_type { CT_UINT, CT_SIZE, CT_STR, CT_BOOL, CT_LISTEN, CT_LEVEL };
+enum cfg_type {
+    CT_UINT,
+    CT_SIZE,
+    CT_STR,
+    CT_BOOL,
+    CT_LISTEN,
+    CT_LEVEL,
+    CT_URL,    /* http(s)://host..., stored without trailing '/' */
+    CT_LIST,   /* struct cfg_list */
+    CT_SECRET, /* a string the dump masks */
+    CT_SHA256, /* 64 hex digits into struct cfg_key's sha256 */
+    CT_PRIO,   /* high | normal | low */
+};
 
 struct cfg_row {
     const char *section;
@@ -24,6 +37,8 @@ struct cfg_row {
 };
 
 #define F(field) offsetof(struct config, field)
+#define BF(field) offsetof(struct cfg_backend, field)
+#define KF(field) offsetof(struct cfg_key, field)
 
 /* The fixed keys. Dynamic sections ([keys], [backend.NAME]) are handled below the table. */
 static const struct cfg_row cfg_rows[] = {
@@ -59,6 +74,12 @@ static const struct cfg_row cfg_rows[] = {
      "waiting requests, gateway-wide; beyond -> 503 queue_full"},
     {"limits", "queue_timeout_ms", CT_UINT, F(queue_timeout_ms), 1, 3600000, "30000",
      "longest wait for a slot; expiry -> 503 queue_timeout"},
+    {"limits", "key_max_concurrency", CT_UINT, F(key_max_concurrency), 0, 1000000, "0",
+     "default for every key: its requests at once; beyond -> 429; 0 = no limit"},
+    {"limits", "key_rpm", CT_UINT, F(key_rpm), 0, 100000000, "0",
+     "default for every key: requests per minute; beyond -> 429; 0 = no limit"},
+    {"limits", "key_tpm", CT_UINT, F(key_tpm), 0, 1000000000, "0",
+     "default for every key: tokens per minute; beyond -> 429; 0 = no limit"},
     {"health", "interval_ms", CT_UINT, F(health_interval_ms), 0, 3600000, "5000",
      "active probe of each backend (GET url/v1/models); 0 = off"},
     {"log", "level", CT_LEVEL, F(log_level), 0, 0, "info", "error, warn, info or debug"},
@@ -66,7 +87,44 @@ static const struct cfg_row cfg_rows[] = {
 };
 #define N_ROWS (sizeof(cfg_rows) / sizeof(cfg_rows[0]))
 
-static const char *const backend_keys[] = {"url", "models", "max_concurrency", "api_key"};
+/* The keys of a [backend.NAME] section (offsets into struct cfg_backend). */
+static const struct cfg_row backend_rows[] = {
+    {"backend", "url", CT_URL, BF(url), 0, 0, NULL,
+     "the engine's base URL (http:// or https://); /v1/... is appended"},
+    {"backend", "models", CT_LIST, BF(models), 0, 0, NULL, "model ids it serves, comma-separated"},
+    {"backend", "max_concurrency", CT_UINT, BF(max_concurrency), 1, 1000000, "4",
+     "the engine's parallel slots"},
+    {"backend", "api_key", CT_SECRET, BF(api_key), 0, 0, NULL,
+     "sent upstream as Authorization: Bearer"},
+};
+#define N_BACKEND_ROWS (sizeof(backend_rows) / sizeof(backend_rows[0]))
+
+/* The keys of a [key.NAME] section (offsets into struct cfg_key). A numeric limit without a
+ * default here takes [limits]' key_* default. */
+static const struct cfg_row key_rows[] = {
+    {"key", "key", CT_SECRET, KF(key), 0, 0, NULL, "the secret (or [keys] NAME = KEY)"},
+    {"key", "key_sha256", CT_SHA256, KF(sha256), 0, 0, NULL,
+     "the secret's SHA-256, 64 hex digits, so the file need not hold the secret"},
+    {"key", "max_concurrency", CT_UINT, KF(max_concurrency), 0, 1000000, NULL,
+     "its requests at once; 0 = no limit (default: [limits] key_max_concurrency)"},
+    {"key", "rpm", CT_UINT, KF(rpm), 0, 100000000, NULL,
+     "requests per minute; 0 = no limit (default: [limits] key_rpm)"},
+    {"key", "tpm", CT_UINT, KF(tpm), 0, 1000000000, NULL,
+     "tokens per minute; 0 = no limit (default: [limits] key_tpm)"},
+    {"key", "weight", CT_UINT, KF(weight), 1, 1000, "1", "its share of a contended pool"},
+    {"key", "priority", CT_PRIO, KF(priority), 0, 0, "normal",
+     "high, normal or low: the highest its requests may ask for"},
+    {"key", "models", CT_LIST, KF(models), 0, 0, NULL,
+     "model ids it may use, comma-separated (default: all)"},
+};
+#define N_KEY_ROWS (sizeof(key_rows) / sizeof(key_rows[0]))
+
+static const char *const prio_names[PRIO__COUNT] = {"high", "normal", "low"};
+
+const char *config_priority_name(unsigned p)
+{
+    return p < PRIO__COUNT ? prio_names[p] : "normal";
+}
 
 struct cfg_parse {
     struct config *cfg;
@@ -151,11 +209,85 @@ static int cfg__parse_listen(const char *s, char **host, unsigned *port)
     return 0;
 }
 
-/* Stores `value` into the field of `row`. On a bad value, writes why into `why`. */
-static int cfg__set(struct config *cfg, const struct cfg_row *row, const char *value, char *why,
-                    size_t whylen)
+static void cfg__list_free(struct cfg_list *l)
 {
-    char *base = (char *)cfg + row->offset;
+    for (size_t i = 0; i < l->n; i++)
+        free(l->v[i]);
+    free(l->v);
+    l->v = NULL;
+    l->n = 0;
+}
+
+/* "a, b ,c" -> l (replacing what it held). */
+static int cfg__set_list(struct cfg_list *l, const char *value, char *why, size_t whylen)
+{
+    struct cfg_list nl = {0};
+    const char *p = value;
+    while (*p) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        const char *start = p;
+        while (*p && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        if (end == start)
+            continue;
+        for (const char *c = start; c < end; c++) {
+            if ((unsigned char)*c < ' ' || *c == 0x7f) {
+                /* libinih trims such bytes at a line's end: the dump would not load back the
+                 * same id, and no client would mean one */
+                snprintf(why, whylen, "model '%.*s' has a control byte", (int)(end - start), start);
+                cfg__list_free(&nl);
+                return -1;
+            }
+        }
+        char **m = realloc(nl.v, (nl.n + 1) * sizeof(*m));
+        if (!m)
+            goto nomem;
+        nl.v = m;
+        m[nl.n] = strndup(start, (size_t)(end - start));
+        if (!m[nl.n])
+            goto nomem;
+        nl.n++;
+    }
+    cfg__list_free(l);
+    *l = nl;
+    return 0;
+nomem:
+    cfg__list_free(&nl);
+    snprintf(why, whylen, "out of memory");
+    return -1;
+}
+
+static int cfg__hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* Replaces the string in *slot by a copy of value. */
+static int cfg__set_str(char **slot, const char *value, char *why, size_t whylen)
+{
+    char *copy = strdup(value);
+    if (!copy) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* Stores `value` into the field of `row` in `base` (the config, a backend or a key). On a bad
+ * value, writes why into `why`. */
+static int cfg__set(struct config *cfg, void *base_, const struct cfg_row *row, const char *value,
+                    char *why, size_t whylen)
+{
+    char *base = (char *)base_ + row->offset;
     uint64_t v;
     switch (row->type) {
     case CT_UINT:
@@ -186,122 +318,37 @@ static int cfg__set(struct config *cfg, const struct cfg_row *row, const char *v
             return -1;
         }
         return 0;
-    case CT_LEVEL: {
-        enum log_level lv;
-        if (log_parse_level(value, &lv) != 0) {
-            snprintf(why, whylen, "'%s' is not one of error, warn, info, debug", value);
-            return -1;
-        }
-    }
-        /* fall through */
-    case CT_STR:
-    case CT_LISTEN: {
-        char *host = NULL;
-        unsigned port = 0;
-        if (row->type == CT_LISTEN && cfg__parse_listen(value, &host, &port) != 0) {
-            snprintf(why, whylen, "'%s' is not host:port", value);
-            return -1;
-        }
-        char *copy = strdup(value);
-        if (!copy) {
-            free(host);
-            snprintf(why, whylen, "out of memory");
-            return -1;
-        }
-        char **slot = (char **)(void *)base;
-        free(*slot);
-        *slot = copy;
-        if (row->type == CT_LISTEN) {
-            free(cfg->listen_host);
-            cfg->listen_host = host;
-            cfg->listen_port = port;
-        }
-        return 0;
-    }
-    }
-    return -1;
-}
-
-static const struct cfg_row *cfg__row(const char *section, const char *name)
-{
-    for (size_t i = 0; i < N_ROWS; i++)
-        if (!strcmp(cfg_rows[i].section, section) && !strcmp(cfg_rows[i].name, name))
-            return &cfg_rows[i];
-    return NULL;
-}
-
-static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, int line)
-{
-    for (size_t i = 0; i < cfg->n_backends; i++)
-        if (!strcmp(cfg->backends[i].name, name))
-            return &cfg->backends[i];
-    struct cfg_backend *b = realloc(cfg->backends, (cfg->n_backends + 1) * sizeof(*b));
-    if (!b)
-        return NULL;
-    cfg->backends = b;
-    b = &cfg->backends[cfg->n_backends];
-    memset(b, 0, sizeof(*b));
-    b->name = strdup(name);
-    if (!b->name)
-        return NULL;
-    b->max_concurrency = 4;
-    b->line = line;
-    b->index = (unsigned)cfg->n_backends++;
-    return b;
-}
-
-static void cfg__free_models(struct cfg_backend *b)
-{
-    for (size_t i = 0; i < b->n_models; i++)
-        free(b->models[i]);
-    free(b->models);
-    b->models = NULL;
-    b->n_models = 0;
-}
-
-/* "a, b ,c" -> models. */
-static int cfg__set_models(struct cfg_backend *b, const char *value, char *why, size_t whylen)
-{
-    cfg__free_models(b);
-    const char *p = value;
-    while (*p) {
-        while (*p == ' ' || *p == '\t' || *p == ',')
-            p++;
-        const char *start = p;
-        while (*p && *p != ',')
-            p++;
-        const char *end = p;
-        while (end > start && (end[-1] == ' ' || end[-1] == '\t'))
-            end--;
-        if (end == start)
-            continue;
-        for (const char *c = start; c < end; c++) {
-            if ((unsigned char)*c < ' ' || *c == 0x7f) {
-                /* libinih trims such bytes at a line's end: the dump would not load back the
-                 * same id, and no client would mean one */
-                snprintf(why, whylen, "model '%.*s' has a control byte", (int)(end - start), start);
-                return -1;
+    case CT_PRIO:
+        for (unsigned p = 0; p < PRIO__COUNT; p++) {
+            if (!strcmp(value, prio_names[p])) {
+                *(unsigned *)(void *)base = p;
+                return 0;
             }
         }
-        char **m = realloc(b->models, (b->n_models + 1) * sizeof(*m));
-        if (!m)
-            goto nomem;
-        b->models = m;
-        m[b->n_models] = strndup(start, (size_t)(end - start));
-        if (!m[b->n_models])
-            goto nomem;
-        b->n_models++;
+        snprintf(why, whylen, "'%s' is not one of high, normal, low", value);
+        return -1;
+    case CT_LIST:
+        return cfg__set_list((struct cfg_list *)(void *)base, value, why, whylen);
+    case CT_SHA256: {
+        struct cfg_key *k = base_;
+        unsigned char h[32];
+        if (strlen(value) != 64) {
+            snprintf(why, whylen, "key_sha256 must be 64 hex digits");
+            return -1;
+        }
+        for (int i = 0; i < 32; i++) {
+            int hi = cfg__hexval(value[2 * i]), lo = cfg__hexval(value[2 * i + 1]);
+            if (hi < 0 || lo < 0) {
+                snprintf(why, whylen, "key_sha256 must be 64 hex digits");
+                return -1;
+            }
+            h[i] = (unsigned char)(hi << 4 | lo);
+        }
+        memcpy(k->sha256, h, sizeof(h));
+        k->has_sha256 = true;
+        return 0;
     }
-    return 0;
-nomem:
-    snprintf(why, whylen, "out of memory");
-    return -1;
-}
-
-static int cfg__set_backend(struct cfg_backend *b, const char *name, const char *value, char *why,
-                            size_t whylen)
-{
-    if (!strcmp(name, "url")) {
+    case CT_URL: {
         if (strncmp(value, "http://", 7) != 0 && strncmp(value, "https://", 8) != 0) {
             snprintf(why, whylen, "url '%s' must start with http:// or https://", value);
             return -1;
@@ -322,70 +369,140 @@ static int cfg__set_backend(struct cfg_backend *b, const char *name, const char 
         while (len > 0 && value[len - 1] == '/')
             len--; /* stops at the host */
         char *u = strndup(value, len);
-        if (!u)
-            return -1;
-        free(b->url);
-        b->url = u;
-        return 0;
-    }
-    if (!strcmp(name, "models"))
-        return cfg__set_models(b, value, why, whylen);
-    if (!strcmp(name, "max_concurrency")) {
-        uint64_t v;
-        if (cfg__parse_u64(value, &v) != 0 || v < 1 || v > 1000000) {
-            snprintf(why, whylen, "max_concurrency '%s' is not an integer in [1, 1000000]", value);
+        if (!u) {
+            snprintf(why, whylen, "out of memory");
             return -1;
         }
-        b->max_concurrency = (unsigned)v;
+        free(*(char **)(void *)base);
+        *(char **)(void *)base = u;
         return 0;
     }
-    if (!strcmp(name, "api_key")) {
-        char *k = strdup(value);
-        if (!k)
+    case CT_LEVEL: {
+        enum log_level lv;
+        if (log_parse_level(value, &lv) != 0) {
+            snprintf(why, whylen, "'%s' is not one of error, warn, info, debug", value);
             return -1;
-        free(b->api_key);
-        b->api_key = k;
+        }
+        return cfg__set_str((char **)(void *)base, value, why, whylen);
+    }
+    case CT_SECRET:
+        if (!*value) {
+            snprintf(why, whylen, "'%s' is empty", row->name);
+            return -1;
+        }
+        return cfg__set_str((char **)(void *)base, value, why, whylen);
+    case CT_STR:
+        return cfg__set_str((char **)(void *)base, value, why, whylen);
+    case CT_LISTEN: {
+        char *host = NULL;
+        unsigned port = 0;
+        if (cfg__parse_listen(value, &host, &port) != 0) {
+            snprintf(why, whylen, "'%s' is not host:port", value);
+            return -1;
+        }
+        if (cfg__set_str((char **)(void *)base, value, why, whylen) != 0) {
+            free(host);
+            return -1;
+        }
+        free(cfg->listen_host);
+        cfg->listen_host = host;
+        cfg->listen_port = port;
         return 0;
     }
-    snprintf(why, whylen,
-             "unknown key '%s' in a backend section (known: url, models, "
-             "max_concurrency, api_key)",
-             name);
+    }
     return -1;
 }
 
-static int cfg__add_key(struct config *cfg, const char *name, const char *value, char *why,
-                        size_t whylen)
+/* A row of `rows` named `name`, or NULL. */
+static const struct cfg_row *cfg__drow(const struct cfg_row *rows, size_t n, const char *name)
 {
-    if (!*value) {
-        snprintf(why, whylen, "API key '%s' is empty", name);
-        return -1;
-    }
-    for (size_t i = 0; i < cfg->n_keys; i++) {
-        if (!strcmp(cfg->keys[i].name, name)) {
-            snprintf(why, whylen, "API key name '%s' is defined twice", name);
-            return -1;
-        }
-        if (!strcmp(cfg->keys[i].key, value)) {
-            snprintf(why, whylen, "keys '%s' and '%s' have the same value", cfg->keys[i].name,
-                     name);
-            return -1;
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(rows[i].name, name))
+            return &rows[i];
+    return NULL;
+}
+
+/* "url, models, max_concurrency, api_key" for messages. */
+static void cfg__known(char *out, size_t cap, const struct cfg_row *rows, size_t n)
+{
+    size_t used = 0;
+    out[0] = '\0';
+    for (size_t i = 0; i < n && used < cap; i++)
+        used += (size_t)snprintf(out + used, cap - used, "%s%s", i ? ", " : "", rows[i].name);
+}
+
+static const struct cfg_row *cfg__row(const char *section, const char *name)
+{
+    for (size_t i = 0; i < N_ROWS; i++)
+        if (!strcmp(cfg_rows[i].section, section) && !strcmp(cfg_rows[i].name, name))
+            return &cfg_rows[i];
+    return NULL;
+}
+
+/* Applies the defaults of a dynamic section's rows to a new backend or key. */
+static void cfg__row_defaults(struct config *cfg, void *base, const struct cfg_row *rows, size_t n)
+{
+    char why[200];
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].def)
+            (void)cfg__set(cfg, base, &rows[i], rows[i].def, why, sizeof(why));
+}
+
+static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, int line)
+{
+    for (size_t i = 0; i < cfg->n_backends; i++)
+        if (!strcmp(cfg->backends[i].name, name))
+            return &cfg->backends[i];
+    struct cfg_backend *b = realloc(cfg->backends, (cfg->n_backends + 1) * sizeof(*b));
+    if (!b)
+        return NULL;
+    cfg->backends = b;
+    b = &cfg->backends[cfg->n_backends];
+    memset(b, 0, sizeof(*b));
+    b->name = strdup(name);
+    if (!b->name)
+        return NULL;
+    cfg__row_defaults(cfg, b, backend_rows, N_BACKEND_ROWS);
+    b->line = line;
+    b->index = (unsigned)cfg->n_backends++;
+    return b;
+}
+
+/* Key NAME, made on first mention ([keys] NAME = ... or [key.NAME]). */
+static struct cfg_key *cfg__key(struct config *cfg, const char *name, int line)
+{
+    for (size_t i = 0; i < cfg->n_keys; i++)
+        if (!strcmp(cfg->keys[i].name, name))
+            return &cfg->keys[i];
     struct cfg_key *k = realloc(cfg->keys, (cfg->n_keys + 1) * sizeof(*k));
     if (!k)
-        return -1;
+        return NULL;
     cfg->keys = k;
-    k[cfg->n_keys].name = strdup(name);
-    k[cfg->n_keys].key = strdup(value);
-    k[cfg->n_keys].key_len = strlen(value);
-    if (!k[cfg->n_keys].name || !k[cfg->n_keys].key) {
-        free(k[cfg->n_keys].name);
-        free(k[cfg->n_keys].key);
+    k = &cfg->keys[cfg->n_keys];
+    memset(k, 0, sizeof(*k));
+    k->name = strdup(name);
+    if (!k->name)
+        return NULL;
+    k->max_concurrency = k->rpm = k->tpm = CFG_UNSET;
+    cfg__row_defaults(cfg, k, key_rows, N_KEY_ROWS);
+    k->line = line;
+    cfg->n_keys++;
+    return k;
+}
+
+/* [section.NAME] key = value for a dynamic section's rows. */
+static int cfg__set_dynamic(struct config *cfg, void *base, const char *kind,
+                            const struct cfg_row *rows, size_t n, const char *name,
+                            const char *value, char *why, size_t whylen)
+{
+    const struct cfg_row *row = cfg__drow(rows, n, name);
+    if (!row) {
+        char known[200];
+        cfg__known(known, sizeof(known), rows, n);
+        snprintf(why, whylen, "unknown key '%s' in a %s section (known: %s)", name, kind, known);
         return -1;
     }
-    cfg->n_keys++;
-    return 0;
+    return cfg__set(cfg, base, row, value, why, whylen);
 }
 
 static int cfg__handler(void *user, const char *section, const char *name, const char *value)
@@ -397,20 +514,41 @@ static int cfg__handler(void *user, const char *section, const char *name, const
 
     if (!strcmp(section, "keys")) {
         cfg->auth = true;
-        rc = cfg__add_key(cfg, name, value, why, sizeof(why));
-    } else if (!strncmp(section, "backend.", 8)) {
-        if (!section[8]) {
-            snprintf(why, sizeof(why), "backend section needs a name: [backend.NAME]");
+        struct cfg_key *k = cfg__key(cfg, name, ps->line);
+        if (k && k->key) {
+            snprintf(why, sizeof(why), "API key '%s' is given twice", name);
+        } else if (k) {
+            rc = cfg__set(cfg, k, &key_rows[0], value, why, sizeof(why));
+            if (rc != 0 && !*value)
+                snprintf(why, sizeof(why), "API key '%s' is empty", name);
+        }
+    } else if (!strncmp(section, "backend.", 8) || !strncmp(section, "key.", 4)) {
+        bool backend = section[0] == 'b';
+        const char *sname = section + (backend ? 8 : 4);
+        if (!*sname) {
+            snprintf(why, sizeof(why), "%s section needs a name: [%s.NAME]",
+                     backend ? "backend" : "key", backend ? "backend" : "key");
+        } else if (backend) {
+            struct cfg_backend *b = cfg__backend(cfg, sname, ps->section_line);
+            rc = b ? cfg__set_dynamic(cfg, b, "backend", backend_rows, N_BACKEND_ROWS, name, value,
+                                      why, sizeof(why))
+                   : -1;
         } else {
-            struct cfg_backend *b = cfg__backend(cfg, section + 8, ps->section_line);
-            rc = b ? cfg__set_backend(b, name, value, why, sizeof(why)) : -1;
+            cfg->auth = true;
+            struct cfg_key *k = cfg__key(cfg, sname, ps->section_line);
+            if (k && !strcmp(name, "key") && k->key)
+                snprintf(why, sizeof(why), "API key '%s' is given twice", sname);
+            else
+                rc = k ? cfg__set_dynamic(cfg, k, "key", key_rows, N_KEY_ROWS, name, value, why,
+                                          sizeof(why))
+                       : -1;
         }
     } else {
         const struct cfg_row *row = cfg__row(section, name);
         if (!row)
             snprintf(why, sizeof(why), "unknown key '%s' in [%s]", name, section);
         else
-            rc = cfg__set(cfg, row, value, why, sizeof(why));
+            rc = cfg__set(cfg, cfg, row, value, why, sizeof(why));
     }
     if (rc != 0) {
         cfg__err(ps->errs, "%s:%d: %s", ps->file, ps->line, why[0] ? why : "out of memory");
@@ -499,7 +637,7 @@ static void cfg__defaults(struct config *cfg)
 {
     char why[200];
     for (size_t i = 0; i < N_ROWS; i++)
-        (void)cfg__set(cfg, &cfg_rows[i], cfg_rows[i].def, why, sizeof(why));
+        (void)cfg__set(cfg, cfg, &cfg_rows[i], cfg_rows[i].def, why, sizeof(why));
 }
 
 /* LLMGATE_SERVER_MAX_BODY_BYTES etc. */
@@ -510,25 +648,35 @@ static void cfg__env_name(char *out, size_t cap, const char *section, const char
         out[i] = isalnum((unsigned char)out[i]) ? (char)toupper((unsigned char)out[i]) : '_';
 }
 
+/* LLMGATE_<KIND>_<NAME>_<KEY> for each row of an existing dynamic section. */
+static void cfg__env_dynamic(struct config *cfg, struct config_errors *errs, void *base,
+                             const char *kind, const char *sname, const struct cfg_row *rows,
+                             size_t n)
+{
+    char env[256], why[300], sec[200];
+    snprintf(sec, sizeof(sec), "%s_%s", kind, sname);
+    for (size_t k = 0; k < n; k++) {
+        cfg__env_name(env, sizeof(env), sec, rows[k].name);
+        const char *v = getenv(env);
+        if (v && cfg__set(cfg, base, &rows[k], v, why, sizeof(why)) != 0)
+            cfg__err(errs, "env %s: %s", env, why);
+    }
+}
+
 static void cfg__env(struct config *cfg, struct config_errors *errs)
 {
     char env[256], why[300];
     for (size_t i = 0; i < N_ROWS; i++) {
         cfg__env_name(env, sizeof(env), cfg_rows[i].section, cfg_rows[i].name);
         const char *v = getenv(env);
-        if (v && cfg__set(cfg, &cfg_rows[i], v, why, sizeof(why)) != 0)
+        if (v && cfg__set(cfg, cfg, &cfg_rows[i], v, why, sizeof(why)) != 0)
             cfg__err(errs, "env %s: %s", env, why);
     }
-    for (size_t b = 0; b < cfg->n_backends; b++) {
-        for (size_t k = 0; k < sizeof(backend_keys) / sizeof(backend_keys[0]); k++) {
-            char sec[200];
-            snprintf(sec, sizeof(sec), "backend_%s", cfg->backends[b].name);
-            cfg__env_name(env, sizeof(env), sec, backend_keys[k]);
-            const char *v = getenv(env);
-            if (v && cfg__set_backend(&cfg->backends[b], backend_keys[k], v, why, sizeof(why)))
-                cfg__err(errs, "env %s: %s", env, why);
-        }
-    }
+    for (size_t b = 0; b < cfg->n_backends; b++)
+        cfg__env_dynamic(cfg, errs, &cfg->backends[b], "backend", cfg->backends[b].name,
+                         backend_rows, N_BACKEND_ROWS);
+    for (size_t k = 0; k < cfg->n_keys; k++)
+        cfg__env_dynamic(cfg, errs, &cfg->keys[k], "key", cfg->keys[k].name, key_rows, N_KEY_ROWS);
 }
 
 static void cfg__validate(struct config *cfg, struct config_errors *errs)
@@ -540,8 +688,29 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
         struct cfg_backend *b = &cfg->backends[i];
         if (!b->url)
             cfg__err(errs, "%s:%d: [backend.%s] has no url", cfg->path, b->line, b->name);
-        if (b->n_models == 0)
+        if (b->models.n == 0)
             cfg__err(errs, "%s:%d: [backend.%s] has no models", cfg->path, b->line, b->name);
+    }
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        struct cfg_key *k = &cfg->keys[i];
+        if (!k->key && !k->has_sha256)
+            cfg__err(errs,
+                     "%s:%d: key '%s' has neither a value ([keys] %s = ..., or key =) nor "
+                     "key_sha256",
+                     cfg->path, k->line, k->name, k->name);
+        if (k->key) {
+            k->key_len = strlen(k->key);
+            for (size_t j = 0; j < i; j++)
+                if (cfg->keys[j].key && !strcmp(cfg->keys[j].key, k->key))
+                    cfg__err(errs, "%s:%d: keys '%s' and '%s' have the same value", cfg->path,
+                             k->line, cfg->keys[j].name, k->name);
+        }
+        if (k->max_concurrency == CFG_UNSET)
+            k->max_concurrency = cfg->key_max_concurrency;
+        if (k->rpm == CFG_UNSET)
+            k->rpm = cfg->key_rpm;
+        if (k->tpm == CFG_UNSET)
+            k->tpm = cfg->key_tpm;
     }
     if (cfg->max_body_memory < cfg->max_body_bytes)
         cfg__err(errs,
@@ -600,26 +769,42 @@ struct config *config_load_string(const char *name, const char *text, struct con
     return cfg__load(name, NULL, text, errs);
 }
 
+/* Frees what the rows of `rows` allocated in `base`. */
+static void cfg__rows_free(void *base, const struct cfg_row *rows, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *field = (char *)base + rows[i].offset;
+        switch (rows[i].type) {
+        case CT_STR:
+        case CT_LISTEN:
+        case CT_LEVEL:
+        case CT_URL:
+        case CT_SECRET:
+            free(*(char **)(void *)field);
+            break;
+        case CT_LIST:
+            cfg__list_free((struct cfg_list *)(void *)field);
+            break;
+        default:
+            break;
+        }
+    }
+}
+
 void config_free(struct config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < N_ROWS; i++) {
-        if (cfg_rows[i].type == CT_STR || cfg_rows[i].type == CT_LISTEN ||
-            cfg_rows[i].type == CT_LEVEL)
-            free(*(char **)(void *)((char *)cfg + cfg_rows[i].offset));
-    }
+    cfg__rows_free(cfg, cfg_rows, N_ROWS);
     free(cfg->listen_host);
     for (size_t i = 0; i < cfg->n_keys; i++) {
         free(cfg->keys[i].name);
-        free(cfg->keys[i].key);
+        cfg__rows_free(&cfg->keys[i], key_rows, N_KEY_ROWS);
     }
     free(cfg->keys);
     for (size_t i = 0; i < cfg->n_backends; i++) {
         free(cfg->backends[i].name);
-        free(cfg->backends[i].url);
-        free(cfg->backends[i].api_key);
-        cfg__free_models(&cfg->backends[i]);
+        cfg__rows_free(&cfg->backends[i], backend_rows, N_BACKEND_ROWS);
     }
     free(cfg->backends);
     free(cfg->path);
@@ -650,34 +835,30 @@ static void cfg__dump_kv(FILE *out, const char *name, const char *value)
     fprintf(out, "%s%s%s\n", name, cfg__dump_sep(spaced, value, " = ", "="), value);
 }
 
-static void cfg__dump_models(FILE *out, const struct cfg_backend *b)
+static void cfg__dump_list(FILE *out, const char *name, const struct cfg_list *l)
 {
     size_t len = 0;
-    for (size_t m = 0; m < b->n_models; m++)
-        len += strlen(b->models[m]) + (m ? 2 : 0);
-    bool spaced = cfg__dump_spaced("models", len);
-    if (b->n_models == 0)
-        fprintf(out, "models =");
-    for (size_t m = 0; m < b->n_models; m++)
-        fprintf(out, "%s%s",
-                cfg__dump_sep(spaced, b->models[m], m ? ", " : "models = ", m ? "," : "models="),
-                b->models[m]);
+    for (size_t m = 0; m < l->n; m++)
+        len += strlen(l->v[m]) + (m ? 2 : 0);
+    bool spaced = cfg__dump_spaced(name, len);
+    fprintf(out, "%s", name);
+    if (l->n == 0)
+        fprintf(out, " =");
+    for (size_t m = 0; m < l->n; m++)
+        fprintf(out, "%s%s", cfg__dump_sep(spaced, l->v[m], m ? ", " : " = ", m ? "," : "="),
+                l->v[m]);
     fprintf(out, "\n");
 }
 
-void config_dump(const struct config *cfg, FILE *out)
+/* The rows of one section of `base`, each with its help as a comment when `help`. */
+static void cfg__dump_rows(FILE *out, const void *base_, const struct cfg_row *rows, size_t n,
+                           bool help)
 {
-    const char *section = "";
-    char v[64];
-    for (size_t i = 0; i < N_ROWS; i++) {
-        const struct cfg_row *r = &cfg_rows[i];
-        if (strcmp(section, r->section) != 0) {
-            fprintf(out, "%s[%s]\n", i ? "\n" : "", r->section);
-            section = r->section;
-        }
-        const char *base = (const char *)cfg + r->offset;
+    char v[80];
+    for (size_t i = 0; i < n; i++) {
+        const struct cfg_row *r = &rows[i];
+        const char *base = (const char *)base_ + r->offset;
         const char *value = v;
-        fprintf(out, "; %s (default %s)\n", r->help, r->def);
         switch (r->type) {
         case CT_UINT:
             snprintf(v, sizeof(v), "%u", *(const unsigned *)(const void *)base);
@@ -689,26 +870,77 @@ void config_dump(const struct config *cfg, FILE *out)
         case CT_BOOL:
             value = *(const bool *)(const void *)base ? "true" : "false";
             break;
+        case CT_PRIO:
+            value = config_priority_name(*(const unsigned *)(const void *)base);
+            break;
+        case CT_SECRET: {
+            const char *sec = *(char *const *)(const void *)base;
+            if (!sec)
+                continue;
+            snprintf(v, sizeof(v), "<%zu bytes>", strlen(sec));
+            break;
+        }
+        case CT_SHA256: {
+            const struct cfg_key *k = base_;
+            if (!k->has_sha256)
+                continue;
+            for (int j = 0; j < 32; j++)
+                snprintf(v + 2 * j, sizeof(v) - 2 * (size_t)j, "%02x", k->sha256[j]);
+            break;
+        }
+        case CT_LIST: {
+            const struct cfg_list *l = (const struct cfg_list *)(const void *)base;
+            if (l->n == 0 && r->def == NULL && rows != backend_rows)
+                continue; /* an unset allow-list: all */
+            if (help)
+                fprintf(out, "; %s\n", r->help);
+            cfg__dump_list(out, r->name, l);
+            continue;
+        }
         default:
             value = *(char *const *)(const void *)base;
+            if (!value)
+                continue;
         }
+        if (help)
+            fprintf(out, "; %s (default %s)\n", r->help, r->def ? r->def : "none");
         cfg__dump_kv(out, r->name, value);
     }
+}
+
+void config_dump(const struct config *cfg, FILE *out)
+{
+    const char *section = "";
+    for (size_t i = 0; i < N_ROWS; i++) {
+        const struct cfg_row *r = &cfg_rows[i];
+        if (strcmp(section, r->section) != 0) {
+            fprintf(out, "%s[%s]\n", i ? "\n" : "", r->section);
+            section = r->section;
+        }
+        cfg__dump_rows(out, cfg, r, 1, true);
+    }
+    /* A secret (masked) goes where its unmasked line is never longer than the one it came
+     * from ([keys] NAME = KEY or [key.NAME] key = KEY): under [keys] for a name of up to 3
+     * bytes, else as "key =". "[keys]" also keeps auth on for a file with an empty one. */
     if (cfg->auth) {
         fprintf(out, "\n[keys]\n");
         for (size_t i = 0; i < cfg->n_keys; i++) {
-            snprintf(v, sizeof(v), "<%zu bytes>", cfg->keys[i].key_len);
-            cfg__dump_kv(out, cfg->keys[i].name, v);
+            if (cfg->keys[i].key && strlen(cfg->keys[i].name) <= 3) {
+                char v[40];
+                snprintf(v, sizeof(v), "<%zu bytes>", cfg->keys[i].key_len);
+                cfg__dump_kv(out, cfg->keys[i].name, v);
+            }
         }
     }
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        fprintf(out, "\n[key.%s]\n", k->name);
+        bool in_keys = k->key && strlen(k->name) <= 3;
+        cfg__dump_rows(out, k, key_rows + in_keys, N_KEY_ROWS - in_keys, false);
+    }
     for (size_t i = 0; i < cfg->n_backends; i++) {
-        const struct cfg_backend *b = &cfg->backends[i];
-        fprintf(out, "\n[backend.%s]\n", b->name);
-        cfg__dump_kv(out, "url", b->url);
-        cfg__dump_models(out, b);
-        fprintf(out, "max_concurrency = %u\n", b->max_concurrency);
-        if (b->api_key)
-            fprintf(out, "api_key = <set>\n");
+        fprintf(out, "\n[backend.%s]\n", cfg->backends[i].name);
+        cfg__dump_rows(out, &cfg->backends[i], backend_rows, N_BACKEND_ROWS, false);
     }
 }
 
@@ -718,8 +950,8 @@ size_t config_backends_for(const struct config *cfg, const char *model,
     size_t n = 0;
     for (size_t i = 0; i < cfg->n_backends && n < max; i++) {
         const struct cfg_backend *b = &cfg->backends[i];
-        for (size_t m = 0; m < b->n_models; m++) {
-            if (!strcmp(b->models[m], model)) {
+        for (size_t m = 0; m < b->models.n; m++) {
+            if (!strcmp(b->models.v[m], model)) {
                 out[n++] = b;
                 break;
             }
@@ -737,13 +969,43 @@ static int cfg__ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
-const char *config_key_lookup(const struct config *cfg, const char *key, size_t len)
+const struct cfg_key *config_key_find(const struct config *cfg, const char *key, size_t len)
 {
-    const char *found = NULL;
+    const struct cfg_key *found = NULL;
+    unsigned char h[SHA256_DIGEST_LENGTH];
+    bool hashed = false;
     for (size_t i = 0; i < cfg->n_keys; i++) {
         /* no early exit: every key is compared */
-        if (cfg__ct_equal(key, len, cfg->keys[i].key, cfg->keys[i].key_len))
-            found = cfg->keys[i].name;
+        const struct cfg_key *k = &cfg->keys[i];
+        bool eq;
+        if (k->key) {
+            eq = cfg__ct_equal(key, len, k->key, k->key_len);
+        } else {
+            if (!hashed) {
+                SHA256((const unsigned char *)key, len, h);
+                hashed = true;
+            }
+            eq = cfg__ct_equal((const char *)h, sizeof(h), (const char *)k->sha256,
+                               sizeof(k->sha256));
+        }
+        if (eq)
+            found = k;
     }
     return found;
+}
+
+const char *config_key_lookup(const struct config *cfg, const char *key, size_t len)
+{
+    const struct cfg_key *k = config_key_find(cfg, key, len);
+    return k ? k->name : NULL;
+}
+
+bool config_key_allows(const struct cfg_key *k, const char *model)
+{
+    if (!k || k->models.n == 0)
+        return true;
+    for (size_t i = 0; i < k->models.n; i++)
+        if (!strcmp(k->models.v[i], model))
+            return true;
+    return false;
 }

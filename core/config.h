@@ -12,21 +12,41 @@
 #include <stdint.h>
 #include <stdio.h>
 
+/* A comma-separated list of ids ("a, b ,c"): none empty, no blanks around, no control byte. */
+struct cfg_list {
+    char **v;
+    size_t n;
+};
+
 struct cfg_backend {
     char *name; /* from [backend.NAME] */
     char *url;  /* base URL without trailing '/' */
-    char **models;
-    size_t n_models;
+    struct cfg_list models;
     unsigned max_concurrency;
     char *api_key; /* sent upstream as Bearer, or NULL */
     unsigned index;
     int line; /* of its [backend.NAME] header, for messages */
 };
 
+enum cfg_priority { PRIO_HIGH = 0, PRIO_NORMAL, PRIO_LOW, PRIO__COUNT };
+
+/* A numeric key limit not written for the key: [limits]' default applies. */
+#define CFG_UNSET 0xFFFFFFFFu
+
+/* An API key: [keys] NAME = KEY, and/or a [key.NAME] section. */
 struct cfg_key {
     char *name;
-    char *key;
+    char *key; /* the secret, or NULL when only its SHA-256 is configured */
     size_t key_len;
+    bool has_sha256;
+    unsigned char sha256[32]; /* key_sha256 = 64 hex digits */
+    unsigned max_concurrency; /* requests at once; 0 = no limit */
+    unsigned rpm;             /* requests per minute; 0 = no limit */
+    unsigned tpm;             /* tokens per minute (estimated, then reconciled); 0 = no limit */
+    unsigned weight;          /* share of a contended pool */
+    unsigned priority;        /* enum cfg_priority: the highest this key may ask for */
+    struct cfg_list models;   /* allowed model ids; n == 0: all */
+    int line;                 /* first line that named it, for messages */
 };
 
 struct config {
@@ -53,6 +73,9 @@ struct config {
     unsigned max_inflight;
     unsigned queue_capacity;
     unsigned queue_timeout_ms;
+    unsigned key_max_concurrency; /* defaults for every key; 0 = no limit */
+    unsigned key_rpm;
+    unsigned key_tpm;
     /* [health] */
     unsigned health_interval_ms;
     /* [log] */
@@ -93,8 +116,18 @@ void config_dump(const struct config *cfg, FILE *out);
 size_t config_backends_for(const struct config *cfg, const char *model,
                            const struct cfg_backend **out, size_t max);
 
-/* Returns the name of the key matching `key` (constant time in the number of keys and in their
- * bytes), or NULL. */
+/* Returns the key matching `key` (constant time in the number of keys and in their bytes; a
+ * key configured by its SHA-256 is compared by the hash of `key`), or NULL. */
+const struct cfg_key *config_key_find(const struct config *cfg, const char *key, size_t len);
+
+/* The name of config_key_find's key, or NULL. */
 const char *config_key_lookup(const struct config *cfg, const char *key, size_t len);
+
+/* Whether key k may use `model` (its models list, or every model when it has none). NULL k
+ * (auth off) may use all. */
+bool config_key_allows(const struct cfg_key *k, const char *model);
+
+/* "high", "normal", "low". */
+const char *config_priority_name(unsigned p);
 
 #endif

@@ -57,8 +57,10 @@ struct server {
     struct MHD_Daemon *daemon;
     struct guard *guard; /* client deadlines and the connection table */
     int64_t started_wall;
-    char *models_json;
+    char *models_json; /* GET /v1/models for keys that may use every model */
     size_t models_len;
+    char **key_models_json; /* per key with an allow-list (by index in cfg->keys), else NULL */
+    size_t *key_models_len;
     atomic_uint_fast64_t status_count[600];
     atomic_size_t body_mem; /* request body bytes held by jobs; <= cfg->max_body_memory */
 };
@@ -172,19 +174,20 @@ static int http__model_obj(struct buf *b, const char *id, const char *owner)
            esc_json_buf(b, owner, strlen(owner)) || buf_printf(b, "}");
 }
 
-/* The union of configured models, first backend listing a model owns it. */
-static char *http__models_list(const struct config *cfg, size_t *len)
+/* The union of configured models that `key` may use (NULL: all), first backend listing a
+ * model owns it. */
+static char *http__models_list(const struct config *cfg, const struct cfg_key *key, size_t *len)
 {
     struct buf b;
     buf_init(&b, HTTP_DOC_MAX);
     int rc = buf_printf(&b, "{\"object\":\"list\",\"data\":[");
     bool first_item = true;
     for (size_t i = 0; i < cfg->n_backends && rc == 0; i++) {
-        for (size_t m = 0; m < cfg->backends[i].n_models && rc == 0; m++) {
-            const char *id = cfg->backends[i].models[m];
+        for (size_t m = 0; m < cfg->backends[i].models.n && rc == 0; m++) {
+            const char *id = cfg->backends[i].models.v[m];
             const struct cfg_backend *first;
             config_backends_for(cfg, id, &first, 1);
-            if (first != &cfg->backends[i])
+            if (first != &cfg->backends[i] || !config_key_allows(key, id))
                 continue;
             rc = (first_item ? 0 : buf_printf(&b, ",")) ||
                  http__model_obj(&b, id, cfg->backends[i].name);
@@ -281,7 +284,7 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
 }
 
 static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, enum route route,
-                                 const char *url, const char *rid)
+                                 const char *url, const char *rid, const struct cfg_key *key)
 {
     struct buf b;
     int rc;
@@ -308,12 +311,17 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
     }
     case R_METRICS:
         return http__metrics(s, conn, rid);
-    case R_MODELS:
+    case R_MODELS: {
+        size_t ki = key ? (size_t)(key - s->cfg->keys) : 0;
+        if (key && s->key_models_json[ki])
+            return http__send(s, conn, 200, "application/json", s->key_models_json[ki],
+                              s->key_models_len[ki], rid, 0);
         return http__send(s, conn, 200, "application/json", s->models_json, s->models_len, rid, 0);
+    }
     case R_MODEL: {
         const char *id = url + strlen("/v1/models/");
         const struct cfg_backend *be;
-        if (config_backends_for(s->cfg, id, &be, 1) == 0)
+        if (config_backends_for(s->cfg, id, &be, 1) == 0 || !config_key_allows(key, id))
             return http__error(s, conn, LGE_MODEL_NOT_FOUND, NULL, NULL, rid, 0);
         rc = http__model_obj(&b, id, be->name);
         return http__send_buf(s, conn, 200, &b, rc, rid);
@@ -502,16 +510,17 @@ static const char *http__request_id(struct MHD_Connection *conn, char idbuf[33])
     return rid;
 }
 
-/* True when auth is off or the Bearer key is known; sets *key_name. */
-static bool http__authorized(struct server *s, struct MHD_Connection *conn, const char **key_name)
+/* True when auth is off or the Bearer key is known; sets *key (NULL with auth off). */
+static bool http__authorized(struct server *s, struct MHD_Connection *conn,
+                             const struct cfg_key **key)
 {
-    *key_name = NULL;
+    *key = NULL;
     if (!s->cfg->auth)
         return true;
     size_t klen = 0;
-    const char *key = http__bearer(conn, &klen);
-    *key_name = key ? config_key_lookup(s->cfg, key, klen) : NULL;
-    return *key_name != NULL;
+    const char *bearer = http__bearer(conn, &klen);
+    *key = bearer ? config_key_find(s->cfg, bearer, klen) : NULL;
+    return *key != NULL;
 }
 
 /* Everything that is not a proxied request: local endpoints and request errors. */
@@ -529,12 +538,12 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
     const char *want = route == R_MODEL ? "GET" : routes[ri].method;
     if (strcmp(method, want) != 0 && !(strcmp(want, "GET") == 0 && !strcmp(method, "HEAD")))
         return http__error(s, conn, LGE_METHOD, NULL, NULL, rid, 0);
-    const char *key_name;
+    const struct cfg_key *key = NULL;
     bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
                      route == R_MODELS || route == R_MODEL;
-    if (needs_key && !http__authorized(s, conn, &key_name))
+    if (needs_key && !http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
-    return http__get(s, conn, route, url, rid);
+    return http__get(s, conn, route, url, rid, key);
 }
 
 /* Takes n bytes of the gateway-wide body budget for `job`. Returns 0, or -1 when the bodies
@@ -597,7 +606,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     job->stream = info.stream;
     job->n_candidates =
         (unsigned)config_backends_for(s->cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
-    if (job->n_candidates == 0) {
+    if (job->n_candidates == 0 || !config_key_allows(job->key, job->model)) {
+        /* a model the key may not use is one that does not exist, for that key */
         char msg[400];
         size_t ml = strlen(job->model);
         int cut = (int)esc_utf8_prefix(job->model, ml, 256);
@@ -691,14 +701,14 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
         return http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0);
     int ri = http__route(url);
-    const char *key_name = NULL;
+    const struct cfg_key *key = NULL;
     if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0) {
         *con_cls = &http_deferred;
         return MHD_YES;
     }
     /* What the headers decide is answered now, before any body byte is read; libmicrohttpd
      * then closes the connection (the unread body cannot be skipped safely). */
-    if (!http__authorized(s, conn, &key_name))
+    if (!http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     uint64_t clen = 0;
     const char *cl =
@@ -718,7 +728,8 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
     job->t_start_ns = clock_now_ns();
     job->endpoint = (enum job_endpoint)routes[ri].endpoint;
-    job->key_name = key_name;
+    job->key = key;
+    job->key_name = key ? key->name : NULL;
     job->h_state = H_BODY;
     job->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1); /* before the job is shared */
     *con_cls = job;
@@ -799,6 +810,15 @@ static int http__listen(const struct config *cfg, const struct addrinfo *ai)
     return fd;
 }
 
+static void http__free_models(struct server *s)
+{
+    free(s->models_json);
+    for (size_t i = 0; s->key_models_json && i < s->cfg->n_keys; i++)
+        free(s->key_models_json[i]);
+    free(s->key_models_json);
+    free(s->key_models_len);
+}
+
 struct server *server_new(const struct config *cfg, struct pool *pool)
 {
     struct server *s = calloc(1, sizeof(*s));
@@ -809,9 +829,18 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     s->cfg = cfg;
     s->pool = pool;
     s->started_wall = clock_wall_s();
-    s->models_json = http__models_list(cfg, &s->models_len);
-    if (!s->models_json)
+    s->models_json = http__models_list(cfg, NULL, &s->models_len);
+    s->key_models_json = calloc(cfg->n_keys + 1, sizeof(*s->key_models_json));
+    s->key_models_len = calloc(cfg->n_keys + 1, sizeof(*s->key_models_len));
+    if (!s->models_json || !s->key_models_json || !s->key_models_len)
         goto fail;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (cfg->keys[i].models.n == 0)
+            continue;
+        s->key_models_json[i] = http__models_list(cfg, &cfg->keys[i], &s->key_models_len[i]);
+        if (!s->key_models_json[i])
+            goto fail;
+    }
     snprintf(port, sizeof(port), "%u", cfg->listen_port);
     int gai = getaddrinfo(cfg->listen_host, port, &hints, &ai);
     if (gai != 0) {
@@ -863,7 +892,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     return s;
 fail:
     guard_free(s->guard);
-    free(s->models_json);
+    http__free_models(s);
     free(s);
     return NULL;
 }
@@ -889,6 +918,6 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
-    free(s->models_json);
+    http__free_models(s);
     free(s);
 }

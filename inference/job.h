@@ -62,7 +62,8 @@ struct job {
                               * max_body_memory); this job holds body_mem_held of it */
     size_t body_mem_held;
     char request_id[72];
-    const char *key_name; /* points into the config, or NULL */
+    const struct cfg_key *key; /* the caller's API key (in the config), or NULL: auth off */
+    const char *key_name;      /* key->name, or NULL */
     uint64_t t_start_ns;
     uint64_t deadline_ns; /* t_start + request_s */
     const struct cfg_backend *candidates[JOB_MAX_CANDIDATES];

@@ -19,8 +19,10 @@
  *       (copied here), workers >= 1, max_body_memory >= max_body_bytes; listen is
  *       "HOST:PORT" or "[HOST]:PORT" with listen_host = HOST (not empty) and listen_port =
  *       PORT <= 65535; the log level is one of the four;
- *   (e) auth is on exactly when there are keys; key names are unique, values unique and not
- *       empty, key_len is their length, config_key_lookup finds each;
+ *   (e) auth is on when there are keys (or an empty [keys], which is refused); key names
+ *       are unique; each key has a secret (not empty, key_len its length, unique among
+ *       secrets, config_key_lookup finds it) or a SHA-256; weight in [1, 1000], a priority of
+ *       the three, limits resolved from [limits] (never CFG_UNSET), allowed models not empty;
  *   (f) config_dump's output, with each masked key given back its value, loads again and
  *       gives the same config (numbers, strings, backends, models, keys; api_key only as
  *       present or absent, since the dump masks it). */
@@ -82,6 +84,10 @@ static const struct bound bounds[] = {
     {AT(threads), 0, 1, 256},
     {AT(workers), 0, 1, 256}, /* 0 in the file means the number of cores */
     {AT(max_connections), 0, 16, 1000000},
+    {AT(max_connections_per_ip), 0, 0, 1000000},
+    {AT(client_header_timeout_s), 0, 1, 3600},
+    {AT(client_body_timeout_s), 0, 1, 3600},
+    {AT(keepalive_timeout_s), 0, 1, 3600},
     {AT(stream_buffer_bytes), 1, 16384, 16ull << 20},
     {AT(connect_ms), 0, 1, 600000},
     {AT(request_s), 0, 1, 86400},
@@ -89,6 +95,9 @@ static const struct bound bounds[] = {
     {AT(max_inflight), 0, 1, 1000000},
     {AT(queue_capacity), 0, 0, 1000000},
     {AT(queue_timeout_ms), 0, 1, 3600000},
+    {AT(key_max_concurrency), 0, 0, 1000000},
+    {AT(key_rpm), 0, 0, 100000000},
+    {AT(key_tpm), 0, 0, 1000000000},
     {AT(health_interval_ms), 0, 0, 3600000},
 };
 
@@ -166,9 +175,9 @@ static void check_backend(const struct config *c, size_t i, const char *text, si
     size_t ul = strlen(b->url);
     CHECK(ul > scheme && b->url[scheme] != '/' && b->url[ul - 1] != '/');
 
-    CHECK(b->n_models >= 1 && b->models);
-    for (size_t m = 0; m < b->n_models; m++) {
-        const char *s = b->models[m];
+    CHECK(b->models.n >= 1 && b->models.v);
+    for (size_t m = 0; m < b->models.n; m++) {
+        const char *s = b->models.v[m];
         size_t ml = strlen(s);
         CHECK(ml >= 1 && !strchr(s, ','));
         CHECK(!is_blank(s[0]) && !is_blank(s[ml - 1]));
@@ -205,15 +214,33 @@ static void check_accepted(const struct config *c, const char *text, size_t line
     CHECK(c->auth == (c->n_keys > 0));
     for (size_t i = 0; i < c->n_keys; i++) {
         const struct cfg_key *k = &c->keys[i];
-        CHECK(k->name && k->key && k->key[0] && k->key_len == strlen(k->key));
-        for (size_t j = 0; j < i; j++)
-            CHECK(strcmp(c->keys[j].name, k->name) != 0 && strcmp(c->keys[j].key, k->key) != 0);
-        CHECK(config_key_lookup(c, k->key, k->key_len) == k->name);
+        CHECK(k->name && k->name[0] && (k->key || k->has_sha256));
+        if (k->key) {
+            CHECK(k->key[0] && k->key_len == strlen(k->key));
+            CHECK(config_key_lookup(c, k->key, k->key_len) == k->name);
+        }
+        for (size_t j = 0; j < i; j++) {
+            CHECK(strcmp(c->keys[j].name, k->name) != 0);
+            CHECK(!k->key || !c->keys[j].key || strcmp(c->keys[j].key, k->key) != 0);
+        }
+        CHECK(k->weight >= 1 && k->weight <= 1000 && k->priority < PRIO__COUNT);
+        CHECK(k->max_concurrency != CFG_UNSET && k->rpm != CFG_UNSET && k->tpm != CFG_UNSET);
+        for (size_t m = 0; m < k->models.n; m++)
+            CHECK(k->models.v[m][0] != '\0');
     }
 }
 
-/* config_dump's text with each masked "NAME = <N bytes>" line of [keys] given its key back,
- * as "NAME=KEY" (never longer than the line it came from). */
+static const struct cfg_key *key_named(const struct config *c, const char *name, size_t n)
+{
+    for (size_t i = 0; i < c->n_keys; i++)
+        if (strlen(c->keys[i].name) == n && !memcmp(c->keys[i].name, name, n))
+            return &c->keys[i];
+    return NULL;
+}
+
+/* config_dump's text with each masked secret given back: "NAME = <N bytes>" under [keys] as
+ * "NAME=KEY", "key = <N bytes>" under [key.NAME] as "key=KEY" (never longer than the line the
+ * secret came from). Every key with a secret is unmasked exactly once. */
 static char *dump_unmasked(const struct config *c)
 {
     char *d = NULL, *out = NULL;
@@ -225,28 +252,49 @@ static char *dump_unmasked(const struct config *c)
     FILE *o = open_memstream(&out, &ol);
     CHECK(o);
     int in_keys = 0;
-    size_t key = 0;
+    const struct cfg_key *section_key = NULL;
+    size_t unmasked = 0, secrets = 0;
+    for (size_t i = 0; i < c->n_keys; i++)
+        secrets += c->keys[i].key != NULL;
     for (char *line = d, *next; line && *line; line = next) {
         char *nl = strchr(line, '\n');
         next = nl ? nl + 1 : NULL;
         size_t len = nl ? (size_t)(nl - line) : strlen(line);
-        if (line[0] == '[')
+        if (line[0] == '[') {
             in_keys = len == 6 && !memcmp(line, "[keys]", 6);
+            section_key = len > 6 && !memcmp(line, "[key.", 5) && line[len - 1] == ']'
+                              ? key_named(c, line + 5, len - 6)
+                              : NULL;
+            CHECK(in_keys || section_key || memcmp(line, "[key.", 5) != 0);
+        }
         const char *eq = memchr(line, '=', len);
+        size_t kl = eq ? (size_t)(eq - line) : 0;
+        while (kl && line[kl - 1] == ' ')
+            kl--;
         if (in_keys && line[0] != '[' && eq) {
-            CHECK(key < c->n_keys && line[len - 1] == '>');
-            size_t name_len = strlen(c->keys[key].name);
-            CHECK((size_t)(eq - line) >= name_len && !memcmp(line, c->keys[key].name, name_len));
-            fprintf(o, "%s=%s\n", c->keys[key].name, c->keys[key].key);
-            key++;
+            const struct cfg_key *k = key_named(c, line, kl);
+            CHECK(k && k->key && line[len - 1] == '>');
+            fprintf(o, "%s=%s\n", k->name, k->key);
+            unmasked++;
+        } else if (section_key && eq && kl == 3 && !memcmp(line, "key", 3)) {
+            CHECK(section_key->key && line[len - 1] == '>');
+            fprintf(o, "key=%s\n", section_key->key);
+            unmasked++;
         } else {
             fprintf(o, "%.*s\n", (int)len, line);
         }
     }
-    CHECK(key == c->n_keys);
+    CHECK(unmasked == secrets);
     CHECK(fclose(o) == 0);
     free(d);
     return out;
+}
+
+static void same_list(const struct cfg_list *x, const struct cfg_list *y)
+{
+    CHECK(x->n == y->n);
+    for (size_t m = 0; m < x->n; m++)
+        CHECK(!strcmp(x->v[m], y->v[m]));
 }
 
 static int str_eq(const char *a, const char *b)
@@ -262,17 +310,21 @@ static void same_config(const struct config *a, const struct config *b)
     CHECK(a->listen_port == b->listen_port);
     CHECK(str_eq(a->log_level, b->log_level) && a->access_log == b->access_log);
     CHECK(a->auth == b->auth && a->n_keys == b->n_keys);
-    for (size_t i = 0; i < a->n_keys; i++)
-        CHECK(!strcmp(a->keys[i].name, b->keys[i].name) && !strcmp(a->keys[i].key, b->keys[i].key));
+    for (size_t i = 0; i < a->n_keys; i++) {
+        const struct cfg_key *x = &a->keys[i], *y = key_named(b, x->name, strlen(x->name));
+        CHECK(y && str_eq(x->key, y->key) && x->has_sha256 == y->has_sha256);
+        CHECK(!x->has_sha256 || !memcmp(x->sha256, y->sha256, sizeof(x->sha256)));
+        CHECK(x->max_concurrency == y->max_concurrency && x->rpm == y->rpm && x->tpm == y->tpm);
+        CHECK(x->weight == y->weight && x->priority == y->priority);
+        same_list(&x->models, &y->models);
+    }
     CHECK(a->n_backends == b->n_backends);
     for (size_t i = 0; i < a->n_backends; i++) {
         const struct cfg_backend *x = &a->backends[i], *y = &b->backends[i];
         CHECK(!strcmp(x->name, y->name) && str_eq(x->url, y->url));
         CHECK(x->max_concurrency == y->max_concurrency);
         CHECK((x->api_key != NULL) == (y->api_key != NULL));
-        CHECK(x->n_models == y->n_models);
-        for (size_t m = 0; m < x->n_models; m++)
-            CHECK(!strcmp(x->models[m], y->models[m]));
+        same_list(&x->models, &y->models);
     }
 }
 

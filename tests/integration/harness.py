@@ -246,8 +246,9 @@ def render_ini(sections):
     return "\n".join(out)
 
 
-def gateway_sections(listen, backends, server=None, timeouts=None, limits=None, keys=None):
-    """backends: {name: (url, [models]) or (url, [models], max_concurrency)}."""
+def gateway_sections(listen, backends, server=None, timeouts=None, limits=None, keys=None, extra=None):
+    """backends: {name: (url, [models]) or (url, [models], max_concurrency)}; extra: more
+    [(section, {key: value})], e.g. [key.NAME] sections."""
     srv = {"listen": listen, "max_body_bytes": 10485760, "threads": 2, "workers": 2}
     srv.update(server or {})
     tmo = {"connect_ms": 5000, "request_s": 60}
@@ -257,6 +258,7 @@ def gateway_sections(listen, backends, server=None, timeouts=None, limits=None, 
     sections = [("server", srv), ("timeouts", tmo), ("limits", lim)]
     if keys:
         sections.append(("keys", dict(keys)))
+    sections.extend(extra or [])
     for name, spec in backends.items():
         url, models = spec[0], spec[1]
         conc = spec[2] if len(spec) > 2 else 4
@@ -276,10 +278,11 @@ class Gateway:
     """`llmgate` with a config written by the test, on a free loopback port; waits for /healthz."""
 
     def __init__(self, backends, server=None, timeouts=None, limits=None, keys=None, env=None,
-                 name="llmgate", port=None, wait=True):
+                 name="llmgate", port=None, wait=True, extra=None):
         self.host = HOST
         self.port = port or free_port()
-        sections = gateway_sections("%s:%d" % (HOST, self.port), backends, server, timeouts, limits, keys)
+        sections = gateway_sections("%s:%d" % (HOST, self.port), backends, server, timeouts, limits, keys,
+                                    extra)
         self.config_path = write_file(name + ".ini", render_ini(sections))
         self.proc = Proc(name, [os.path.join(CTX.build, "llmgate"), "--config", self.config_path], env=env)
         if wait:

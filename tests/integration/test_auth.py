@@ -1,5 +1,8 @@
 """[keys] configured: Bearer auth on /v1/*; health endpoints need no key."""
 
+import hashlib
+import json
+
 from harness import OwnTest, chat_body, raw_exchange, request, t
 
 ALICE = "sk-alice-0123456789"
@@ -56,3 +59,48 @@ class TestAuth(OwnTest):
         r = request(self.gw.host, self.gw.port, "GET", "/ready", timeout=t(5))
         self.assertIn(r.status, (200, 503), r)
         self.assertNotEqual(r.status, 401)
+
+
+CAROL = "sk-carol-only-by-hash"
+
+
+class TestKeySections(OwnTest):
+    """[key.NAME] sections: a key configured by its SHA-256 only, and allowed models (any other
+    model does not exist for that key: 404, and /v1/models does not list it)."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 3)
+        cls.gw = cls.own_gateway(
+            {"m": (cls.mock.url, ["mock-model", "other-model"])}, keys={"alice": ALICE},
+            extra=[("key.carol", {"key_sha256": hashlib.sha256(CAROL.encode()).hexdigest(),
+                                  "models": "other-model", "priority": "low"})],
+            name="llmgate-keysections")
+
+    def rq(self, method, path, key, body=None):
+        return raw_exchange(self.gw.host, self.gw.port, method, path, body,
+                            {"Authorization": "Bearer " + key}, timeout=t(10))
+
+    def test_key_by_hash(self):
+        r = self.rq("POST", "/v1/chat/completions", CAROL, chat_body("by hash", model="other-model"))
+        self.assertEqual(r.status, 200, r)
+        digest = hashlib.sha256(CAROL.encode()).hexdigest()
+        self.assertErrorEnvelope(self.rq("GET", "/v1/models", digest), 401, "authentication_error",
+                                 "invalid_api_key")
+
+    def test_allowed_models(self):
+        before = self.mock.stats()["requests"]
+        r = self.rq("POST", "/v1/chat/completions", CAROL, chat_body("not allowed", model="mock-model"))
+        self.assertErrorEnvelope(r, 404, "invalid_request_error", "model_not_found")
+        self.assertIn("the model 'mock-model' does not exist", r.body.decode())
+        self.assertEqual(self.mock.stats()["requests"], before)
+        ids = [m["id"] for m in json.loads(self.rq("GET", "/v1/models", CAROL).body)["data"]]
+        self.assertEqual(ids, ["other-model"])
+        self.assertErrorEnvelope(self.rq("GET", "/v1/models/mock-model", CAROL), 404,
+                                 "invalid_request_error", "model_not_found")
+        self.assertEqual(self.rq("GET", "/v1/models/other-model", CAROL).status, 200)
+        # a key without a list may use every model
+        ids = [m["id"] for m in json.loads(self.rq("GET", "/v1/models", ALICE).body)["data"]]
+        self.assertEqual(sorted(ids), ["mock-model", "other-model"])
+        r = self.rq("POST", "/v1/chat/completions", ALICE, chat_body("allowed", model="mock-model"))
+        self.assertEqual(r.status, 200, r)

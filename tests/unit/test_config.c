@@ -57,8 +57,8 @@ START_TEST(test_good)
     ck_assert_uint_eq(c->n_keys, 2);
     ck_assert_uint_eq(c->n_backends, 2);
     ck_assert_str_eq(c->backends[0].url, "http://127.0.0.1:11434"); /* trailing / dropped */
-    ck_assert_uint_eq(c->backends[0].n_models, 3);
-    ck_assert_str_eq(c->backends[0].models[1], "qwen2.5:7b");
+    ck_assert_uint_eq(c->backends[0].models.n, 3);
+    ck_assert_str_eq(c->backends[0].models.v[1], "qwen2.5:7b");
     ck_assert_uint_eq(c->backends[0].max_concurrency, 3);
     ck_assert_uint_eq(c->backends[1].max_concurrency, 4);
     ck_assert_uint_ge(c->workers, 1); /* 0 = cores */
@@ -74,6 +74,85 @@ START_TEST(test_good)
     ck_assert_ptr_null(config_key_lookup(c, "sk-bobb", 7));
     ck_assert_ptr_null(config_key_lookup(c, "", 0));
     config_free(c);
+}
+END_TEST
+
+/* [key.NAME] sections: limits with [limits]' defaults, a key given by its SHA-256, models. */
+START_TEST(test_key_sections)
+{
+    static const char text[] =
+        "[limits]\nkey_rpm = 100\nkey_max_concurrency = 3\n"
+        "[keys]\nalice = sk-alice\n"
+        "[key.alice]\nmax_concurrency = 1\npriority = high\nweight = 5\n"
+        "[key.bob]\n" /* sha256("hello") */
+        "key_sha256 = 2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824\n"
+        "models = m1 , m2\ntpm = 0\n"
+        "[key.carol]\nkey = sk-carol\nrpm = 0\n"
+        "[backend.a]\nurl = http://127.0.0.1:1\nmodels = m1, m2, m3\n";
+    struct config_errors e = {0};
+    struct config *c = config_load_string("k.ini", text, &e);
+    ck_assert_msg(c != NULL, "%s", e.n ? e.msgs[0] : "");
+    ck_assert_uint_eq(c->n_keys, 3);
+    const struct cfg_key *a = config_key_find(c, "sk-alice", 8);
+    const struct cfg_key *b = config_key_find(c, "hello", 5);
+    const struct cfg_key *k = config_key_find(c, "sk-carol", 8);
+    ck_assert_ptr_nonnull(a);
+    ck_assert_ptr_nonnull(b);
+    ck_assert_ptr_nonnull(k);
+    ck_assert_str_eq(a->name, "alice");
+    ck_assert_str_eq(b->name, "bob");
+    ck_assert_ptr_null(b->key);
+    ck_assert_ptr_null(config_key_find(c, "hellO", 5));
+    ck_assert_ptr_null(
+        config_key_find(c, "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824", 64));
+    /* written, else [limits]' default */
+    ck_assert_uint_eq(a->max_concurrency, 1);
+    ck_assert_uint_eq(a->rpm, 100);
+    ck_assert_uint_eq(b->max_concurrency, 3);
+    ck_assert_uint_eq(k->rpm, 0);
+    ck_assert_uint_eq(a->weight, 5);
+    ck_assert_uint_eq(b->weight, 1);
+    ck_assert_uint_eq(a->priority, PRIO_HIGH);
+    ck_assert_uint_eq(b->priority, PRIO_NORMAL);
+    ck_assert(config_key_allows(a, "m3"));
+    ck_assert(config_key_allows(b, "m2"));
+    ck_assert(!config_key_allows(b, "m3"));
+    ck_assert(config_key_allows(NULL, "m3"));
+    /* the dump: a section per key, the secrets masked, bob's hash kept */
+    char *dump = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&dump, &len);
+    config_dump(c, f);
+    fclose(f);
+    ck_assert_ptr_nonnull(
+        strstr(dump, "[key.alice]\nkey = <8 bytes>\nmax_concurrency = 1\nrpm = 100\n"));
+    ck_assert_ptr_nonnull(
+        strstr(dump, "[key.bob]\nkey_sha256 = "
+                     "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"));
+    ck_assert_ptr_nonnull(strstr(dump, "priority = high\n"));
+    ck_assert_ptr_nonnull(strstr(dump, "models = m1, m2\n"));
+    ck_assert_ptr_null(strstr(dump, "sk-"));
+    free(dump);
+    config_free(c);
+
+    /* errors, with their lines */
+    static const char bad[] =
+        "[key.x]\nrpm = 5\n"
+        "[key.y]\nkey_sha256 = 12\n"
+        "[key.z]\npriority = urgent\nweight = 0\nlimit = 3\nkey = a\nkey = b\n"
+        "[key.]\nrpm = 1\n"
+        "[backend.a]\nurl = http://127.0.0.1:1\nmodels = m\n";
+    c = config_load_string("b.ini", bad, &e);
+    ck_assert_ptr_null(c);
+    ck_assert(has_msg(&e, "b.ini:1: key 'x' has neither a value"));
+    ck_assert(has_msg(&e, "b.ini:4: key_sha256 must be 64 hex digits"));
+    ck_assert(has_msg(&e, "b.ini:6: 'urgent' is not one of high, normal, low"));
+    ck_assert(has_msg(&e, "b.ini:7: 0 is out of range [1, 1000]"));
+    ck_assert(
+        has_msg(&e, "b.ini:8: unknown key 'limit' in a key section (known: key, key_sha256,"));
+    ck_assert(has_msg(&e, "b.ini:10: API key 'z' is given twice"));
+    ck_assert(has_msg(&e, "b.ini:12: key section needs a name"));
+    config_errors_release(&e);
 }
 END_TEST
 
@@ -240,8 +319,8 @@ START_TEST(test_indented_lines)
     ck_assert_ptr_nonnull(c);
     ck_assert_uint_eq(c->listen_port, 9091);
     ck_assert_uint_eq(c->threads, 3);
-    ck_assert_uint_eq(c->backends[0].n_models, 2);
-    ck_assert_str_eq(c->backends[0].models[1], "m2");
+    ck_assert_uint_eq(c->backends[0].models.n, 2);
+    ck_assert_str_eq(c->backends[0].models.v[1], "m2");
     ck_assert_uint_eq(c->backends[0].max_concurrency, 8);
     config_free(c);
 
@@ -301,8 +380,8 @@ START_TEST(test_dump_loads_again)
         fprintf(stderr, "%s\n", e.msgs[i]);
     ck_assert_ptr_nonnull(again);
     ck_assert_str_eq(again->listen, c->listen);
-    ck_assert_uint_eq(again->backends[0].n_models, c->backends[0].n_models);
-    ck_assert_str_eq(again->backends[0].models[37], c->backends[0].models[37]);
+    ck_assert_uint_eq(again->backends[0].models.n, c->backends[0].models.n);
+    ck_assert_str_eq(again->backends[0].models.v[37], c->backends[0].models.v[37]);
     /* a line that fits keeps the blanks around '=' */
     ck_assert_ptr_nonnull(strstr(dump, "\nurl = http://h:1\n"));
     config_free(again);
@@ -320,13 +399,13 @@ START_TEST(test_dump_semicolon)
         "s.ini", "[server]\nlisten=;h:1\n[backend.a]\nurl = http://h:1\nmodels = a,;b, c\n", &e);
     ck_assert_ptr_nonnull(c);
     ck_assert_str_eq(c->listen, ";h:1");
-    ck_assert_uint_eq(c->backends[0].n_models, 3);
+    ck_assert_uint_eq(c->backends[0].models.n, 3);
     struct config *again = dump_and_load(c, &e);
     ck_assert_ptr_nonnull(again);
     ck_assert_str_eq(again->listen, ";h:1");
-    ck_assert_uint_eq(again->backends[0].n_models, 3);
-    ck_assert_str_eq(again->backends[0].models[1], ";b");
-    ck_assert_str_eq(again->backends[0].models[2], "c");
+    ck_assert_uint_eq(again->backends[0].models.n, 3);
+    ck_assert_str_eq(again->backends[0].models.v[1], ";b");
+    ck_assert_str_eq(again->backends[0].models.v[2], "c");
     config_free(again);
     config_free(c);
 }
@@ -382,6 +461,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_good);
     tcase_add_test(tc, test_errors_have_lines);
     tcase_add_test(tc, test_syntax_and_empty);
+    tcase_add_test(tc, test_key_sections);
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
     tcase_add_test(tc, test_line_limit);
