@@ -1,0 +1,61 @@
+/* limits.h — per-key limits: requests in progress (max_concurrency), requests per minute (rpm)
+ * and tokens per minute (tpm) as token buckets, each with the time until it would admit again.
+ *
+ * A key over a limit gets 429 rate_limit_exceeded naming the limit, with Retry-After: the
+ * bucket's refill time for rpm/tpm. What the headers decide (concurrency, an empty rpm or tpm
+ * bucket) is decided before the body is read (limits_check); the body's estimate is taken at
+ * admission (limits_take), atomically with the check. A request in progress holds its key's
+ * slot until its end (limits_release, from the completion callback: every path ends there).
+ *
+ * Buckets start full (a key may burst its whole minute at once, as OpenAI's do) and refill
+ * continuously. Token cost is an estimate: prompt bytes / 4 + max_tokens (or a default when the
+ * request sets none). One mutex per key; any thread. */
+#ifndef LG_LIMITS_H
+#define LG_LIMITS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+struct cfg_key;
+struct limits;
+
+enum lim_verdict { LIM_OK = 0, LIM_CONCURRENCY, LIM_RPM, LIM_TPM };
+
+/* What the x-ratelimit-* headers say after an admission (OpenAI's names). */
+struct lim_state {
+    unsigned limit_requests, remaining_requests; /* 0/0 when the key has no rpm */
+    uint64_t reset_requests_ms;                  /* until the rpm bucket is full again */
+    unsigned limit_tokens, remaining_tokens;     /* 0/0 when the key has no tpm */
+    uint64_t reset_tokens_ms;
+};
+
+/* Tokens a request is estimated to cost when it sets no max_tokens. */
+#define LIM_DEFAULT_MAX_TOKENS 256
+
+struct limits *limits_new(const struct config *cfg);
+void limits_free(struct limits *l);
+
+/* The estimated token cost of a request. */
+uint64_t limits_estimate(uint64_t prompt_bytes, int64_t max_tokens);
+
+/* Before the body: would key k be refused now? *retry_ms: when to come back (>= 1). NULL k or
+ * a key without limits: LIM_OK. Takes nothing. */
+enum lim_verdict limits_check(struct limits *l, const struct cfg_key *k, uint64_t now_ns,
+                              uint64_t *retry_ms);
+
+/* At admission: takes a slot, a request and `tokens` from k's buckets, or nothing and returns
+ * why not (with *retry_ms). LIM_OK also fills *st when st is not NULL. */
+enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t tokens,
+                             uint64_t now_ns, uint64_t *retry_ms, struct lim_state *st);
+
+/* The end of a request that limits_take admitted: its slot back. */
+void limits_release(struct limits *l, const struct cfg_key *k);
+
+/* Requests of key index i in progress (for /metrics and the tests). */
+unsigned limits_inflight(struct limits *l, unsigned i);
+
+/* The limit's name for messages: "max_concurrency", "rpm", "tpm". */
+const char *limits_name(enum lim_verdict v);
+
+#endif

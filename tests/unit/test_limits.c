@@ -1,0 +1,128 @@
+/* Per-key limits: concurrency slots, rpm and tpm token buckets, their refill times and the
+ * x-ratelimit state, on a fake clock. */
+#include "core/config.h"
+#include "inference/limits.h"
+#include "unit.h"
+
+#define MS 1000000ull
+
+static const char text[] = "[keys]\nA = sk-a\nB = sk-b\nC = sk-c\n"
+                           "[key.A]\nrpm = 60\n"
+                           "[key.B]\ntpm = 1000\n"
+                           "[key.C]\nmax_concurrency = 2\n"
+                           "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\n";
+
+static struct config *load(void)
+{
+    struct config_errors e = {0};
+    struct config *c = config_load_string("l.ini", text, &e);
+    ck_assert_msg(c != NULL, "%s", e.n ? e.msgs[0] : "");
+    return c;
+}
+
+START_TEST(test_rpm)
+{
+    struct config *c = load();
+    struct limits *l = limits_new(c);
+    const struct cfg_key *a = config_key_find(c, "sk-a", 4);
+    uint64_t t0 = 1000 * MS, retry = 0;
+    struct lim_state st;
+    for (int i = 0; i < 60; i++) {
+        ck_assert_int_eq(limits_take(l, a, 10, t0, &retry, &st), LIM_OK);
+        limits_release(l, a);
+    }
+    ck_assert_uint_eq(st.limit_requests, 60);
+    ck_assert_uint_eq(st.remaining_requests, 0);
+    ck_assert_uint_eq(st.reset_requests_ms, 60000);
+    ck_assert_uint_eq(st.limit_tokens, 0); /* no tpm for A */
+    /* empty: the next request in 1 s (60 a minute), checked before the body too */
+    ck_assert_int_eq(limits_check(l, a, t0, &retry), LIM_RPM);
+    ck_assert_uint_eq(retry, 1000);
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 400 * MS, &retry, NULL), LIM_RPM);
+    ck_assert_uint_eq(retry, 600);
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 1000 * MS, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_requests, 0);
+    limits_release(l, a);
+    /* a long pause refills to the cap, not beyond */
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 3600000 * MS, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_requests, 59);
+    limits_release(l, a);
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(test_tpm)
+{
+    struct config *c = load();
+    struct limits *l = limits_new(c);
+    const struct cfg_key *b = config_key_find(c, "sk-b", 4);
+    uint64_t t0 = 5 * MS, retry = 0;
+    struct lim_state st;
+    ck_assert_int_eq(limits_take(l, b, 600, t0, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.limit_tokens, 1000);
+    ck_assert_uint_eq(st.remaining_tokens, 400);
+    ck_assert_uint_eq(st.reset_tokens_ms, 36000); /* 600 tokens at 1000 a minute */
+    limits_release(l, b);
+    /* 600 more need 200 more than the 400 left: 12 s */
+    ck_assert_int_eq(limits_take(l, b, 600, t0, &retry, NULL), LIM_TPM);
+    ck_assert_uint_eq(retry, 12000);
+    /* the headers alone cannot tell a cost: one token left is enough to go on */
+    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 400, t0, &retry, NULL), LIM_OK);
+    limits_release(l, b);
+    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_TPM);
+    ck_assert_uint_eq(retry, 60); /* one token */
+    /* a request larger than the whole bucket waits for a full one, then goes */
+    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 30000 * MS, &retry, NULL), LIM_TPM);
+    ck_assert_uint_eq(retry, 30000);
+    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 60000 * MS, &retry, NULL), LIM_OK);
+    limits_release(l, b);
+    ck_assert_uint_eq(limits_estimate(400, 100), 200);
+    ck_assert_uint_eq(limits_estimate(1, -1), 1 + LIM_DEFAULT_MAX_TOKENS);
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
+START_TEST(test_concurrency)
+{
+    struct config *c = load();
+    struct limits *l = limits_new(c);
+    const struct cfg_key *k = config_key_find(c, "sk-c", 4);
+    const struct cfg_key *a = config_key_find(c, "sk-a", 4);
+    uint64_t retry = 0;
+    unsigned ci = (unsigned)(k - c->keys);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
+    ck_assert_uint_eq(limits_inflight(l, ci), 2);
+    ck_assert_int_eq(limits_check(l, k, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_CONCURRENCY);
+    ck_assert_uint_eq(limits_inflight(l, ci), 2); /* a refusal takes nothing */
+    /* another key is not affected; no key (auth off) has no limits */
+    ck_assert_int_eq(limits_take(l, a, 1, 0, &retry, NULL), LIM_OK);
+    limits_release(l, a);
+    ck_assert_int_eq(limits_take(l, NULL, 1, 0, &retry, NULL), LIM_OK);
+    limits_release(l, k);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
+    limits_release(l, k);
+    limits_release(l, k);
+    ck_assert_uint_eq(limits_inflight(l, ci), 0);
+    ck_assert_str_eq(limits_name(LIM_CONCURRENCY), "max_concurrency");
+    ck_assert_str_eq(limits_name(LIM_RPM), "rpm");
+    ck_assert_str_eq(limits_name(LIM_TPM), "tpm");
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
+Suite *make_suite(void)
+{
+    Suite *s = suite_create("limits");
+    TCase *tc = tcase_create("limits");
+    tcase_add_test(tc, test_rpm);
+    tcase_add_test(tc, test_tpm);
+    tcase_add_test(tc, test_concurrency);
+    suite_add_tcase(s, tc);
+    return s;
+}
