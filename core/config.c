@@ -336,7 +336,7 @@ static int cfg__set(struct config *cfg, void *base_, const struct cfg_row *row, 
             snprintf(why, whylen, "key_sha256 must be 64 hex digits");
             return -1;
         }
-        for (int i = 0; i < 32; i++) {
+        for (size_t i = 0; i < 32; i++) {
             int hi = cfg__hexval(value[2 * i]), lo = cfg__hexval(value[2 * i + 1]);
             if (hi < 0 || lo < 0) {
                 snprintf(why, whylen, "key_sha256 must be 64 hex digits");
@@ -884,8 +884,8 @@ static void cfg__dump_rows(FILE *out, const void *base_, const struct cfg_row *r
             const struct cfg_key *k = base_;
             if (!k->has_sha256)
                 continue;
-            for (int j = 0; j < 32; j++)
-                snprintf(v + 2 * j, sizeof(v) - 2 * (size_t)j, "%02x", k->sha256[j]);
+            for (size_t j = 0; j < 32; j++)
+                snprintf(v + 2 * j, sizeof(v) - 2 * j, "%02x", k->sha256[j]);
             break;
         }
         case CT_LIST: {

@@ -10,6 +10,7 @@
 #include "http/guard.h"
 #include "http/request.h"
 #include "inference/job.h"
+#include "inference/limits.h"
 #include "inference/router.h"
 #include "inference/worker.h"
 
@@ -55,7 +56,8 @@ struct server {
     const struct config *cfg;
     struct pool *pool;
     struct MHD_Daemon *daemon;
-    struct guard *guard; /* client deadlines and the connection table */
+    struct guard *guard;   /* client deadlines and the connection table */
+    struct limits *limits; /* per-key concurrency, rpm, tpm */
     int64_t started_wall;
     char *models_json; /* GET /v1/models for keys that may use every model */
     size_t models_len;
@@ -109,19 +111,20 @@ static bool http__hdr(struct MHD_Response *r, const char *name, const char *valu
     return false;
 }
 
-/* Retry-After (seconds) and retry-after-ms (what the OpenAI and Anthropic SDKs read). */
-static bool http__retry_after(struct MHD_Response *r, unsigned seconds)
+/* Retry-After (whole seconds, rounded up) and retry-after-ms (what the OpenAI and Anthropic
+ * SDKs read), for a wait of `ms`. */
+static bool http__retry_after(struct MHD_Response *r, uint64_t ms_)
 {
-    char ra[16], ms[24];
-    snprintf(ra, sizeof(ra), "%u", seconds);
-    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)seconds * 1000ull);
+    char ra[24], ms[24];
+    snprintf(ra, sizeof(ra), "%llu", (unsigned long long)((ms_ + 999) / 1000));
+    snprintf(ms, sizeof(ms), "%llu", (unsigned long long)ms_);
     return http__hdr(r, MHD_HTTP_HEADER_RETRY_AFTER, ra) && http__hdr(r, "retry-after-ms", ms);
 }
 
 /* Queues a complete in-memory response. `body` is copied. */
 static enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
                                   const char *ctype, const char *body, size_t len,
-                                  const char *request_id, unsigned retry_after)
+                                  const char *request_id, uint64_t retry_ms)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -129,7 +132,7 @@ static enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn,
         return MHD_NO;
     if (!http__hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) ||
         !http__hdr(r, "X-Request-ID", request_id) ||
-        (retry_after && !http__retry_after(r, retry_after))) {
+        (retry_ms && !http__retry_after(r, retry_ms))) {
         MHD_destroy_response(r);
         return MHD_NO;
     }
@@ -141,12 +144,12 @@ static enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn,
 
 static enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
                                    const char *msg, const char *param, const char *request_id,
-                                   unsigned retry_after)
+                                   uint64_t retry_ms)
 {
     char body[2048]; /* err_envelope cuts a long message to fit, never the envelope */
     size_t n = err_envelope(body, sizeof(body), e, msg, param);
     return http__send(s, conn, err_info(e)->status, "application/json", body, n, request_id,
-                      retry_after);
+                      retry_ms);
 }
 
 /* Sends the JSON document in `b` (built by the caller), or a 500 if building it failed. */
@@ -275,6 +278,13 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
                  esc_prom_label(&b, s->cfg->backends[i].name) || buf_printf(&b, "\"} %u\n", v);
         }
     }
+    if (rc == 0 && s->cfg->n_keys)
+        rc = buf_printf(&b, "# HELP llmgate_key_inflight Requests of each API key in progress "
+                            "(limit: its max_concurrency).\n# TYPE llmgate_key_inflight gauge\n");
+    for (size_t i = 0; i < s->cfg->n_keys && rc == 0; i++)
+        rc = buf_printf(&b, "llmgate_key_inflight{key=\"") ||
+             esc_prom_label(&b, s->cfg->keys[i].name) ||
+             buf_printf(&b, "\"} %u\n", limits_inflight(s->limits, (unsigned)i));
     enum MHD_Result ret = rc == 0
                               ? http__send(s, conn, 200, "text/plain; version=0.0.4; charset=utf-8",
                                            buf_data(&b), buf_len(&b), rid, 0)
@@ -375,6 +385,49 @@ static void http__reader_free(void *cls)
     job_unref(cls);
 }
 
+/* "1.5s", "6m0s", "20ms": how OpenAI writes x-ratelimit-reset-*. */
+static void http__duration(char *out, size_t cap, uint64_t ms)
+{
+    if (ms < 1000)
+        snprintf(out, cap, "%llums", (unsigned long long)ms);
+    else if (ms < 60000)
+        snprintf(out, cap, "%llu.%03llus", (unsigned long long)(ms / 1000),
+                 (unsigned long long)(ms % 1000));
+    else
+        snprintf(out, cap, "%llum%llus", (unsigned long long)(ms / 60000),
+                 (unsigned long long)(ms % 60000 / 1000));
+}
+
+/* OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens} for a key with rpm / tpm, as
+ * its buckets stood when this request was admitted. */
+static bool http__ratelimit_headers(struct MHD_Response *r, const struct lim_state *st)
+{
+    char v[32];
+    if (st->limit_requests) {
+        snprintf(v, sizeof(v), "%u", st->limit_requests);
+        if (!http__hdr(r, "x-ratelimit-limit-requests", v))
+            return false;
+        snprintf(v, sizeof(v), "%u", st->remaining_requests);
+        if (!http__hdr(r, "x-ratelimit-remaining-requests", v))
+            return false;
+        http__duration(v, sizeof(v), st->reset_requests_ms);
+        if (!http__hdr(r, "x-ratelimit-reset-requests", v))
+            return false;
+    }
+    if (st->limit_tokens) {
+        snprintf(v, sizeof(v), "%u", st->limit_tokens);
+        if (!http__hdr(r, "x-ratelimit-limit-tokens", v))
+            return false;
+        snprintf(v, sizeof(v), "%u", st->remaining_tokens);
+        if (!http__hdr(r, "x-ratelimit-remaining-tokens", v))
+            return false;
+        http__duration(v, sizeof(v), st->reset_tokens_ms);
+        if (!http__hdr(r, "x-ratelimit-reset-tokens", v))
+            return false;
+    }
+    return true;
+}
+
 /* The worker resumed us: answer with the upstream's status and stream its body, or with the
  * gateway's own error. Caller holds job->lock. */
 static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn,
@@ -383,7 +436,8 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
-        return http__error(s, conn, job->fail, NULL, NULL, job->request_id, job->retry_after);
+        return http__error(s, conn, job->fail, NULL, NULL, job->request_id,
+                           (uint64_t)job->retry_after * 1000u);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
     struct MHD_Response *r;
@@ -405,7 +459,7 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
         job_ref(job); /* the response's reference, dropped by http__reader_free */
     }
     if ((job->content_type[0] && !http__hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, job->content_type)) ||
-        !http__hdr(r, "X-Request-ID", job->request_id) ||
+        !http__hdr(r, "X-Request-ID", job->request_id) || !http__ratelimit_headers(r, &job->lim) ||
         ((sse || job->stream) && (!http__hdr(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") ||
                                   !http__hdr(r, "X-Accel-Buffering", "no")))) {
         MHD_destroy_response(r); /* drops the reader's reference, if it took one */
@@ -582,6 +636,24 @@ static void http__take_body(struct server *s, struct job *job, const char *p, si
     }
 }
 
+/* 429 for key k over limit v: the message names the limit. */
+static enum MHD_Result http__rate_limited(struct server *s, struct MHD_Connection *conn,
+                                          const struct cfg_key *k, enum lim_verdict v,
+                                          const char *rid, uint64_t retry_ms)
+{
+    char msg[200];
+    unsigned value = !k                     ? 0
+                     : v == LIM_CONCURRENCY ? k->max_concurrency
+                     : v == LIM_RPM         ? k->rpm
+                                            : k->tpm;
+    const char *unit = v == LIM_CONCURRENCY ? "requests at once"
+                       : v == LIM_RPM       ? "requests per minute"
+                                            : "tokens per minute";
+    snprintf(msg, sizeof(msg), "rate limit exceeded: %s (this API key may use %u %s)",
+             limits_name(v), value, unit);
+    return http__error(s, conn, LGE_RATE_LIMITED, msg, NULL, rid, retry_ms);
+}
+
 /* Final call of a POST: validate, route, suspend, hand over. */
 static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job)
 {
@@ -592,7 +664,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         job->h_state = H_DONE;
         job->h_status = err_info(job->h_refused)->status;
         return http__error(s, conn, job->h_refused, NULL, NULL, job->request_id,
-                           job->h_refused == LGE_OVERLOADED ? 1 : 0);
+                           job->h_refused == LGE_OVERLOADED ? 1000 : 0);
     }
     enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
                                      &info, why, sizeof(why), &param);
@@ -617,6 +689,17 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         job->h_status = 404;
         return http__error(s, conn, LGE_MODEL_NOT_FOUND, msg, NULL, job->request_id, 0);
     }
+    /* the key's slot and its buckets, atomically with their check */
+    uint64_t retry_ms;
+    enum lim_verdict lv =
+        limits_take(s->limits, job->key, limits_estimate(info.prompt_bytes, info.max_tokens),
+                    clock_now_ns(), &retry_ms, &job->lim);
+    if (lv != LIM_OK) {
+        job->h_state = H_DONE;
+        job->h_status = 429;
+        return http__rate_limited(s, conn, job->key, lv, job->request_id, retry_ms);
+    }
+    job->lim_taken = true; /* given back by http__completed, whatever the end */
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     job->client_fd = ci ? ci->connect_fd : -1;
@@ -710,6 +793,10 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
      * then closes the connection (the unread body cannot be skipped safely). */
     if (!http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    uint64_t retry_ms;
+    enum lim_verdict lv = limits_check(s->limits, key, clock_now_ns(), &retry_ms);
+    if (lv != LIM_OK)
+        return http__rate_limited(s, conn, key, lv, rid, retry_ms);
     uint64_t clen = 0;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
@@ -723,7 +810,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     /* A declared length is taken from the body budget and allocated at once. */
     if (clen > 0 && (http__mem_take(s, job, clen) != 0 || buf_reserve(&job->body, clen) != 0)) {
         job_unref(job);
-        return http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1);
+        return http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1000);
     }
     snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
     job->t_start_ns = clock_now_ns();
@@ -746,6 +833,8 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     if (!job || *con_cls == &http_deferred)
         return;
     *con_cls = NULL;
+    if (job->lim_taken)
+        limits_release(s->limits, job->key);
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;
     bool finished = job->eof || job->fail != LGE_NONE;
@@ -861,7 +950,8 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
                               .count_status = http__count_status,
                               .count_arg = s};
     s->guard = guard_new(&gl);
-    if (!s->guard) {
+    s->limits = limits_new(cfg);
+    if (!s->guard || !s->limits) {
         close(lfd);
         goto fail;
     }
@@ -892,6 +982,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     return s;
 fail:
     guard_free(s->guard);
+    limits_free(s->limits);
     http__free_models(s);
     free(s);
     return NULL;
@@ -918,6 +1009,7 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
+    limits_free(s->limits);
     http__free_models(s);
     free(s);
 }

@@ -16,6 +16,7 @@
 #include "core/heap.h"
 #include "core/errors.h"
 #include "core/sse.h"
+#include "inference/limits.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -64,6 +65,8 @@ struct job {
     char request_id[72];
     const struct cfg_key *key; /* the caller's API key (in the config), or NULL: auth off */
     const char *key_name;      /* key->name, or NULL */
+    bool lim_taken;            /* holds a slot of the key's max_concurrency (http side) */
+    struct lim_state lim;      /* the key's buckets at admission: x-ratelimit-* headers */
     uint64_t t_start_ns;
     uint64_t deadline_ns; /* t_start + request_s */
     const struct cfg_backend *candidates[JOB_MAX_CANDIDATES];

@@ -42,6 +42,7 @@ MODULES = [
     "test_connections",
     "test_backpressure",
     "test_limits",
+    "test_keylimits",
     "test_disconnect",
     "test_load",
     "test_shutdown",
