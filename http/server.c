@@ -693,7 +693,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     uint64_t retry_ms;
     enum lim_verdict lv =
         limits_take(s->limits, job->key, limits_estimate(info.prompt_bytes, info.max_tokens),
-                    clock_now_ns(), &retry_ms, &job->lim);
+                    job->key ? clock_now_ns() : 0, &retry_ms, &job->lim);
     if (lv != LIM_OK) {
         job->h_state = H_DONE;
         job->h_status = 429;
@@ -794,7 +794,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (!http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     uint64_t retry_ms;
-    enum lim_verdict lv = limits_check(s->limits, key, clock_now_ns(), &retry_ms);
+    enum lim_verdict lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, &retry_ms);
     if (lv != LIM_OK)
         return http__rate_limited(s, conn, key, lv, rid, retry_ms);
     uint64_t clen = 0;
