@@ -514,8 +514,10 @@ static int cfg__handler(void *user, const char *section, const char *name, const
 
     if (!strcmp(section, "keys")) {
         cfg->auth = true;
-        struct cfg_key *k = cfg__key(cfg, name, ps->line);
-        if (k && k->key) {
+        struct cfg_key *k = *name ? cfg__key(cfg, name, ps->line) : NULL;
+        if (!*name) {
+            snprintf(why, sizeof(why), "an API key needs a name: NAME = KEY");
+        } else if (k && k->key) {
             snprintf(why, sizeof(why), "API key '%s' is given twice", name);
         } else if (k) {
             rc = cfg__set(cfg, k, &key_rows[0], value, why, sizeof(why));
@@ -908,6 +910,33 @@ static void cfg__dump_rows(FILE *out, const void *base_, const struct cfg_row *r
     }
 }
 
+/* Whether "[key.NAME]" reads back as key NAME: libinih keeps 49 bytes of a section name, ends
+ * it at the first ']' and takes " ;" for a comment. */
+static bool cfg__section_safe(const char *name)
+{
+    if (strlen(name) + 4 > CFG_MAX_SECTION || strchr(name, ']'))
+        return false;
+    for (const char *c = name; *c; c++)
+        if (*c == ';' && c > name && isspace((unsigned char)c[-1]))
+            return false;
+    return true;
+}
+
+/* Whether "NAME = ..." under [keys] reads back as key NAME (libinih ends a name at '=' or ':',
+ * trims blanks, and a line starting with '[', ';' or '#' is no key). */
+static bool cfg__keys_safe(const char *name)
+{
+    size_t n = strlen(name);
+    return n && !strpbrk(name, "=:") && !strchr("[;#", name[0]) &&
+           !isspace((unsigned char)name[0]) && !isspace((unsigned char)name[n - 1]);
+}
+
+/* Where a key's secret is dumped: under [keys] for a short name or one no section can hold. */
+static bool cfg__dump_in_keys(const char *name)
+{
+    return cfg__keys_safe(name) && (strlen(name) <= 3 || !cfg__section_safe(name));
+}
+
 void config_dump(const struct config *cfg, FILE *out)
 {
     const char *section = "";
@@ -919,23 +948,29 @@ void config_dump(const struct config *cfg, FILE *out)
         }
         cfg__dump_rows(out, cfg, r, 1, true);
     }
-    /* A secret (masked) goes where its unmasked line is never longer than the one it came
-     * from ([keys] NAME = KEY or [key.NAME] key = KEY): under [keys] for a name of up to 3
-     * bytes, else as "key =". "[keys]" also keeps auth on for a file with an empty one. */
+    /* A key goes where the file could have named it and its unmasked secret's line is never
+     * longer than the one it came from: in its own [key.NAME] (the name fits a section and
+     * reads back the same), and its secret under [keys] ("NAME = <masked>") when its name is
+     * short (so "key = ..." would be longer) or fits no section. A name that fits no section
+     * came from [keys], so the rest of it is [limits]' defaults: nothing else to write. An
+     * empty [keys] stays, so that auth stays on (and the check refuses it). */
     if (cfg->auth) {
         fprintf(out, "\n[keys]\n");
         for (size_t i = 0; i < cfg->n_keys; i++) {
-            if (cfg->keys[i].key && strlen(cfg->keys[i].name) <= 3) {
+            const struct cfg_key *k = &cfg->keys[i];
+            if (k->key && cfg__dump_in_keys(k->name)) {
                 char v[40];
-                snprintf(v, sizeof(v), "<%zu bytes>", cfg->keys[i].key_len);
-                cfg__dump_kv(out, cfg->keys[i].name, v);
+                snprintf(v, sizeof(v), "<%zu bytes>", k->key_len);
+                cfg__dump_kv(out, k->name, v);
             }
         }
     }
     for (size_t i = 0; i < cfg->n_keys; i++) {
         const struct cfg_key *k = &cfg->keys[i];
+        if (!cfg__section_safe(k->name))
+            continue;
         fprintf(out, "\n[key.%s]\n", k->name);
-        bool in_keys = k->key && strlen(k->name) <= 3;
+        bool in_keys = k->key && cfg__dump_in_keys(k->name);
         cfg__dump_rows(out, k, key_rows + in_keys, N_KEY_ROWS - in_keys, false);
     }
     for (size_t i = 0; i < cfg->n_backends; i++) {
