@@ -436,7 +436,7 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
-        return http__error(s, conn, job->fail, NULL, NULL, job->request_id,
+        return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id,
                            (uint64_t)job->retry_after * 1000u);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
@@ -636,6 +636,20 @@ static void http__take_body(struct server *s, struct job *job, const char *p, si
     }
 }
 
+/* The request's priority class: its key's (normal without auth), or a lower one it asks for
+ * with X-Priority (a higher one is not granted). -1 for a value that is none of the three. */
+static int http__priority(struct MHD_Connection *conn, const struct cfg_key *key)
+{
+    unsigned base = key ? key->priority : PRIO_NORMAL;
+    const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Priority");
+    if (!v)
+        return (int)base;
+    for (unsigned p = 0; p < PRIO__COUNT; p++)
+        if (!strcasecmp(v, config_priority_name(p)))
+            return (int)(p > base ? p : base);
+    return -1;
+}
+
 /* 429 for key k over limit v: the message names the limit. */
 static enum MHD_Result http__rate_limited(struct server *s, struct MHD_Connection *conn,
                                           const struct cfg_key *k, enum lim_verdict v,
@@ -691,9 +705,9 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     }
     /* the key's slot and its buckets, atomically with their check */
     uint64_t retry_ms;
-    enum lim_verdict lv =
-        limits_take(s->limits, job->key, limits_estimate(info.prompt_bytes, info.max_tokens),
-                    job->key ? clock_now_ns() : 0, &retry_ms, &job->lim);
+    job->cost = limits_estimate(info.prompt_bytes, info.max_tokens);
+    enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->key ? clock_now_ns() : 0,
+                                      &retry_ms, &job->lim);
     if (lv != LIM_OK) {
         job->h_state = H_DONE;
         job->h_status = 429;
@@ -793,6 +807,10 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
      * then closes the connection (the unread body cannot be skipped safely). */
     if (!http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    int prio = http__priority(conn, key);
+    if (prio < 0)
+        return http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
+                           NULL, rid, 0);
     uint64_t retry_ms;
     enum lim_verdict lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, &retry_ms);
     if (lv != LIM_OK)
@@ -817,6 +835,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     job->endpoint = (enum job_endpoint)routes[ri].endpoint;
     job->key = key;
     job->key_name = key ? key->name : NULL;
+    job->prio = (unsigned)prio;
     job->h_state = H_BODY;
     job->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1); /* before the job is shared */
     *con_cls = job;

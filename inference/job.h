@@ -83,7 +83,10 @@ struct job {
     unsigned h_status;     /* status sent to the client */
 
     /* --- router (under the router's lock) ---------------------------------------------- */
-    struct job *r_next, *r_prev;
+    struct job *r_next, *r_prev; /* in the router's waiting list of its priority */
+    unsigned prio;               /* enum cfg_priority: the key's, or lower by X-Priority */
+    uint64_t cost;               /* estimated tokens: what fair queuing charges */
+    uint64_t r_tag;              /* start tag (start-time fair queuing), while waiting */
     bool r_waiting;
     bool r_granted;
     int backend; /* index of the backend holding our permit, -1 none */
@@ -125,6 +128,7 @@ struct job {
     char content_type[128];
     int64_t content_length; /* -1 unknown */
     enum lg_err fail;       /* set instead of headers_ready when the gateway answers itself */
+    const char *fail_msg;   /* its message (a string literal), or NULL for the default */
     unsigned retry_after;   /* seconds, for 503/429 */
     bool eof;               /* no more bytes will be appended */
     bool eof_error;         /* the stream broke: end with error (drop the connection) */

@@ -14,6 +14,20 @@ struct backend_rt {
     atomic_int health;
 };
 
+/* Fair queuing: start-time fair queuing (Goyal et al.) per priority class. A waiting job's start
+ * tag is max(class virtual time, its key's last finish tag); its key's finish tag then grows by
+ * cost / weight. The runnable waiter with the smallest start tag is served first, and the class's
+ * virtual time becomes its tag. A key that floods gets ever later tags; a key with one request
+ * gets the current virtual time: it is served within about one service time, whatever is queued.
+ * The scan over the waiting list (bounded by queue_capacity) also lets a waiter whose backends
+ * are free pass waiters whose backends are busy: no head-of-line blocking across models. */
+#define TAG_SCALE 1024u /* cost units per tag unit at weight 1 */
+
+struct key_rt {
+    uint64_t finish[PRIO__COUNT]; /* last finish tag per class */
+    unsigned queued;
+};
+
 struct router {
     pthread_mutex_t lock;
     const struct config *cfg;
@@ -23,7 +37,9 @@ struct router {
     size_t n_be;
     unsigned inflight;
     unsigned queued;
-    struct job *head, *tail;
+    struct job *head[PRIO__COUNT], *tail[PRIO__COUNT];
+    uint64_t vtime[PRIO__COUNT];
+    struct key_rt *keys;   /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
     uint64_t hold_ewma_ns; /* smoothed time a permit is held */
     uint64_t granted_total;
     uint64_t rejected_total;
@@ -35,8 +51,10 @@ struct router *router_new(const struct config *cfg, router_grant_fn grant, void 
     if (!r)
         return NULL;
     r->be = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof(*r->be));
-    if (!r->be || pthread_mutex_init(&r->lock, NULL) != 0) {
+    r->keys = calloc(cfg->n_keys + 1, sizeof(*r->keys));
+    if (!r->be || !r->keys || pthread_mutex_init(&r->lock, NULL) != 0) {
         free(r->be);
+        free(r->keys);
         free(r);
         return NULL;
     }
@@ -57,6 +75,7 @@ void router_free(struct router *r)
         return;
     pthread_mutex_destroy(&r->lock);
     free(r->be);
+    free(r->keys);
     free(r);
 }
 
@@ -95,19 +114,69 @@ static void router__take(struct router *r, struct job *job, int idx)
     job->t_granted_ns = clock_now_ns();
 }
 
+static struct key_rt *router__key(struct router *r, const struct job *job)
+{
+    size_t i = job->key ? (size_t)(job->key - r->cfg->keys) : r->cfg->n_keys;
+    return &r->keys[i <= r->cfg->n_keys ? i : r->cfg->n_keys];
+}
+
+static unsigned router__prio(const struct job *job)
+{
+    return job->prio < PRIO__COUNT ? job->prio : PRIO_NORMAL;
+}
+
 static void router__unlink(struct router *r, struct job *job)
 {
+    unsigned p = router__prio(job);
     if (job->r_prev)
         job->r_prev->r_next = job->r_next;
     else
-        r->head = job->r_next;
+        r->head[p] = job->r_next;
     if (job->r_next)
         job->r_next->r_prev = job->r_prev;
     else
-        r->tail = job->r_prev;
+        r->tail[p] = job->r_prev;
     job->r_next = job->r_prev = NULL;
     job->r_waiting = false;
     r->queued--;
+    router__key(r, job)->queued--;
+}
+
+/* Queues job with its start tag. Router lock held. */
+static void router__enqueue(struct router *r, struct job *job)
+{
+    unsigned p = router__prio(job);
+    struct key_rt *k = router__key(r, job);
+    unsigned weight = job->key && job->key->weight ? job->key->weight : 1;
+    uint64_t start = r->vtime[p] > k->finish[p] ? r->vtime[p] : k->finish[p];
+    uint64_t cost = job->cost ? job->cost : 1;
+    k->finish[p] = start + (cost * TAG_SCALE + weight - 1) / weight;
+    job->r_tag = start;
+    job->r_waiting = true;
+    job->r_prev = r->tail[p];
+    job->r_next = NULL;
+    if (r->tail[p])
+        r->tail[p]->r_next = job;
+    else
+        r->head[p] = job;
+    r->tail[p] = job;
+    r->queued++;
+    k->queued++;
+}
+
+/* Whether job's key holds more than its share of a full queue while other keys wait too. The
+ * anonymous key (auth off) is everyone: never. Router lock held. */
+static bool router__over_share(struct router *r, const struct job *job)
+{
+    if (!job->key)
+        return false;
+    unsigned active = 0;
+    for (size_t i = 0; i <= r->cfg->n_keys; i++)
+        active += r->keys[i].queued > 0;
+    const struct key_rt *k = router__key(r, job);
+    if (k->queued == 0)
+        active++;
+    return active >= 2 && k->queued >= r->cfg->queue_capacity / active;
 }
 
 enum router_rc router_acquire(struct router *r, struct job *job)
@@ -120,17 +189,9 @@ enum router_rc router_acquire(struct router *r, struct job *job)
         rc = ROUTER_OK;
     } else if (r->queued >= r->cfg->queue_capacity) {
         r->rejected_total++;
-        rc = ROUTER_FULL;
+        rc = router__over_share(r, job) ? ROUTER_FAIR_SHARE : ROUTER_FULL;
     } else {
-        job->r_waiting = true;
-        job->r_prev = r->tail;
-        job->r_next = NULL;
-        if (r->tail)
-            r->tail->r_next = job;
-        else
-            r->head = job;
-        r->tail = job;
-        r->queued++;
+        router__enqueue(r, job);
         rc = ROUTER_QUEUED;
     }
     pthread_mutex_unlock(&r->lock);
@@ -157,16 +218,27 @@ void router_release(struct router *r, struct job *job)
     r->inflight--;
     job->backend = -1;
     r->hold_ewma_ns = r->hold_ewma_ns ? (r->hold_ewma_ns * 7 + held) / 8 : held;
-    /* Grant in FIFO order every waiter that can run now; a waiter whose backends are all busy
-     * does not block waiters for other backends. */
-    for (struct job *w = r->head, *next; w && r->inflight < r->cfg->max_inflight; w = next) {
-        next = w->r_next;
-        int idx = router__pick(r, w);
-        if (idx < 0)
-            continue;
-        router__unlink(r, w);
-        router__take(r, w, idx);
-        r->grant(w, r->grant_arg);
+    /* Grant every waiter that can run now: by priority class, then smallest start tag. */
+    while (r->queued && r->inflight < r->cfg->max_inflight) {
+        struct job *best = NULL;
+        int best_idx = -1;
+        for (unsigned p = 0; p < PRIO__COUNT && !best; p++) {
+            for (struct job *w = r->head[p]; w; w = w->r_next) {
+                if (best && w->r_tag >= best->r_tag)
+                    continue;
+                int idx = router__pick(r, w);
+                if (idx >= 0)
+                    best = w, best_idx = idx;
+            }
+        }
+        if (!best)
+            break;
+        unsigned p = router__prio(best);
+        if (best->r_tag > r->vtime[p])
+            r->vtime[p] = best->r_tag;
+        router__unlink(r, best);
+        router__take(r, best, best_idx);
+        r->grant(best, r->grant_arg);
     }
     pthread_mutex_unlock(&r->lock);
 }

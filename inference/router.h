@@ -1,6 +1,8 @@
 /* router.h — backend registry, model routing and admission: concurrency permits per engine
- * (max_concurrency) and gateway-wide (max_inflight), one FIFO of waiting requests
- * (queue_capacity), backend health, and an honest Retry-After estimate.
+ * (max_concurrency) and gateway-wide (max_inflight), the waiting requests (queue_capacity)
+ * served by strict priority and, within a priority, weighted fair queuing across API keys
+ * (start-time fair queuing charged by estimated tokens), backend health, and an honest
+ * Retry-After estimate.
  *
  * Thread safety: every function may be called from any thread; one mutex guards the state and
  * is held only for short, non-blocking work. Lock order: the router lock may be taken while
@@ -19,7 +21,9 @@ struct router;
  * It must only hand the job to its worker (wait-free enqueue + wakeup). */
 typedef void (*router_grant_fn)(struct job *job, void *arg);
 
-enum router_rc { ROUTER_OK, ROUTER_QUEUED, ROUTER_FULL };
+/* ROUTER_FAIR_SHARE: the queue is full and the job's key holds more than its share of it
+ * while other keys wait too: its own fault (429), not the gateway's (503). */
+enum router_rc { ROUTER_OK, ROUTER_QUEUED, ROUTER_FULL, ROUTER_FAIR_SHARE };
 
 enum backend_health { HEALTH_UNKNOWN = 0, HEALTH_UP, HEALTH_DOWN };
 

@@ -213,6 +213,8 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
         if (job->fail == LGE_NONE) {
             job->fail = err != LGE_NONE ? err : LGE_INTERNAL;
             job->retry_after = retry_after;
+            if (err == LGE_RATE_LIMITED)
+                job->fail_msg = msg; /* a literal: says which limit */
         }
     } else if (!job->eof) {
         job->eof = true;
@@ -633,6 +635,11 @@ static void worker__on_submit(struct worker *w, struct job *job)
     }
     case ROUTER_FULL:
         worker__end(w, job, LGE_QUEUE_FULL, NULL);
+        return;
+    case ROUTER_FAIR_SHARE:
+        worker__end(w, job, LGE_RATE_LIMITED,
+                    "rate limit exceeded: fair share (the queue is full and this API key holds "
+                    "more than its share of it)");
         return;
     }
 }
