@@ -8,7 +8,9 @@ import re
 import threading
 import time
 
-from harness import HOST, OwnTest, Raw, build_request, chat_body, request, t
+from harness import CTX, HOST, OwnTest, Raw, build_request, chat_body, request, t
+
+CTX_SLOW = bool(CTX.sanitizer)  # ASan: a slower gateway, the same order
 
 CHAT = "/v1/chat/completions"
 KEYS = {"conc": "sk-conc-0123", "rpm": "sk-rpm-0123", "tpm": "sk-tpm-0123", "free": "sk-free-0123"}
@@ -107,3 +109,100 @@ class TestKeyLimits(OwnTest):
         r = self.rq("free", chat_body("free"))
         self.assertEqual(r.status, 200, r)
         self.assertFalse([h for h in r.headers if h.startswith("x-ratelimit")], r.headers)
+
+
+class TestFairQueue(OwnTest):
+    """One permit (max_inflight = 1), an engine that takes 150 ms per request: a key that
+    floods the queue cannot delay another key's single request by more than about one service
+    time; a high-priority key passes the queue; X-Priority may lower a class, not raise it; a
+    full queue refuses the key holding most of it 429 (its fault), another key 503."""
+
+    SERVICE_S = 0.15
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", int(cls.SERVICE_S * 1000), "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway(
+            {"m": (cls.mock.url, ["mock-model"], 1)}, keys={"flood": "sk-flood-1", "one": "sk-one-1",
+                                                         "vip": "sk-vip-1"},
+            limits={"max_inflight": 1, "queue_capacity": 24, "queue_timeout_ms": 60000},
+            extra=[("key.vip", {"priority": "high"})], name="llmgate-fair")
+
+    def rq(self, key, content, headers=None):
+        h = {"Authorization": "Bearer sk-%s-1" % key}
+        h.update(headers or {})
+        with Raw(HOST, self.gw.port, t(60)) as c:
+            c.send_request("POST", CHAT, chat_body(content), headers=h)
+            return c.read_response()
+
+    def flood(self, n):
+        """n requests of key 'flood' in the queue (one running); returns the threads and results."""
+        out = []
+        ths = [threading.Thread(target=lambda i=i: out.append(self.rq("flood", "flood %d" % i)))
+               for i in range(n)]
+        for th in ths:
+            th.start()
+        deadline = time.monotonic() + t(5)
+        while self.mock.stats()["active"] < 1 or self.queued() < n - 1:
+            self.assertLess(time.monotonic(), deadline, "the flood is not queued")
+            time.sleep(0.01)
+        return ths, out
+
+    def queued(self):
+        body = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        return int(re.search(r"^llmgate_queued (\d+)$", body, re.M).group(1))
+
+    def test_one_request_is_not_starved(self):
+        ths, out = self.flood(16)
+        try:
+            t0 = time.monotonic()
+            r = self.rq("one", "just one")
+            took = time.monotonic() - t0
+            self.assertEqual(r.status, 200, r)
+            # FIFO would take 16 service times (2.4 s); fair queuing: the one running, then this
+            self.assertLess(took, 3.5 * self.SERVICE_S * (3 if CTX_SLOW else 1),
+                            "a single request waited %.2fs behind a flood of 16" % took)
+        finally:
+            for th in ths:
+                th.join()
+        self.assertEqual([x.status for x in out], [200] * 16)
+
+    def test_priority(self):
+        ths, out = self.flood(10)
+        try:
+            t0 = time.monotonic()
+            r = self.rq("vip", "vip")
+            self.assertEqual(r.status, 200, r)
+            self.assertLess(time.monotonic() - t0, 3.5 * self.SERVICE_S * (3 if CTX_SLOW else 1))
+        finally:
+            for th in ths:
+                th.join()
+        r = self.rq("one", "bad priority", {"X-Priority": "urgent"})
+        self.assertErrorEnvelope(r, 400, "invalid_request_error", "invalid_request")
+        self.assertEqual(self.rq("vip", "asks lower", {"X-Priority": "low"}).status, 200)
+
+    def test_fair_share_refusal(self):
+        """The flood holds 20 of the 24 places, 'one' holds 3: the queue has one place left,
+        then none. The flood's next request is its own fault (429 fair share); 'one''s is the
+        gateway's (503 queue_full)."""
+        ths, out = self.flood(21)  # 1 running, 20 queued
+        try:
+            more = []
+            ths2 = [threading.Thread(target=lambda i=i: more.append(self.rq("one", "one %d" % i)))
+                    for i in range(4)]
+            for th in ths2:
+                th.start()
+            deadline = time.monotonic() + t(5)
+            while self.queued() < 24:
+                self.assertLess(time.monotonic(), deadline, "the queue did not fill")
+                time.sleep(0.01)
+            r = self.rq("flood", "one too many")
+            self.assertErrorEnvelope(r, 429, "rate_limit_exceeded", "rate_limit_exceeded")
+            self.assertIn("fair share", json.loads(r.body)["error"]["message"])
+            self.assertIn("retry-after-ms", r.headers)
+            r = self.rq("one", "no room")
+            self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_full")
+        finally:
+            for th in ths + ths2:
+                th.join()
+        self.assertEqual([x.status for x in out + more], [200] * 25)
