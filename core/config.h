@@ -73,7 +73,8 @@ struct config {
     unsigned max_inflight;
     unsigned queue_capacity;
     unsigned queue_timeout_ms;
-    unsigned key_max_concurrency; /* defaults for every key; 0 = no limit */
+    unsigned service_time_prior_ms; /* Retry-After's permit hold time before any history */
+    unsigned key_max_concurrency;   /* defaults for every key; 0 = no limit */
     unsigned key_rpm;
     unsigned key_tpm;
     /* [health] */

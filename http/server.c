@@ -437,7 +437,7 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
         return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id,
-                           (uint64_t)job->retry_after * 1000u);
+                           job->retry_ms);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
     struct MHD_Response *r;
@@ -730,7 +730,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     if (pool_submit(s->pool, job) != 0) {
         pthread_mutex_lock(&job->lock);
         job->fail = LGE_DRAINING;
-        job->retry_after = 1;
+        job->retry_ms = 1000;
         job__resume_locked(job);
         job__unlock(job);
         return MHD_YES;

@@ -129,7 +129,7 @@ struct job {
     int64_t content_length; /* -1 unknown */
     enum lg_err fail;       /* set instead of headers_ready when the gateway answers itself */
     const char *fail_msg;   /* its message (a string literal), or NULL for the default */
-    unsigned retry_after;   /* seconds, for 503/429 */
+    uint64_t retry_ms;      /* for 503/429: Retry-After and retry-after-ms */
     bool eof;               /* no more bytes will be appended */
     bool eof_error;         /* the stream broke: end with error (drop the connection) */
     bool up_paused;         /* the upstream transfer is paused: buffer was full */

@@ -12,6 +12,8 @@ struct backend_rt {
     unsigned inflight;
     unsigned max;
     atomic_int health;
+    uint64_t hold_ewma_ns; /* smoothed time a permit on it is held (0: no history yet) */
+    uint64_t told_ns;      /* the latest time a refused client was told to come back */
 };
 
 /* Fair queuing: start-time fair queuing (Goyal et al.) per priority class. A waiting job's start
@@ -40,7 +42,6 @@ struct router {
     struct job *head[PRIO__COUNT], *tail[PRIO__COUNT];
     uint64_t vtime[PRIO__COUNT];
     struct key_rt *keys;   /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
-    uint64_t hold_ewma_ns; /* smoothed time a permit is held */
     uint64_t granted_total;
     uint64_t rejected_total;
 };
@@ -214,10 +215,12 @@ void router_release(struct router *r, struct job *job)
         return;
     uint64_t held = clock_now_ns() - job->t_granted_ns;
     pthread_mutex_lock(&r->lock);
+    int idx_released = job->backend;
     r->be[job->backend].inflight--;
     r->inflight--;
     job->backend = -1;
-    r->hold_ewma_ns = r->hold_ewma_ns ? (r->hold_ewma_ns * 7 + held) / 8 : held;
+    struct backend_rt *hb = &r->be[idx_released];
+    hb->hold_ewma_ns = hb->hold_ewma_ns ? (hb->hold_ewma_ns * 7 + held) / 8 : held;
     /* Grant every waiter that can run now: by priority class, then smallest start tag. */
     while (r->queued && r->inflight < r->cfg->max_inflight) {
         struct job *best = NULL;
@@ -243,18 +246,56 @@ void router_release(struct router *r, struct job *job)
     pthread_mutex_unlock(&r->lock);
 }
 
-unsigned router_retry_after(struct router *r)
+/* Whether a and b share a candidate backend (they compete for the same permits). */
+static bool router__overlap(const struct job *a, const struct job *b)
 {
+    for (unsigned i = 0; i < a->n_candidates; i++)
+        for (unsigned j = 0; j < b->n_candidates; j++)
+            if (a->candidates[i] == b->candidates[j])
+                return true;
+    return false;
+}
+
+uint64_t router_retry_after_ms(struct router *r, const struct job *job)
+{
+    uint64_t now = clock_now_ns();
     pthread_mutex_lock(&r->lock);
-    uint64_t ahead = (uint64_t)r->queued + 1;
-    uint64_t ns = r->hold_ewma_ns * ahead / (r->cfg->max_inflight ? r->cfg->max_inflight : 1);
+    /* the pool: job's candidate backends, their slots (capped by max_inflight) and the
+     * slowest smoothed hold time among them (the prior before any history) */
+    uint64_t slots = 0, hold = 0, told = 0;
+    for (unsigned i = 0; i < job->n_candidates; i++) {
+        const struct backend_rt *b = &r->be[job->candidates[i]->index];
+        slots += b->max;
+        uint64_t h = b->hold_ewma_ns ? b->hold_ewma_ns
+                                     : (uint64_t)r->cfg->service_time_prior_ms * NS_PER_MS;
+        if (h > hold)
+            hold = h;
+        if (b->told_ns > told)
+            told = b->told_ns;
+    }
+    if (slots > r->cfg->max_inflight)
+        slots = r->cfg->max_inflight;
+    if (slots == 0)
+        slots = 1;
+    /* waiters ahead that compete for the same permits, and this one */
+    uint64_t ahead = 1;
+    for (unsigned p = 0; p < PRIO__COUNT; p++)
+        for (const struct job *w = r->head[p]; w; w = w->r_next)
+            ahead += w != job && router__overlap(w, job);
+    uint64_t step = hold / slots; /* one permit frees this often, on average */
+    uint64_t at = now + ahead * step;
+    /* a crowd refused together is told staggered times: each one slot after the last told */
+    if (told + step > at)
+        at = told + step;
+    for (unsigned i = 0; i < job->n_candidates; i++)
+        r->be[job->candidates[i]->index].told_ns = at;
     pthread_mutex_unlock(&r->lock);
-    uint64_t s = (ns + NS_PER_S - 1) / NS_PER_S;
-    if (s < 1)
-        s = 1;
-    if (s > 3600)
-        s = 3600;
-    return (unsigned)s;
+    uint64_t ms = (at - now + NS_PER_MS - 1) / NS_PER_MS;
+    if (ms < 1)
+        ms = 1;
+    if (ms > 3600000)
+        ms = 3600000;
+    return ms;
 }
 
 void router_set_health(struct router *r, unsigned index, enum backend_health h)

@@ -52,8 +52,12 @@ bool router_cancel(struct router *r, struct job *job);
 /* Returns the permit `job` holds and grants waiting jobs that can now run. */
 void router_release(struct router *r, struct job *job);
 
-/* Seconds a client refused now should wait before a retry is likely to get in (>= 1). */
-unsigned router_retry_after(struct router *r);
+/* Milliseconds job's client, refused now, should wait before a retry is likely to get in: its
+ * position among the waiters that compete for the same backends × the pool's smoothed permit
+ * hold time ÷ its slots (the pool's backends' max_concurrency, capped by max_inflight), with
+ * [limits] service_time_prior_ms before any history. Clients refused in a row are told times
+ * one slot apart, so that a crowd coming back when told finds room. In [1, 3600000]. */
+uint64_t router_retry_after_ms(struct router *r, const struct job *job);
 
 /* Records a probe or transfer outcome for backend `index`. */
 void router_set_health(struct router *r, unsigned index, enum backend_health h);

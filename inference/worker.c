@@ -205,14 +205,14 @@ static void list_append(struct job_list *l, struct job *job)
 static void worker__answer(struct worker *w, struct job *job, enum lg_err err, const char *msg)
 {
     /* computed before taking the job lock: the router lock is never taken under it */
-    unsigned retry_after = err_info(err)->status == 503 || err_info(err)->status == 429
-                               ? router_retry_after(w->pool->router)
-                               : 0;
+    uint64_t retry_ms = err_info(err)->status == 503 || err_info(err)->status == 429
+                            ? router_retry_after_ms(w->pool->router, job)
+                            : 0;
     pthread_mutex_lock(&job->lock);
     if (!job->headers_ready) {
         if (job->fail == LGE_NONE) {
             job->fail = err != LGE_NONE ? err : LGE_INTERNAL;
-            job->retry_after = retry_after;
+            job->retry_ms = retry_ms;
             if (err == LGE_RATE_LIMITED)
                 job->fail_msg = msg; /* a literal: says which limit */
         }

@@ -95,6 +95,7 @@ static const struct bound bounds[] = {
     {AT(max_inflight), 0, 1, 1000000},
     {AT(queue_capacity), 0, 0, 1000000},
     {AT(queue_timeout_ms), 0, 1, 3600000},
+    {AT(service_time_prior_ms), 0, 1, 3600000},
     {AT(key_max_concurrency), 0, 0, 1000000},
     {AT(key_rpm), 0, 0, 100000000},
     {AT(key_tpm), 0, 0, 1000000000},

@@ -206,3 +206,57 @@ class TestFairQueue(OwnTest):
             for th in ths + ths2:
                 th.join()
         self.assertEqual([x.status for x in out + more], [200] * 25)
+
+
+class TestCrowdRetry(OwnTest):
+    """A crowd refused together is told staggered Retry-After times (one permit's time apart,
+    from the pool's measured hold time and slots): coming back exactly when told, nearly all
+    get in on their second try."""
+
+    SERVICE_MS = 200
+    CROWD = 50
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", cls.SERVICE_MS, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"], 2)},
+                                 limits={"max_inflight": 2, "queue_capacity": 4, "queue_timeout_ms": 60000},
+                                 name="llmgate-crowd")
+
+    def one(self, content):
+        with Raw(HOST, self.gw.port, t(60)) as c:
+            c.send_request("POST", CHAT, chat_body(content))
+            return c.read_response()
+
+    def test_crowd_comes_back_when_told(self):
+        for i in range(4):  # history: the pool's hold time
+            self.assertEqual(self.one("warm %d" % i).status, 200)
+        results = [None] * self.CROWD
+        barrier = threading.Barrier(self.CROWD)
+
+        def client(i):
+            barrier.wait()
+            r = self.one("crowd %d" % i)
+            if r.status != 503:
+                results[i] = ("first", r.status, 0)
+                return
+            ms = int(r.headers["retry-after-ms"])
+            time.sleep(ms / 1000.0)
+            r2 = self.one("crowd %d again" % i)
+            results[i] = ("second", r2.status, ms)
+
+        ths = [threading.Thread(target=client, args=(i,)) for i in range(self.CROWD)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        refused = [x for x in results if x[0] == "second"]
+        told = sorted(x[2] for x in refused)
+        got_in = sum(1 for x in refused if x[1] == 200)
+        share = got_in / max(1, len(refused))
+        print("\n    crowd: %d of %d refused at first; %d of them (%.0f%%) got in when they came back; "
+              "told %d..%d ms" % (len(refused), self.CROWD, got_in, 100 * share, told[0], told[-1]),
+              end=" ")
+        self.assertGreaterEqual(len(refused), self.CROWD - 10)
+        self.assertEqual(len(set(told)), len(told), "two refused clients were told the same time")
+        self.assertGreaterEqual(share, 0.8)

@@ -130,7 +130,15 @@ START_TEST(test_router_admission)
     router_get_stats(r, &st);
     ck_assert_uint_eq(st.inflight, 3);
     ck_assert_uint_eq(st.queued, 2);
-    ck_assert_uint_ge(router_retry_after(r), 1);
+    /* Retry-After for j[5] (model n: backend b, 2 slots, no history: the 10 s prior): nobody
+     * waits for b, so one permit's time, 10 s / 2; the next client refused is told one slot
+     * later; a client of m (backend a, 1 slot, two waiting) is told 3 x 10 s */
+    ck_assert_uint_eq(router_retry_after_ms(r, j[5]), 5000);
+    ck_assert_uint_eq(router_retry_after_ms(r, j[5]), 10000);
+    struct job *jm = job_new(16, 16);
+    jm->n_candidates = (unsigned)config_backends_for(c, "m", jm->candidates, 8);
+    ck_assert_uint_eq(router_retry_after_ms(r, jm), 30000);
+    job_unref(jm);
 
     ck_assert(router_cancel(r, j[2])); /* still waiting: taken back */
     ck_assert(!router_cancel(r, j[2]));
