@@ -49,7 +49,16 @@ enum route {
     R_HEALTHZ,
     R_HEALTH,
     R_READY,
-    R_METRICS
+    R_METRICS,
+    R_QUEUE
+};
+
+/* A model pool: the models served by exactly the same backends (GET /v1/queue). */
+struct http_pool {
+    const struct cfg_backend *cands[JOB_MAX_CANDIDATES];
+    unsigned n_cands;
+    const char **models;
+    size_t n_models;
 };
 
 struct server {
@@ -63,6 +72,8 @@ struct server {
     size_t models_len;
     char **key_models_json; /* per key with an allow-list (by index in cfg->keys), else NULL */
     size_t *key_models_len;
+    struct http_pool *pools;
+    size_t n_pools;
     atomic_uint_fast64_t status_count[600];
     atomic_size_t body_mem; /* request body bytes held by jobs; <= cfg->max_body_memory */
 };
@@ -81,6 +92,7 @@ static const struct {
     {"/health", R_HEALTH, "GET", -1},
     {"/ready", R_READY, "GET", -1},
     {"/metrics", R_METRICS, "GET", -1},
+    {"/v1/queue", R_QUEUE, "GET", -1},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -293,6 +305,58 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
     return ret;
 }
 
+/* GET /v1/queue: the caller's requests waiting and in progress, and each pool it may use with
+ * its depth and the wait a new request would be told now. */
+static enum MHD_Result http__queue(struct server *s, struct MHD_Connection *conn, const char *rid,
+                                   const struct cfg_key *key)
+{
+    struct router *r = pool_router(s->pool);
+    struct buf b;
+    buf_init(&b, HTTP_DOC_MAX);
+    int rc = buf_printf(&b, "{\"object\":\"queue\",\"key\":");
+    if (key)
+        rc = rc || esc_json_buf(&b, key->name, strlen(key->name));
+    else
+        rc = rc || buf_printf(&b, "null");
+    unsigned mine = router_key_queued(r, key);
+    unsigned running = key ? limits_inflight(s->limits, (unsigned)(key - s->cfg->keys)) : 0;
+    rc = rc || buf_printf(&b, ",\"queued\":%u", mine);
+    if (key)
+        rc = rc || buf_printf(&b, ",\"in_progress\":%u", running > mine ? running - mine : 0);
+    rc = rc || buf_printf(&b, ",\"pools\":[");
+    bool first = true;
+    for (size_t i = 0; i < s->n_pools && rc == 0; i++) {
+        const struct http_pool *p = &s->pools[i];
+        bool any = false;
+        for (size_t m = 0; m < p->n_models && !any; m++)
+            any = config_key_allows(key, p->models[m]);
+        if (!any)
+            continue;
+        struct router_pool_stats ps;
+        router_pool_stats(r, p->cands, p->n_cands, &ps);
+        rc = buf_printf(&b, "%s{\"models\":[", first ? "" : ",");
+        first = false;
+        bool fm = true;
+        for (size_t m = 0; m < p->n_models && rc == 0; m++) {
+            if (!config_key_allows(key, p->models[m]))
+                continue;
+            rc = (fm ? 0 : buf_printf(&b, ",")) ||
+                 esc_json_buf(&b, p->models[m], strlen(p->models[m]));
+            fm = false;
+        }
+        rc = rc || buf_printf(&b, "],\"backends\":[");
+        for (unsigned c = 0; c < p->n_cands && rc == 0; c++)
+            rc = (c ? buf_printf(&b, ",") : 0) ||
+                 esc_json_buf(&b, p->cands[c]->name, strlen(p->cands[c]->name));
+        rc = rc || buf_printf(&b,
+                              "],\"slots\":%u,\"in_flight\":%u,\"queued\":%u,"
+                              "\"estimated_wait_ms\":%llu}",
+                              ps.slots, ps.inflight, ps.queued, (unsigned long long)ps.wait_ms);
+    }
+    rc = rc || buf_printf(&b, "]}");
+    return http__send_buf(s, conn, 200, &b, rc, rid);
+}
+
 static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, enum route route,
                                  const char *url, const char *rid, const struct cfg_key *key)
 {
@@ -321,6 +385,9 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
     }
     case R_METRICS:
         return http__metrics(s, conn, rid);
+    case R_QUEUE:
+        buf_release(&b);
+        return http__queue(s, conn, rid, key);
     case R_MODELS: {
         size_t ki = key ? (size_t)(key - s->cfg->keys) : 0;
         if (key && s->key_models_json[ki])
@@ -436,8 +503,7 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
-        return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id,
-                           job->retry_ms);
+        return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id, job->retry_ms);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
     struct MHD_Response *r;
@@ -594,7 +660,7 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
         return http__error(s, conn, LGE_METHOD, NULL, NULL, rid, 0);
     const struct cfg_key *key = NULL;
     bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
-                     route == R_MODELS || route == R_MODEL;
+                     route == R_MODELS || route == R_MODEL || route == R_QUEUE;
     if (needs_key && !http__authorized(s, conn, &key))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     return http__get(s, conn, route, url, rid, key);
@@ -918,8 +984,46 @@ static int http__listen(const struct config *cfg, const struct addrinfo *ai)
     return fd;
 }
 
+/* Groups the configured models by their candidate backends. 0, or -1 out of memory. */
+static int http__build_pools(struct server *s)
+{
+    const struct config *cfg = s->cfg;
+    for (size_t bi = 0; bi < cfg->n_backends; bi++) {
+        for (size_t m = 0; m < cfg->backends[bi].models.n; m++) {
+            const char *id = cfg->backends[bi].models.v[m];
+            const struct cfg_backend *c[JOB_MAX_CANDIDATES];
+            unsigned n = (unsigned)config_backends_for(cfg, id, c, JOB_MAX_CANDIDATES);
+            if (n == 0 || c[0] != &cfg->backends[bi])
+                continue; /* counted once, under the first backend that lists it */
+            struct http_pool *p = NULL;
+            for (size_t i = 0; i < s->n_pools && !p; i++)
+                if (s->pools[i].n_cands == n && !memcmp(s->pools[i].cands, c, n * sizeof(*c)))
+                    p = &s->pools[i];
+            if (!p) {
+                struct http_pool *np = realloc(s->pools, (s->n_pools + 1) * sizeof(*np));
+                if (!np)
+                    return -1;
+                s->pools = np;
+                p = &s->pools[s->n_pools++];
+                memset(p, 0, sizeof(*p));
+                memcpy(p->cands, c, n * sizeof(*c));
+                p->n_cands = n;
+            }
+            const char **nm = realloc(p->models, (p->n_models + 1) * sizeof(*nm));
+            if (!nm)
+                return -1;
+            p->models = nm;
+            p->models[p->n_models++] = id;
+        }
+    }
+    return 0;
+}
+
 static void http__free_models(struct server *s)
 {
+    for (size_t i = 0; i < s->n_pools; i++)
+        free(s->pools[i].models);
+    free(s->pools);
     free(s->models_json);
     for (size_t i = 0; s->key_models_json && i < s->cfg->n_keys; i++)
         free(s->key_models_json[i]);
@@ -941,6 +1045,8 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     s->key_models_json = calloc(cfg->n_keys + 1, sizeof(*s->key_models_json));
     s->key_models_len = calloc(cfg->n_keys + 1, sizeof(*s->key_models_len));
     if (!s->models_json || !s->key_models_json || !s->key_models_len)
+        goto fail;
+    if (http__build_pools(s) != 0)
         goto fail;
     for (size_t i = 0; i < cfg->n_keys; i++) {
         if (cfg->keys[i].models.n == 0)

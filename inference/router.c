@@ -246,26 +246,18 @@ void router_release(struct router *r, struct job *job)
     pthread_mutex_unlock(&r->lock);
 }
 
-/* Whether a and b share a candidate backend (they compete for the same permits). */
-static bool router__overlap(const struct job *a, const struct job *b)
+/* The pool of `cands`: its slots, its hold-time step, the latest time told, and the waiters
+ * (other than `self`) that compete for it. Router lock held. */
+static void router__pool(struct router *r, const struct cfg_backend *const *cands, unsigned n,
+                         const struct job *self, uint64_t *slots_out, uint64_t *step_out,
+                         uint64_t *told_out, uint64_t *ahead_out, unsigned *inflight_out)
 {
-    for (unsigned i = 0; i < a->n_candidates; i++)
-        for (unsigned j = 0; j < b->n_candidates; j++)
-            if (a->candidates[i] == b->candidates[j])
-                return true;
-    return false;
-}
-
-uint64_t router_retry_after_ms(struct router *r, const struct job *job)
-{
-    uint64_t now = clock_now_ns();
-    pthread_mutex_lock(&r->lock);
-    /* the pool: job's candidate backends, their slots (capped by max_inflight) and the
-     * slowest smoothed hold time among them (the prior before any history) */
     uint64_t slots = 0, hold = 0, told = 0;
-    for (unsigned i = 0; i < job->n_candidates; i++) {
-        const struct backend_rt *b = &r->be[job->candidates[i]->index];
+    unsigned inflight = 0;
+    for (unsigned i = 0; i < n; i++) {
+        const struct backend_rt *b = &r->be[cands[i]->index];
         slots += b->max;
+        inflight += b->inflight;
         uint64_t h = b->hold_ewma_ns ? b->hold_ewma_ns
                                      : (uint64_t)r->cfg->service_time_prior_ms * NS_PER_MS;
         if (h > hold)
@@ -277,25 +269,71 @@ uint64_t router_retry_after_ms(struct router *r, const struct job *job)
         slots = r->cfg->max_inflight;
     if (slots == 0)
         slots = 1;
-    /* waiters ahead that compete for the same permits, and this one */
-    uint64_t ahead = 1;
-    for (unsigned p = 0; p < PRIO__COUNT; p++)
-        for (const struct job *w = r->head[p]; w; w = w->r_next)
-            ahead += w != job && router__overlap(w, job);
-    uint64_t step = hold / slots; /* one permit frees this often, on average */
-    uint64_t at = now + ahead * step;
+    uint64_t ahead = 0;
+    for (unsigned p = 0; p < PRIO__COUNT; p++) {
+        for (const struct job *w = r->head[p]; w; w = w->r_next) {
+            bool overlap = false;
+            for (unsigned i = 0; i < w->n_candidates && !overlap; i++)
+                for (unsigned j = 0; j < n && !overlap; j++)
+                    overlap = w->candidates[i] == cands[j];
+            ahead += w != self && overlap;
+        }
+    }
+    *slots_out = slots;
+    *step_out = hold / slots; /* one permit frees this often, on average */
+    *told_out = told;
+    *ahead_out = ahead;
+    *inflight_out = inflight;
+}
+
+static uint64_t router__ms(uint64_t ns)
+{
+    uint64_t ms = (ns + NS_PER_MS - 1) / NS_PER_MS;
+    return ms < 1 ? 1 : ms > 3600000 ? 3600000 : ms;
+}
+
+uint64_t router_retry_after_ms(struct router *r, const struct job *job)
+{
+    uint64_t now = clock_now_ns(), slots, step, told, ahead;
+    unsigned inflight;
+    pthread_mutex_lock(&r->lock);
+    router__pool(r, job->candidates, job->n_candidates, job, &slots, &step, &told, &ahead,
+                 &inflight);
+    uint64_t at = now + (ahead + 1) * step;
     /* a crowd refused together is told staggered times: each one slot after the last told */
     if (told + step > at)
         at = told + step;
     for (unsigned i = 0; i < job->n_candidates; i++)
         r->be[job->candidates[i]->index].told_ns = at;
     pthread_mutex_unlock(&r->lock);
-    uint64_t ms = (at - now + NS_PER_MS - 1) / NS_PER_MS;
-    if (ms < 1)
-        ms = 1;
-    if (ms > 3600000)
-        ms = 3600000;
-    return ms;
+    return router__ms(at - now);
+}
+
+void router_pool_stats(struct router *r, const struct cfg_backend *const *cands, unsigned n,
+                       struct router_pool_stats *out)
+{
+    uint64_t now = clock_now_ns(), slots, step, told, ahead;
+    unsigned inflight;
+    pthread_mutex_lock(&r->lock);
+    router__pool(r, cands, n, NULL, &slots, &step, &told, &ahead, &inflight);
+    pthread_mutex_unlock(&r->lock);
+    uint64_t at = now + (ahead + 1) * step;
+    if (told + step > at)
+        at = told + step;
+    out->inflight = inflight;
+    out->slots = (unsigned)slots;
+    out->queued = (unsigned)ahead;
+    /* nothing to wait for while a slot is free and nobody waits */
+    out->wait_ms = inflight < slots && ahead == 0 ? 0 : router__ms(at - now);
+}
+
+unsigned router_key_queued(struct router *r, const struct cfg_key *k)
+{
+    pthread_mutex_lock(&r->lock);
+    size_t i = k ? (size_t)(k - r->cfg->keys) : r->cfg->n_keys;
+    unsigned n = i <= r->cfg->n_keys ? r->keys[i].queued : 0;
+    pthread_mutex_unlock(&r->lock);
+    return n;
 }
 
 void router_set_health(struct router *r, unsigned index, enum backend_health h)

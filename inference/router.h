@@ -13,6 +13,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+struct cfg_backend;
+struct cfg_key;
 struct config;
 struct job;
 struct router;
@@ -58,6 +60,19 @@ void router_release(struct router *r, struct job *job);
  * [limits] service_time_prior_ms before any history. Clients refused in a row are told times
  * one slot apart, so that a crowd coming back when told finds room. In [1, 3600000]. */
 uint64_t router_retry_after_ms(struct router *r, const struct job *job);
+
+/* A pool's live state for GET /v1/queue: the backends in `cands` (a model's candidates), their
+ * requests in flight and slots, the waiters that compete for them, and the wait a new request
+ * would be told (without counting it as told). */
+struct router_pool_stats {
+    unsigned inflight, slots, queued;
+    uint64_t wait_ms;
+};
+void router_pool_stats(struct router *r, const struct cfg_backend *const *cands, unsigned n,
+                       struct router_pool_stats *out);
+
+/* Requests of key `k` (NULL: without a key) waiting now. */
+unsigned router_key_queued(struct router *r, const struct cfg_key *k);
 
 /* Records a probe or transfer outcome for backend `index`. */
 void router_set_health(struct router *r, unsigned index, enum backend_health h);

@@ -181,6 +181,37 @@ class TestFairQueue(OwnTest):
         self.assertErrorEnvelope(r, 400, "invalid_request_error", "invalid_request")
         self.assertEqual(self.rq("vip", "asks lower", {"X-Priority": "low"}).status, 200)
 
+    def get_queue(self, key):
+        h = {"Authorization": "Bearer sk-%s-1" % key} if key else {}
+        with Raw(HOST, self.gw.port, t(10)) as c:
+            c.send_request("GET", "/v1/queue", headers=h)
+            return c.read_response(method="GET")
+
+    def test_queue_endpoint(self):
+        """GET /v1/queue: the caller's waiting requests, and each pool's depth and wait."""
+        ths, out = self.flood(10)  # 1 running, 9 waiting
+        try:
+            r = self.get_queue("flood")
+            self.assertEqual(r.status, 200, r)
+            q = json.loads(r.body)
+            self.assertEqual((q["object"], q["key"]), ("queue", "flood"))
+            self.assertEqual((q["queued"], q["in_progress"]), (9, 1), q)
+            self.assertEqual(len(q["pools"]), 1, q)
+            p = q["pools"][0]
+            self.assertEqual((p["models"], p["backends"], p["slots"]), (["mock-model"], ["m"], 1), p)
+            self.assertEqual((p["in_flight"], p["queued"]), (1, 9), p)
+            # 10 permits' time ahead (nine waiting and this one) at ~150 ms each
+            self.assertGreater(p["estimated_wait_ms"], 5 * self.SERVICE_S * 1000, p)
+            q = json.loads(self.get_queue("one").body)
+            self.assertEqual((q["key"], q["queued"], q["in_progress"]), ("one", 0, 0), q)
+            self.assertErrorEnvelope(self.get_queue(None), 401, "authentication_error", "invalid_api_key")
+        finally:
+            for th in ths:
+                th.join()
+        q = json.loads(self.get_queue("flood").body)
+        self.assertEqual((q["queued"], q["in_progress"], q["pools"][0]["queued"]), (0, 0, 0), q)
+        self.assertEqual(q["pools"][0]["estimated_wait_ms"], 0, q)
+
     def test_fair_share_refusal(self):
         """The flood holds 20 of the 24 places, 'one' holds 3: the queue has one place left,
         then none. The flood's next request is its own fault (429 fair share); 'one''s is the
