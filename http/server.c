@@ -997,7 +997,8 @@ static int http__build_pools(struct server *s)
                 continue; /* counted once, under the first backend that lists it */
             struct http_pool *p = NULL;
             for (size_t i = 0; i < s->n_pools && !p; i++)
-                if (s->pools[i].n_cands == n && !memcmp(s->pools[i].cands, c, n * sizeof(*c)))
+                if (s->pools[i].n_cands == n &&
+                    !memcmp(s->pools[i].cands, c, n * sizeof(const struct cfg_backend *)))
                     p = &s->pools[i];
             if (!p) {
                 struct http_pool *np = realloc(s->pools, (s->n_pools + 1) * sizeof(*np));
@@ -1006,7 +1007,7 @@ static int http__build_pools(struct server *s)
                 s->pools = np;
                 p = &s->pools[s->n_pools++];
                 memset(p, 0, sizeof(*p));
-                memcpy(p->cands, c, n * sizeof(*c));
+                memcpy(p->cands, c, n * sizeof(const struct cfg_backend *));
                 p->n_cands = n;
             }
             const char **nm = realloc(p->models, (p->n_models + 1) * sizeof(*nm));
