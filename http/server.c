@@ -996,10 +996,13 @@ static int http__build_pools(struct server *s)
             if (n == 0 || c[0] != &cfg->backends[bi])
                 continue; /* counted once, under the first backend that lists it */
             struct http_pool *p = NULL;
-            for (size_t i = 0; i < s->n_pools && !p; i++)
-                if (s->pools[i].n_cands == n &&
-                    !memcmp(s->pools[i].cands, c, n * sizeof(const struct cfg_backend *)))
+            for (size_t i = 0; i < s->n_pools && !p; i++) {
+                bool same = s->pools[i].n_cands == n;
+                for (unsigned k = 0; same && k < n; k++)
+                    same = s->pools[i].cands[k] == c[k];
+                if (same)
                     p = &s->pools[i];
+            }
             if (!p) {
                 struct http_pool *np = realloc(s->pools, (s->n_pools + 1) * sizeof(*np));
                 if (!np)
@@ -1007,7 +1010,8 @@ static int http__build_pools(struct server *s)
                 s->pools = np;
                 p = &s->pools[s->n_pools++];
                 memset(p, 0, sizeof(*p));
-                memcpy(p->cands, c, n * sizeof(const struct cfg_backend *));
+                for (unsigned k = 0; k < n; k++)
+                    p->cands[k] = c[k];
                 p->n_cands = n;
             }
             const char **nm = realloc(p->models, (p->n_models + 1) * sizeof(*nm));
