@@ -29,6 +29,8 @@ MODEL = "bad-model"
 ENGINE_CONN_TIMEOUT = 20.0  # an engine connection left silent ends by itself after this
 REPS = 5       # repetitions of each fault
 REQUEST_S = 1  # [timeouts] request_s of the fault gateways
+FAULT_KEY = "sk-fault-0123456789"
+AUTH = {"Authorization": "Bearer " + FAULT_KEY}
 FD_SLACK = 4   # descriptors over the baseline allowed (kept-alive upstream connections)
 RSS_SLACK_KIB = (64 if CTX.sanitizer else 2) * 1024  # ASan's quarantine holds freed memory
 
@@ -355,7 +357,8 @@ def metrics(port):
         if not m:
             raise AssertionError("%s missing from /metrics" % name)
         out[name] = int(m.group(1))
-    for m in re.finditer(r'^(llmgate_backend_inflight\{backend="[^"]*"\}) (\d+)$', text, re.M):
+    for m in re.finditer(r'^(llmgate_(?:backend|key)_inflight\{(?:backend|key)="[^"]*"\}) (\d+)$',
+                         text, re.M):
         out[m.group(1)] = int(m.group(2))
     if not any(k.startswith("llmgate_backend_inflight") for k in out):
         raise AssertionError("llmgate_backend_inflight missing from /metrics")
@@ -461,8 +464,11 @@ class FaultTest(BaselineTest):
     @classmethod
     def start(cls):
         cls.engine = BadEngine()
+        # a key with limits, so that its slots are checked back at 0 after every fault too
         cls.gw = cls.own_gateway({"bad": (cls.engine.url, [MODEL], 8)},
                                  timeouts={"request_s": REQUEST_S, "connect_ms": 2000},
+                                 keys={"fault": FAULT_KEY},
+                                 extra=[("key.fault", {"max_concurrency": 100, "rpm": 100000})],
                                  env={"LLMGATE_HEALTH_INTERVAL_MS": "0"}, name=cls.gw_name)
         cls.engine_port = cls.engine.port
 
@@ -476,7 +482,7 @@ class FaultTest(BaselineTest):
     @classmethod
     def normal(cls, content, stream):
         with Raw(HOST, cls.gw.port, t(10)) as c:
-            c.send_request("POST", CHAT, chat_body(content, stream=stream, model=MODEL))
+            c.send_request("POST", CHAT, chat_body(content, stream=stream, model=MODEL), headers=AUTH)
             r = c.read_response()
         want = b"".join(ok_sse_events(content)) if stream else ok_json(content)
         if r.status != 200 or r.body != want:
@@ -488,7 +494,7 @@ class FaultTest(BaselineTest):
         framing, or to EOF / reset (then resp.complete is False)."""
         t0 = time.monotonic()
         with Raw(HOST, self.gw.port, timeout or t(10)) as c:
-            c.send_request("POST", CHAT, chat_body(content, stream=stream, model=MODEL))
+            c.send_request("POST", CHAT, chat_body(content, stream=stream, model=MODEL), headers=AUTH)
             r = c.read_response(tolerate_reset=True)
         return r, time.monotonic() - t0
 
@@ -694,7 +700,7 @@ class TestEngineTimeouts(FaultTest):
             content = "fault:stall stream%d" % i
             before = self.engine.open_connections()
             with Raw(HOST, self.gw.port, t(10)) as c:
-                c.send_request("POST", CHAT, chat_body(content, stream=True, model=MODEL))
+                c.send_request("POST", CHAT, chat_body(content, stream=True, model=MODEL), headers=AUTH)
                 r = c.read_head()
                 self.assertSSEHeaders(r)
                 prefix = b"".join(ok_sse_events(content)[:2])
@@ -722,7 +728,7 @@ class TestEngineTimeouts(FaultTest):
             before = self.engine.open_connections()
             content = "fault:stall leaves%d" % i
             with Raw(HOST, self.gw.port, t(10)) as c:
-                c.send_request("POST", CHAT, chat_body(content, stream=True, model=MODEL))
+                c.send_request("POST", CHAT, chat_body(content, stream=True, model=MODEL), headers=AUTH)
                 r = c.read_head()
                 self.assertSSEHeaders(r)
                 want = b"".join(ok_sse_events(content)[:2])
