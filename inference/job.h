@@ -66,6 +66,8 @@ struct job {
     const struct cfg_key *key; /* the caller's API key (in the config), or NULL: auth off */
     const char *key_name;      /* key->name, or NULL */
     bool lim_taken;            /* holds a slot of the key's max_concurrency (http side) */
+    int64_t usage_tokens;      /* the engine's usage (prompt + completion), -1 unknown; set by
+                                * the worker at a successful end, read at completion */
     struct lim_state lim;      /* the key's buckets at admission: x-ratelimit-* headers */
     uint64_t t_start_ns;
     uint64_t deadline_ns; /* t_start + request_s */
@@ -115,6 +117,12 @@ struct job {
     char up_ctype[128];
     int64_t up_clen;
     struct sse_scan sse;
+    /* The engine's last body bytes, kept only for a key with tpm: its "usage" is there (the
+     * end of a plain answer; a stream's last chunk with stream_options.include_usage). */
+#define JOB_TAIL 1024
+    bool w_track_usage;
+    size_t w_tail_len;
+    char w_tail[JOB_TAIL];
     uint64_t t_first_event_ns;
 
     /* --- shared between the HTTP thread and the worker: under `lock` --------------------

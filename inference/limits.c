@@ -188,6 +188,26 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
     return v;
 }
 
+void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charged, uint64_t used)
+{
+    struct key_state *ks = limits__state(l, k);
+    if (!ks || !ks->tok.cap)
+        return;
+    pthread_mutex_lock(&ks->mu);
+    charged = bucket_need(&ks->tok, charged); /* what limits_take took */
+    uint64_t full = ks->tok.cap * MS_PER_MIN;
+    if (used > ks->tok.cap)
+        used = ks->tok.cap;
+    if (used < charged) {
+        uint64_t back = (charged - used) * MS_PER_MIN;
+        ks->tok.level = full - ks->tok.level < back ? full : ks->tok.level + back;
+    } else {
+        uint64_t more = (used - charged) * MS_PER_MIN;
+        ks->tok.level = ks->tok.level > more ? ks->tok.level - more : 0;
+    }
+    pthread_mutex_unlock(&ks->mu);
+}
+
 void limits_release(struct limits *l, const struct cfg_key *k)
 {
     struct key_state *ks = limits__state(l, k);

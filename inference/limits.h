@@ -49,6 +49,10 @@ enum lim_verdict limits_check(struct limits *l, const struct cfg_key *k, uint64_
 enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t tokens,
                              uint64_t now_ns, uint64_t *retry_ms, struct lim_state *st);
 
+/* The engine's usage for a request charged `charged` tokens: the difference goes back to (or
+ * is taken from) k's tpm bucket, within [0, full]. */
+void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charged, uint64_t used);
+
 /* The end of a request that limits_take admitted: its slot back. */
 void limits_release(struct limits *l, const struct cfg_key *k);
 

@@ -8,6 +8,7 @@
 #include "core/mpsc.h"
 #include "inference/job.h"
 #include "inference/router.h"
+#include "inference/usage.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -355,6 +356,20 @@ static bool worker__is_sse(const char *ctype)
     return strncasecmp(ctype, "text/event-stream", 17) == 0;
 }
 
+/* The last JOB_TAIL bytes of the engine's body. Worker thread only. */
+static void worker__keep_tail(struct job *job, const char *data, size_t len)
+{
+    if (len >= JOB_TAIL) {
+        memcpy(job->w_tail, data + len - JOB_TAIL, JOB_TAIL);
+        job->w_tail_len = JOB_TAIL;
+        return;
+    }
+    size_t keep = job->w_tail_len + len > JOB_TAIL ? JOB_TAIL - len : job->w_tail_len;
+    memmove(job->w_tail, job->w_tail + job->w_tail_len - keep, keep);
+    memcpy(job->w_tail + keep, data, len);
+    job->w_tail_len = keep + len;
+}
+
 static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
 {
     struct job *job = arg;
@@ -379,6 +394,8 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
         pthread_mutex_unlock(&job->lock);
         return 0; /* out of memory: abort the transfer */
     }
+    if (job->w_track_usage)
+        worker__keep_tail(job, data, len);
     bool first = !job->body_started;
     job->body_started = true;
     job->w_last_byte_ns = w->loop_now_ns; /* the batch's time: no clock read per event */
@@ -783,7 +800,9 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
     }
     if (job->w_hdr_done && rc == CURLE_OK) {
         worker__teardown(w, job, true);
+        int64_t usage = job->w_track_usage ? usage_tokens(job->w_tail, job->w_tail_len) : -1;
         pthread_mutex_lock(&job->lock);
+        job->usage_tokens = usage;
         if (!job->headers_ready) {
             job->eof = true; /* status, headers and the whole body in one hand-over */
             worker__deliver_headers_locked(w, job);
