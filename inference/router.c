@@ -41,7 +41,7 @@ struct router {
     unsigned queued;
     struct job *head[PRIO__COUNT], *tail[PRIO__COUNT];
     uint64_t vtime[PRIO__COUNT];
-    struct key_rt *keys;   /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
+    struct key_rt *keys; /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
     uint64_t granted_total;
     uint64_t rejected_total;
 };
@@ -258,8 +258,8 @@ static void router__pool(struct router *r, const struct cfg_backend *const *cand
         const struct backend_rt *b = &r->be[cands[i]->index];
         slots += b->max;
         inflight += b->inflight;
-        uint64_t h = b->hold_ewma_ns ? b->hold_ewma_ns
-                                     : (uint64_t)r->cfg->service_time_prior_ms * NS_PER_MS;
+        uint64_t h =
+            b->hold_ewma_ns ? b->hold_ewma_ns : (uint64_t)r->cfg->service_time_prior_ms * NS_PER_MS;
         if (h > hold)
             hold = h;
         if (b->told_ns > told)
