@@ -187,3 +187,29 @@ test('abort a stream mid-way', { skip: !MOCK_URL }, async () => {
   }
   assert.ok(s.aborted > before.aborted && s.active === 0, `upstream not cancelled: ${JSON.stringify(s)}`);
 });
+
+test('429 with retry-after-ms: the SDK waits as told and retries into a free slot', async () => {
+  // key "slot" may run one request at a time; a slow one holds it for 1.5 s
+  const slot = new OpenAI({ baseURL: `${URL}/v1`, apiKey: process.env.LLMGATE_E2E_SLOT_KEY,
+                            maxRetries: 3, timeout: 20_000 });
+  const count429 = async () => {
+    const m = (await (await fetch(`${URL}/metrics`)).text())
+      .match(/^llmgate_http_responses_total\{code="429"\} (\d+)$/m);
+    return m ? Number(m[1]) : 0;
+  };
+  const before = await count429();
+  const holder = slot.chat.completions.create({ model: MODEL, messages: user('holder'),
+                                                mock: { ttft_ms: 1500, itl_ms: 0, tokens: 2 } });
+  await new Promise((r) => setTimeout(r, 300));
+  const t0 = Date.now();
+  const { data, response } = await slot.chat.completions
+    .create({ model: MODEL, messages: user('retried') }).withResponse();
+  const took = Date.now() - t0;
+  assert.equal(response.status, 200);
+  assert.ok(data.choices[0].message.content.length > 0);
+  const refused = (await count429()) - before;
+  // refused 429 (Retry-After 1 s, retry-after-ms 1000) until the holder ended, then admitted
+  assert.ok(refused >= 1 && refused <= 3, `429s: ${refused}`);
+  assert.ok(took >= 1000 * refused - 50, `retried after ${took} ms for ${refused} refusals`);
+  await holder;
+});

@@ -92,6 +92,7 @@ done
 # --- gateway ------------------------------------------------------------------------------------
 port=$(free_port)
 key="sk-e2e-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
+slot_key="sk-e2e-slot-$(od -An -N8 -tx1 /dev/urandom | tr -d ' \n')"
 cat >"$tmp/llmgate.ini" <<EOF
 [server]
 listen = 127.0.0.1:$port
@@ -108,6 +109,10 @@ queue_timeout_ms = 30000
 
 [keys]
 e2e = $key
+slot = $slot_key
+
+[key.slot]
+max_concurrency = 1
 
 [backend.mock]
 url = http://$mock_addr
@@ -129,6 +134,7 @@ done
 
 # --- tests --------------------------------------------------------------------------------------
 LLMGATE_E2E_URL="http://127.0.0.1:$port" LLMGATE_E2E_KEY="$key" LLMGATE_E2E_MOCK_URL="http://$mock_addr" \
+    LLMGATE_E2E_SLOT_KEY="$slot_key" \
     timeout 180 node --test --test-reporter=spec --test-reporter-destination=stdout \
     --test-reporter=tap --test-reporter-destination="$tmp/tap.txt" openai.test.mjs
 rc=$?
