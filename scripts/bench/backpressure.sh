@@ -40,8 +40,9 @@ SHAPE='{"ttft_ms":50,"itl_ms":20,"tokens":'$TOKENS'}'
 STATS=""
 if [[ -z $BASE ]]; then
     # shellcheck disable=SC2034 # read by setup_targets
+    # the prior for Retry-After before any request ended: what a request here takes (~1 s)
     GW_OVERRIDES=(limits.max_inflight="$INFLIGHT" limits.queue_capacity="$QUEUE"
-        limits.queue_timeout_ms="$QTIMEOUT")
+        limits.queue_timeout_ms="$QTIMEOUT" limits.service_time_prior_ms=1000)
     setup_targets llmgate --ttft-ms 50 --itl-ms 20 --tokens "$TOKENS"
     if ((${#MISSING[@]} > 0)); then
         echo "backpressure: llmgate unavailable, nothing measured"
@@ -49,7 +50,7 @@ if [[ -z $BASE ]]; then
     fi
     BASE=${TARGET_URL[llmgate]}
     STATS=http://127.0.0.1:$MOCK_PORT/mock/stats
-    CONF="max_inflight=$INFLIGHT queue_capacity=$QUEUE queue_timeout_ms=$QTIMEOUT"
+    CONF="max_inflight=$INFLIGHT queue_capacity=$QUEUE queue_timeout_ms=$QTIMEOUT service_time_prior_ms=1000"
 else
     CONF="external gateway"
 fi
