@@ -781,7 +781,10 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     }
     job->lim_taken = true; /* given back by http__completed, whatever the end */
     job->usage_tokens = -1;
-    job->w_track_usage = job->key && job->key->tpm; /* tpm is reconciled with the usage */
+    if (job->key && job->key->tpm) { /* tpm is reconciled with the engine's usage */
+        job->w_tail = malloc(JOB_TAIL);
+        job->w_track_usage = job->w_tail != NULL;
+    }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     job->client_fd = ci ? ci->connect_fd : -1;

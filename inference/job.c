@@ -45,6 +45,7 @@ void job_unref(struct job *job)
         return;
     job_release_body(job);
     buf_release(&job->out);
+    free(job->w_tail);
     free(job->model);
     pthread_mutex_destroy(&job->lock);
     free(job);

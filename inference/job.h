@@ -120,9 +120,9 @@ struct job {
     /* The engine's last body bytes, kept only for a key with tpm: its "usage" is there (the
      * end of a plain answer; a stream's last chunk with stream_options.include_usage). */
 #define JOB_TAIL 1024
-    bool w_track_usage;
+    bool w_track_usage; /* w_tail is allocated (JOB_TAIL bytes) */
     size_t w_tail_len;
-    char w_tail[JOB_TAIL];
+    char *w_tail;
     uint64_t t_first_event_ns;
 
     /* --- shared between the HTTP thread and the worker: under `lock` --------------------
