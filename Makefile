@@ -13,7 +13,7 @@ SHELL   := /bin/bash
 CC      ?= cc
 O       ?= build
 SAN     ?= 0
-PKGS    := libmicrohttpd libcurl json-c liburcu-cds inih libcrypto
+PKGS    := libmicrohttpd libcurl json-c liburcu-cds liburcu-bp inih libcrypto
 
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \

@@ -4,6 +4,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "http/server.h"
+#include "inference/snap.h"
 #include "inference/worker.h"
 
 #include <curl/curl.h>
@@ -29,7 +30,8 @@ static void usage(FILE *out)
             "Environment: LLMGATE_<SECTION>_<KEY> overrides [section] key, e.g.\n"
             "  LLMGATE_SERVER_LISTEN=0.0.0.0:8080 LLMGATE_LIMITS_MAX_INFLIGHT=100\n"
             "  LLMGATE_BACKEND_<NAME>_URL=... for an existing [backend.NAME].\n"
-            "Signals: SIGTERM/SIGINT drain open requests (timeouts.drain_s) and exit 0.\n");
+            "Signals: SIGTERM/SIGINT drain open requests (timeouts.drain_s) and exit 0;\n"
+            "  SIGHUP reloads the file (a bad one is refused, the running configuration stays).\n");
 }
 
 /* Raises the descriptor limit: each proxied stream costs two (client + engine). */
@@ -137,16 +139,31 @@ int main(int argc, char **argv)
         goto out;
     }
     pool = pool_new(cfg);
-    if (!pool || pool_start(pool) != 0) {
+    if (!pool) {
         log_error("cannot start the inference workers");
         goto out;
     }
-    srv = server_new(cfg, pool);
+    /* the configuration becomes generation 1; from here it belongs to its snapshot, which a
+     * reload may free: what is read of it later is read from the current one */
+    struct config *boot = cfg;
+    cfg = NULL;
+    struct snap *first = pool_prepare(pool, boot);
+    if (!first || server_prepare(first) != 0) {
+        snap_put(first);
+        log_error("cannot start: out of memory");
+        goto out;
+    }
+    pool_publish(pool, first);
+    if (pool_start(pool) != 0) {
+        log_error("cannot start the inference workers");
+        goto out;
+    }
+    srv = server_new(boot, pool);
     if (!srv)
         goto out;
     log_info("llmgate %s listening on %s (%u http threads, %u workers, %zu backends, auth %s)",
-             LLMGATE_VERSION, cfg->listen, cfg->threads, cfg->workers, cfg->n_backends,
-             cfg->auth ? "on" : "off");
+             LLMGATE_VERSION, boot->listen, boot->threads, boot->workers, boot->n_backends,
+             boot->auth ? "on" : "off");
 
     /* Wait for a signal; meanwhile, when the gateway went idle after work, give freed memory
      * back to the system (glibc keeps it in its arenas otherwise). */
@@ -155,12 +172,15 @@ int main(int argc, char **argv)
     struct timespec tick = {.tv_sec = 2};
     while (sig < 0) {
         sig = sigtimedwait(&set, NULL, &tick);
-        if (sig == SIGHUP || sig == SIGUSR1 || sig == SIGUSR2) {
-            log_info("signal %s: nothing to do yet (reload and log reopening are not "
-                     "implemented); ignored",
-                     sig == SIGHUP    ? "HUP"
-                     : sig == SIGUSR1 ? "USR1"
-                                      : "USR2");
+        if (sig == SIGHUP) {
+            log_info("signal HUP: reloading");
+            server_reload(srv, NULL); /* logs the outcome; a bad file changes nothing */
+            sig = -1;
+            continue;
+        }
+        if (sig == SIGUSR1 || sig == SIGUSR2) {
+            log_info("signal %s: nothing to do yet (log reopening is not implemented); ignored",
+                     sig == SIGUSR1 ? "USR1" : "USR2");
             sig = -1;
             continue;
         }
@@ -171,10 +191,13 @@ int main(int argc, char **argv)
             trimmed_at = st.started;
         }
     }
-    log_info("signal %d: draining (up to %u s)", sig, cfg->drain_s);
+    struct snap *live = pool_snap(pool);
+    unsigned drain_s = live ? live->cfg->drain_s : 10;
+    snap_put(live);
+    log_info("signal %d: draining (up to %u s)", sig, drain_s);
     server_quiesce(srv);
     pool_drain(pool);
-    wait_idle(pool, cfg->drain_s * 1000u);
+    wait_idle(pool, drain_s * 1000u);
     pool_abort_all(pool);
     wait_idle(pool, 2000);
     /* let resumed connections flush their last bytes */

@@ -72,6 +72,9 @@ static const struct cfg_row cfg_rows[] = {
      "requests holding an upstream slot, gateway-wide"},
     {"limits", "queue_capacity", CT_UINT, F(queue_capacity), 0, 1000000, "1024",
      "waiting requests, gateway-wide; beyond -> 503 queue_full"},
+    {"limits", "pool_queue_capacity", CT_UINT, F(pool_queue_capacity), 0, 1000000, "0",
+     "waiting requests per model pool (the backends that serve a model), so that one saturated "
+     "model cannot fill the gateway's queue; 0 = queue_capacity"},
     {"limits", "queue_timeout_ms", CT_UINT, F(queue_timeout_ms), 1, 3600000, "30000",
      "longest wait for a slot; expiry -> 503 queue_timeout"},
     {"limits", "service_time_prior_ms", CT_UINT, F(service_time_prior_ms), 1, 3600000, "10000",
@@ -84,6 +87,8 @@ static const struct cfg_row cfg_rows[] = {
      "default for every key: tokens per minute; beyond -> 429; 0 = no limit"},
     {"health", "interval_ms", CT_UINT, F(health_interval_ms), 0, 3600000, "5000",
      "active probe of each backend (GET url/v1/models); 0 = off"},
+    {"admin", "key", CT_SECRET, F(admin_key), 0, 0, NULL,
+     "Bearer key for POST /admin/reload and GET /admin/config; unset = the admin API is off"},
     {"log", "level", CT_LEVEL, F(log_level), 0, 0, "info", "error, warn, info or debug"},
     {"log", "access", CT_BOOL, F(access_log), 0, 0, "false", "one line per finished request"},
 };
@@ -641,7 +646,8 @@ static void cfg__defaults(struct config *cfg)
 {
     char why[200];
     for (size_t i = 0; i < N_ROWS; i++)
-        (void)cfg__set(cfg, cfg, &cfg_rows[i], cfg_rows[i].def, why, sizeof(why));
+        if (cfg_rows[i].def) /* [admin] key has none: unset */
+            (void)cfg__set(cfg, cfg, &cfg_rows[i], cfg_rows[i].def, why, sizeof(why));
 }
 
 /* LLMGATE_SERVER_MAX_BODY_BYTES etc. */
@@ -1031,6 +1037,11 @@ const struct cfg_key *config_key_find(const struct config *cfg, const char *key,
     return found;
 }
 
+bool config_admin_ok(const struct config *cfg, const char *key, size_t len)
+{
+    return cfg->admin_key && cfg__ct_equal(key, len, cfg->admin_key, strlen(cfg->admin_key));
+}
+
 const char *config_key_lookup(const struct config *cfg, const char *key, size_t len)
 {
     const struct cfg_key *k = config_key_find(cfg, key, len);
@@ -1045,4 +1056,46 @@ bool config_key_allows(const struct cfg_key *k, const char *model)
         if (!strcmp(k->models.v[i], model))
             return true;
     return false;
+}
+
+/* What a running gateway cannot change: its listening socket, its threads, its connection
+ * table and the client deadlines libmicrohttpd and the guard were started with. */
+static const char *const restart_keys[] = {
+    "server.listen",
+    "server.threads",
+    "server.workers",
+    "server.max_connections",
+    "server.max_connections_per_ip",
+    "server.client_header_timeout_s",
+    "server.client_body_timeout_s",
+    "server.keepalive_timeout_s",
+};
+
+size_t config_restart_diff(const struct config *a, const struct config *b, const char **out,
+                           size_t max)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < sizeof(restart_keys) / sizeof(restart_keys[0]) && n < max; i++) {
+        const char *dot = strchr(restart_keys[i], '.');
+        const struct cfg_row *r = NULL;
+        for (size_t j = 0; j < N_ROWS && !r; j++)
+            if (!strncmp(cfg_rows[j].section, restart_keys[i], (size_t)(dot - restart_keys[i])) &&
+                cfg_rows[j].section[dot - restart_keys[i]] == '\0' &&
+                !strcmp(cfg_rows[j].name, dot + 1))
+                r = &cfg_rows[j];
+        if (!r)
+            continue;
+        const char *pa = (const char *)a + r->offset, *pb = (const char *)b + r->offset;
+        bool same;
+        if (r->type == CT_UINT)
+            same = *(const unsigned *)(const void *)pa == *(const unsigned *)(const void *)pb;
+        else {
+            const char *sa = *(char *const *)(const void *)pa,
+                       *sb = *(char *const *)(const void *)pb;
+            same = sa && sb ? !strcmp(sa, sb) : sa == sb;
+        }
+        if (!same)
+            out[n++] = restart_keys[i];
+    }
+    return n;
 }

@@ -2,8 +2,9 @@
  * LLMGATE_<SECTION>_<KEY> environment overrides, then validation. A value is one line: blanks
  * that start a line are ignored (an indented line is not a continuation of the one above).
  * Every fixed key is a row of one table (config.c) that drives parsing, overrides, defaults,
- * bounds, --check-config and --dump-config. A loaded config is immutable: request code reads
- * it, never writes it. */
+ * bounds, --check-config and --dump-config. A loaded config is immutable once published:
+ * request code reads it, never writes it (the inference layer binds its runtime objects to the
+ * be/up/pool/st fields before publication). A reload loads a new one beside it. */
 #ifndef LG_CONFIG_H
 #define LG_CONFIG_H
 
@@ -18,6 +19,11 @@ struct cfg_list {
     size_t n;
 };
 
+struct backend;   /* inference/backend.h: the named backend object that outlives reloads */
+struct upstream;  /* inference/worker.c: its URLs and headers, built per configuration */
+struct rpool;     /* inference/router.c: the admission pool it belongs to */
+struct key_state; /* inference/limits.c: the key's buckets and slots, kept across reloads */
+
 struct cfg_backend {
     char *name; /* from [backend.NAME] */
     char *url;  /* base URL without trailing '/' */
@@ -26,6 +32,10 @@ struct cfg_backend {
     char *api_key; /* sent upstream as Bearer, or NULL */
     unsigned index;
     int line; /* of its [backend.NAME] header, for messages */
+    /* Bound by the inference layer before the configuration is published, never after. */
+    struct backend *be;
+    struct upstream *up;
+    struct rpool *pool;
 };
 
 enum cfg_priority { PRIO_HIGH = 0, PRIO_NORMAL, PRIO_LOW, PRIO__COUNT };
@@ -47,6 +57,7 @@ struct cfg_key {
     unsigned priority;        /* enum cfg_priority: the highest this key may ask for */
     struct cfg_list models;   /* allowed model ids; n == 0: all */
     int line;                 /* first line that named it, for messages */
+    struct key_state *st;     /* bound before publication (inference/limits.c) */
 };
 
 struct config {
@@ -72,6 +83,7 @@ struct config {
     /* [limits] */
     unsigned max_inflight;
     unsigned queue_capacity;
+    unsigned pool_queue_capacity; /* waiting requests per model pool; 0 = queue_capacity */
     unsigned queue_timeout_ms;
     unsigned service_time_prior_ms; /* Retry-After's permit hold time before any history */
     unsigned key_max_concurrency;   /* defaults for every key; 0 = no limit */
@@ -82,6 +94,8 @@ struct config {
     /* [log] */
     char *log_level;
     bool access_log;
+    /* [admin] */
+    char *admin_key; /* Bearer for the /admin/ endpoints; NULL: the admin API is off */
     /* [keys] — auth is on when the section exists */
     bool auth;
     struct cfg_key *keys;
@@ -113,6 +127,11 @@ void config_errors_release(struct config_errors *errs);
 /* Writes the effective configuration as INI with each key's help as a comment; keys are masked. */
 void config_dump(const struct config *cfg, FILE *out);
 
+/* The keys whose values differ between a and b and that take effect only at a start
+ * ("server.threads", ...): up to `max` names (static strings). Returns the count. */
+size_t config_restart_diff(const struct config *a, const struct config *b, const char **out,
+                           size_t max);
+
 /* Backends serving `model`, in config order: up to `max` pointers into cfg. Returns the count. */
 size_t config_backends_for(const struct config *cfg, const char *model,
                            const struct cfg_backend **out, size_t max);
@@ -120,6 +139,9 @@ size_t config_backends_for(const struct config *cfg, const char *model,
 /* Returns the key matching `key` (constant time in the number of keys and in their bytes; a
  * key configured by its SHA-256 is compared by the hash of `key`), or NULL. */
 const struct cfg_key *config_key_find(const struct config *cfg, const char *key, size_t len);
+
+/* Whether `key` is the [admin] key (constant time in its bytes). */
+bool config_admin_ok(const struct config *cfg, const char *key, size_t len);
 
 /* The name of config_key_find's key, or NULL. */
 const char *config_key_lookup(const struct config *cfg, const char *key, size_t len);

@@ -12,6 +12,7 @@
 #include "inference/job.h"
 #include "inference/limits.h"
 #include "inference/router.h"
+#include "inference/snap.h"
 #include "inference/worker.h"
 
 #include <arpa/inet.h>
@@ -50,7 +51,9 @@ enum route {
     R_HEALTH,
     R_READY,
     R_METRICS,
-    R_QUEUE
+    R_QUEUE,
+    R_ADMIN_RELOAD,
+    R_ADMIN_CONFIG
 };
 
 /* A model pool: the models served by exactly the same backends (GET /v1/queue). */
@@ -61,21 +64,27 @@ struct http_pool {
     size_t n_models;
 };
 
-struct server {
-    const struct config *cfg;
-    struct pool *pool;
-    struct MHD_Daemon *daemon;
-    struct guard *guard;   /* client deadlines and the connection table */
-    struct limits *limits; /* per-key concurrency, rpm, tpm */
-    int64_t started_wall;
+/* What the HTTP side derives from one configuration (a snapshot's `http`). */
+struct http_derived {
     char *models_json; /* GET /v1/models for keys that may use every model */
     size_t models_len;
     char **key_models_json; /* per key with an allow-list (by index in cfg->keys), else NULL */
     size_t *key_models_len;
+    size_t n_keys;
     struct http_pool *pools;
     size_t n_pools;
+};
+
+struct server {
+    struct pool *pool;
+    struct MHD_Daemon *daemon;
+    struct guard *guard;   /* client deadlines and the connection table */
+    struct limits *limits; /* per-key concurrency, rpm, tpm (the pool's) */
+    int64_t started_wall;
     atomic_uint_fast64_t status_count[600];
-    atomic_size_t body_mem; /* request body bytes held by jobs; <= cfg->max_body_memory */
+    atomic_size_t body_mem;      /* request body bytes held by jobs; <= max_body_memory */
+    pthread_mutex_t reload_lock; /* one reload at a time (SIGHUP, POST /admin/reload) */
+    atomic_uint_fast64_t reloads_ok, reloads_failed;
 };
 
 static const struct {
@@ -93,6 +102,8 @@ static const struct {
     {"/ready", R_READY, "GET", -1},
     {"/metrics", R_METRICS, "GET", -1},
     {"/v1/queue", R_QUEUE, "GET", -1},
+    {"/admin/reload", R_ADMIN_RELOAD, "POST", -1},
+    {"/admin/config", R_ADMIN_CONFIG, "GET", -1},
 };
 #define N_ROUTES (sizeof(routes) / sizeof(routes[0]))
 
@@ -217,8 +228,10 @@ static char *http__models_list(const struct config *cfg, const struct cfg_key *k
     return copy;
 }
 
-static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid)
+static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid,
+                                     const struct snap *sn)
 {
+    const struct config *cfg = sn->cfg;
     struct router *r = pool_router(s->pool);
     struct router_stats rs;
     struct pool_stats ps;
@@ -266,6 +279,8 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
          "Idle or slow connections closed to make room at max_connections.", gs.evicted},
         {"llmgate_connections_refused_total", "counter",
          "New connections refused with 503: every slot busy with a request.", gs.refused},
+        {"llmgate_config_generation", "gauge", "The live configuration: 1 at start, +1 per reload.",
+         sn->gen},
     };
     for (size_t i = 0; i < sizeof(scalars) / sizeof(scalars[0]) && rc == 0; i++)
         rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n%s %llu\n", scalars[i].name,
@@ -278,25 +293,40 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
             "# TYPE llmgate_ttft_seconds summary\nllmgate_ttft_seconds_sum %.6f\n"
             "llmgate_ttft_seconds_count %llu\n",
             (double)ps.ttft_ns_sum / 1e9, (unsigned long long)ps.ttft_count);
-    static const char *const fam[2][2] = {
-        {"llmgate_backend_up", "Backend health (1 up, 0 down or unknown)."},
-        {"llmgate_backend_inflight", "Requests in flight per backend."}};
-    for (int f = 0; f < 2 && rc == 0; f++) {
-        rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n", fam[f][0], fam[f][1], fam[f][0]);
-        for (size_t i = 0; i < s->cfg->n_backends && rc == 0; i++) {
-            unsigned v = f == 0 ? router_health(r, (unsigned)i) == HEALTH_UP
-                                : router_backend_inflight(r, (unsigned)i);
+    if (rc == 0)
+        rc = buf_printf(&b,
+                        "# HELP llmgate_config_reloads_total Reloads (SIGHUP, POST /admin/reload), "
+                        "by result.\n# TYPE llmgate_config_reloads_total counter\n"
+                        "llmgate_config_reloads_total{result=\"ok\"} %llu\n"
+                        "llmgate_config_reloads_total{result=\"error\"} %llu\n",
+                        (unsigned long long)atomic_load(&s->reloads_ok),
+                        (unsigned long long)atomic_load(&s->reloads_failed));
+    static const char *const fam[4][3] = {
+        {"llmgate_backend_up", "gauge", "Backend health (1 up, 0 down or unknown)."},
+        {"llmgate_backend_inflight", "gauge", "Requests in flight per backend."},
+        {"llmgate_backend_requests_total", "counter", "Permits granted per backend."},
+        {"llmgate_backend_failures_total", "counter",
+         "Transfers that failed per backend (connect, broken, timeout)."}};
+    for (int f = 0; f < 4 && rc == 0; f++) {
+        rc = buf_printf(&b, "# HELP %s %s\n# TYPE %s %s\n", fam[f][0], fam[f][2], fam[f][0],
+                        fam[f][1]);
+        for (size_t i = 0; i < cfg->n_backends && rc == 0; i++) {
+            const struct backend *be = cfg->backends[i].be;
+            unsigned long long v = f == 0   ? router_health(be) == HEALTH_UP
+                                   : f == 1 ? atomic_load(&be->inflight)
+                                   : f == 2 ? (unsigned long long)atomic_load(&be->granted)
+                                            : (unsigned long long)atomic_load(&be->failures);
             rc = buf_printf(&b, "%s{backend=\"", fam[f][0]) ||
-                 esc_prom_label(&b, s->cfg->backends[i].name) || buf_printf(&b, "\"} %u\n", v);
+                 esc_prom_label(&b, cfg->backends[i].name) || buf_printf(&b, "\"} %llu\n", v);
         }
     }
-    if (rc == 0 && s->cfg->n_keys)
+    if (rc == 0 && cfg->n_keys)
         rc = buf_printf(&b, "# HELP llmgate_key_inflight Requests of each API key in progress "
                             "(limit: its max_concurrency).\n# TYPE llmgate_key_inflight gauge\n");
-    for (size_t i = 0; i < s->cfg->n_keys && rc == 0; i++)
+    for (size_t i = 0; i < cfg->n_keys && rc == 0; i++)
         rc = buf_printf(&b, "llmgate_key_inflight{key=\"") ||
-             esc_prom_label(&b, s->cfg->keys[i].name) ||
-             buf_printf(&b, "\"} %u\n", limits_inflight(s->limits, (unsigned)i));
+             esc_prom_label(&b, cfg->keys[i].name) ||
+             buf_printf(&b, "\"} %u\n", limits_inflight(s->limits, &cfg->keys[i]));
     enum MHD_Result ret = rc == 0
                               ? http__send(s, conn, 200, "text/plain; version=0.0.4; charset=utf-8",
                                            buf_data(&b), buf_len(&b), rid, 0)
@@ -308,8 +338,9 @@ static enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *co
 /* GET /v1/queue: the caller's requests waiting and in progress, and each pool it may use with
  * its depth and the wait a new request would be told now. */
 static enum MHD_Result http__queue(struct server *s, struct MHD_Connection *conn, const char *rid,
-                                   const struct cfg_key *key)
+                                   const struct cfg_key *key, const struct snap *sn)
 {
+    const struct http_derived *d = sn->http;
     struct router *r = pool_router(s->pool);
     struct buf b;
     buf_init(&b, HTTP_DOC_MAX);
@@ -318,15 +349,15 @@ static enum MHD_Result http__queue(struct server *s, struct MHD_Connection *conn
         rc = rc || esc_json_buf(&b, key->name, strlen(key->name));
     else
         rc = rc || buf_printf(&b, "null");
-    unsigned mine = router_key_queued(r, key);
-    unsigned running = key ? limits_inflight(s->limits, (unsigned)(key - s->cfg->keys)) : 0;
+    unsigned mine = router_key_queued(r, sn->cfg, key);
+    unsigned running = limits_inflight(s->limits, key);
     rc = rc || buf_printf(&b, ",\"queued\":%u", mine);
     if (key)
         rc = rc || buf_printf(&b, ",\"in_progress\":%u", running > mine ? running - mine : 0);
     rc = rc || buf_printf(&b, ",\"pools\":[");
     bool first = true;
-    for (size_t i = 0; i < s->n_pools && rc == 0; i++) {
-        const struct http_pool *p = &s->pools[i];
+    for (size_t i = 0; i < d->n_pools && rc == 0; i++) {
+        const struct http_pool *p = &d->pools[i];
         bool any = false;
         for (size_t m = 0; m < p->n_models && !any; m++)
             any = config_key_allows(key, p->models[m]);
@@ -358,8 +389,11 @@ static enum MHD_Result http__queue(struct server *s, struct MHD_Connection *conn
 }
 
 static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, enum route route,
-                                 const char *url, const char *rid, const struct cfg_key *key)
+                                 const char *url, const char *rid, const struct cfg_key *key,
+                                 const struct snap *sn)
 {
+    const struct config *cfg = sn->cfg;
+    const struct http_derived *d = sn->http;
     struct buf b;
     int rc;
     buf_init(&b, HTTP_DOC_MAX);
@@ -371,34 +405,33 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
                         LLMGATE_VERSION, (long long)(clock_wall_s() - s->started_wall));
         return http__send_buf(s, conn, 200, &b, rc, rid);
     case R_READY: {
-        struct router *r = pool_router(s->pool);
-        bool ready = router_ready(r);
+        bool ready = router_ready(cfg);
         static const char *const names[] = {"unknown", "up", "down"};
         rc = buf_printf(&b, "{\"status\":\"%s\",\"backends\":{", ready ? "ready" : "not_ready");
-        for (size_t i = 0; i < s->cfg->n_backends && rc == 0; i++) {
-            const char *name = s->cfg->backends[i].name;
+        for (size_t i = 0; i < cfg->n_backends && rc == 0; i++) {
+            const char *name = cfg->backends[i].name;
             rc = (i ? buf_printf(&b, ",") : 0) || esc_json_buf(&b, name, strlen(name)) ||
-                 buf_printf(&b, ":\"%s\"", names[router_health(r, (unsigned)i)]);
+                 buf_printf(&b, ":\"%s\"", names[router_health(cfg->backends[i].be)]);
         }
         rc = rc || buf_printf(&b, "}}");
         return http__send_buf(s, conn, ready ? 200 : 503, &b, rc, rid);
     }
     case R_METRICS:
-        return http__metrics(s, conn, rid);
+        return http__metrics(s, conn, rid, sn);
     case R_QUEUE:
         buf_release(&b);
-        return http__queue(s, conn, rid, key);
+        return http__queue(s, conn, rid, key, sn);
     case R_MODELS: {
-        size_t ki = key ? (size_t)(key - s->cfg->keys) : 0;
-        if (key && s->key_models_json[ki])
-            return http__send(s, conn, 200, "application/json", s->key_models_json[ki],
-                              s->key_models_len[ki], rid, 0);
-        return http__send(s, conn, 200, "application/json", s->models_json, s->models_len, rid, 0);
+        size_t ki = key ? (size_t)(key - cfg->keys) : 0;
+        if (key && d->key_models_json[ki])
+            return http__send(s, conn, 200, "application/json", d->key_models_json[ki],
+                              d->key_models_len[ki], rid, 0);
+        return http__send(s, conn, 200, "application/json", d->models_json, d->models_len, rid, 0);
     }
     case R_MODEL: {
         const char *id = url + strlen("/v1/models/");
         const struct cfg_backend *be;
-        if (config_backends_for(s->cfg, id, &be, 1) == 0 || !config_key_allows(key, id))
+        if (config_backends_for(cfg, id, &be, 1) == 0 || !config_key_allows(key, id))
             return http__error(s, conn, LGE_MODEL_NOT_FOUND, NULL, NULL, rid, 0);
         rc = http__model_obj(&b, id, be->name);
         return http__send_buf(s, conn, 200, &b, rc, rid);
@@ -631,17 +664,20 @@ static const char *http__request_id(struct MHD_Connection *conn, char idbuf[33])
 }
 
 /* True when auth is off or the Bearer key is known; sets *key (NULL with auth off). */
-static bool http__authorized(struct server *s, struct MHD_Connection *conn,
+static bool http__authorized(const struct config *cfg, struct MHD_Connection *conn,
                              const struct cfg_key **key)
 {
     *key = NULL;
-    if (!s->cfg->auth)
+    if (!cfg->auth)
         return true;
     size_t klen = 0;
     const char *bearer = http__bearer(conn, &klen);
-    *key = bearer ? config_key_find(s->cfg, bearer, klen) : NULL;
+    *key = bearer ? config_key_find(cfg, bearer, klen) : NULL;
     return *key != NULL;
 }
+
+static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn, enum route route,
+                                   const char *rid, const struct snap *sn);
 
 /* Everything that is not a proxied request: local endpoints and request errors. */
 static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
@@ -658,12 +694,21 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
     const char *want = route == R_MODEL ? "GET" : routes[ri].method;
     if (strcmp(method, want) != 0 && !(strcmp(want, "GET") == 0 && !strcmp(method, "HEAD")))
         return http__error(s, conn, LGE_METHOD, NULL, NULL, rid, 0);
+    struct snap *sn = pool_snap(s->pool);
+    if (!sn)
+        return http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000);
+    enum MHD_Result ret;
     const struct cfg_key *key = NULL;
     bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
                      route == R_MODELS || route == R_MODEL || route == R_QUEUE;
-    if (needs_key && !http__authorized(s, conn, &key))
-        return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
-    return http__get(s, conn, route, url, rid, key);
+    if (route == R_ADMIN_RELOAD || route == R_ADMIN_CONFIG)
+        ret = http__admin(s, conn, route, rid, sn);
+    else if (needs_key && !http__authorized(sn->cfg, conn, &key))
+        ret = http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    else
+        ret = http__get(s, conn, route, url, rid, key, sn);
+    snap_put(sn);
+    return ret;
 }
 
 /* Takes n bytes of the gateway-wide body budget for `job`. Returns 0, or -1 when the bodies
@@ -671,7 +716,7 @@ static enum MHD_Result http__answer_local(struct server *s, struct MHD_Connectio
 static int http__mem_take(struct server *s, struct job *job, size_t n)
 {
     size_t before = atomic_fetch_add_explicit(&s->body_mem, n, memory_order_relaxed);
-    if (before + n > s->cfg->max_body_memory) {
+    if (before + n > job->snap->cfg->max_body_memory) {
         atomic_fetch_sub_explicit(&s->body_mem, n, memory_order_relaxed);
         return -1;
     }
@@ -756,8 +801,9 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     }
     job->model = info.model;
     job->stream = info.stream;
+    const struct config *cfg = job->snap->cfg;
     job->n_candidates =
-        (unsigned)config_backends_for(s->cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
+        (unsigned)config_backends_for(cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
     if (job->n_candidates == 0 || !config_key_allows(job->key, job->model)) {
         /* a model the key may not use is one that does not exist, for that key */
         char msg[400];
@@ -790,7 +836,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     job->client_fd = ci ? ci->connect_fd : -1;
     job->conn = conn;
     job->pool = s->pool;
-    job->deadline_ns = job->t_start_ns + (uint64_t)s->cfg->request_s * NS_PER_S;
+    job->deadline_ns = job->t_start_ns + (uint64_t)cfg->request_s * NS_PER_S;
     job->h_state = H_WAIT;
 
     /* Suspend before the hand-over, so the worker can only ever resume a suspended connection. */
@@ -869,32 +915,44 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
         return http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0);
     int ri = http__route(url);
-    const struct cfg_key *key = NULL;
     if (ri < 0 || routes[ri].endpoint < 0 || strcmp(method, routes[ri].method) != 0) {
         *con_cls = &http_deferred;
         return MHD_YES;
     }
+    /* The configuration this request is served with, to its end (a reload does not change it
+     * under the request). */
+    struct snap *sn = pool_snap(s->pool);
+    if (!sn)
+        return http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000);
+    const struct config *cfg = sn->cfg;
+    enum MHD_Result early = MHD_YES;
+    bool refused = true;
     /* What the headers decide is answered now, before any body byte is read; libmicrohttpd
      * then closes the connection (the unread body cannot be skipped safely). */
-    if (!http__authorized(s, conn, &key))
-        return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
-    int prio = http__priority(conn, key);
-    if (prio < 0)
-        return http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
-                           NULL, rid, 0);
-    uint64_t retry_ms;
-    enum lim_verdict lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, &retry_ms);
-    if (lv != LIM_OK)
-        return http__rate_limited(s, conn, key, lv, rid, retry_ms);
-    uint64_t clen = 0;
+    const struct cfg_key *key = NULL;
+    int prio = -1;
+    uint64_t retry_ms, clen = 0;
+    enum lim_verdict lv;
     const char *cl =
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > s->cfg->max_body_bytes))
-        return http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
-
-    job = job_new(s->cfg->max_body_bytes, s->cfg->stream_buffer_bytes);
-    if (!job)
-        return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    if (!http__authorized(cfg, conn, &key))
+        early = http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    else if ((prio = http__priority(conn, key)) < 0)
+        early = http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
+                            NULL, rid, 0);
+    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, &retry_ms)) != LIM_OK)
+        early = http__rate_limited(s, conn, key, lv, rid, retry_ms);
+    else if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > cfg->max_body_bytes))
+        early = http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
+    else if (!(job = job_new(cfg->max_body_bytes, cfg->stream_buffer_bytes)))
+        early = http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    else
+        refused = false;
+    if (refused) {
+        snap_put(sn);
+        return early;
+    }
+    job->snap = sn; /* released with the job */
     job->body_mem = &s->body_mem;
     /* A declared length is taken from the body budget and allocated at once. */
     if (clen > 0 && (http__mem_take(s, job, clen) != 0 || buf_reserve(&job->body, clen) != 0)) {
@@ -925,6 +983,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     *con_cls = NULL;
     if (job->lim_taken)
         limits_release(s->limits, job->key);
+    const struct config *cfg = job->snap->cfg;
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;
     bool finished = job->eof || job->fail != LGE_NONE;
@@ -935,7 +994,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
         pool_cancel(s->pool, job);
     if (job->lim_taken && usage >= 0)
         limits_reconcile(s->limits, job->key, job->cost, (uint64_t)usage);
-    if (s->cfg->access_log) {
+    if (cfg->access_log) {
         uint64_t us = (clock_now_ns() - job->t_start_ns) / 1000;
         log_info("access id=%s model=%s stream=%d status=%u key=%s dur_us=%llu bytes=%llu "
                  "events=%llu end=%s",
@@ -993,9 +1052,8 @@ static int http__listen(const struct config *cfg, const struct addrinfo *ai)
 }
 
 /* Groups the configured models by their candidate backends. 0, or -1 out of memory. */
-static int http__build_pools(struct server *s)
+static int http__build_pools(struct http_derived *d, const struct config *cfg)
 {
-    const struct config *cfg = s->cfg;
     for (size_t bi = 0; bi < cfg->n_backends; bi++) {
         for (size_t m = 0; m < cfg->backends[bi].models.n; m++) {
             const char *id = cfg->backends[bi].models.v[m];
@@ -1004,19 +1062,19 @@ static int http__build_pools(struct server *s)
             if (n == 0 || c[0] != &cfg->backends[bi])
                 continue; /* counted once, under the first backend that lists it */
             struct http_pool *p = NULL;
-            for (size_t i = 0; i < s->n_pools && !p; i++) {
-                bool same = s->pools[i].n_cands == n;
+            for (size_t i = 0; i < d->n_pools && !p; i++) {
+                bool same = d->pools[i].n_cands == n;
                 for (unsigned k = 0; same && k < n; k++)
-                    same = s->pools[i].cands[k] == c[k];
+                    same = d->pools[i].cands[k] == c[k];
                 if (same)
-                    p = &s->pools[i];
+                    p = &d->pools[i];
             }
             if (!p) {
-                struct http_pool *np = realloc(s->pools, (s->n_pools + 1) * sizeof(*np));
+                struct http_pool *np = realloc(d->pools, (d->n_pools + 1) * sizeof(*np));
                 if (!np)
                     return -1;
-                s->pools = np;
-                p = &s->pools[s->n_pools++];
+                d->pools = np;
+                p = &d->pools[d->n_pools++];
                 memset(p, 0, sizeof(*p));
                 for (unsigned k = 0; k < n; k++)
                     p->cands[k] = c[k];
@@ -1032,16 +1090,178 @@ static int http__build_pools(struct server *s)
     return 0;
 }
 
-static void http__free_models(struct server *s)
+static void http__derived_free(void *arg)
 {
-    for (size_t i = 0; i < s->n_pools; i++)
-        free(s->pools[i].models);
-    free(s->pools);
-    free(s->models_json);
-    for (size_t i = 0; s->key_models_json && i < s->cfg->n_keys; i++)
-        free(s->key_models_json[i]);
-    free(s->key_models_json);
-    free(s->key_models_len);
+    struct http_derived *d = arg;
+    if (!d)
+        return;
+    for (size_t i = 0; i < d->n_pools; i++)
+        free(d->pools[i].models);
+    free(d->pools);
+    free(d->models_json);
+    for (size_t i = 0; d->key_models_json && i < d->n_keys; i++)
+        free(d->key_models_json[i]);
+    free(d->key_models_json);
+    free(d->key_models_len);
+    free(d);
+}
+
+int server_prepare(struct snap *sn)
+{
+    const struct config *cfg = sn->cfg;
+    struct http_derived *d = calloc(1, sizeof(*d));
+    if (!d)
+        return -1;
+    sn->http = d;
+    sn->http_free = http__derived_free;
+    d->n_keys = cfg->n_keys;
+    d->models_json = http__models_list(cfg, NULL, &d->models_len);
+    d->key_models_json = calloc(cfg->n_keys + 1, sizeof(*d->key_models_json));
+    d->key_models_len = calloc(cfg->n_keys + 1, sizeof(*d->key_models_len));
+    if (!d->models_json || !d->key_models_json || !d->key_models_len ||
+        http__build_pools(d, cfg) != 0)
+        return -1;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (cfg->keys[i].models.n == 0)
+            continue;
+        d->key_models_json[i] = http__models_list(cfg, &cfg->keys[i], &d->key_models_len[i]);
+        if (!d->key_models_json[i])
+            return -1;
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* reload                                                                                     */
+
+int server_reload(struct server *s, struct buf *out)
+{
+    pthread_mutex_lock(&s->reload_lock);
+    struct snap *cur = pool_snap(s->pool);
+    struct config_errors errs = {0};
+    struct config *cfg = cur ? config_load(cur->cfg->path, &errs) : NULL;
+    int status = 200, rc = 0;
+    if (!cfg) {
+        atomic_fetch_add(&s->reloads_failed, 1);
+        status = 400;
+        log_warn("reload refused (%zu problem%s); the running configuration stays", errs.n,
+                 errs.n == 1 ? "" : "s");
+        for (size_t i = 0; i < errs.n; i++)
+            log_warn("reload refused: %s", errs.msgs[i]);
+        if (out) {
+            /* the envelope's message holds them all; "errors" lists them one by one */
+            struct buf msg;
+            buf_init(&msg, 1u << 20);
+            int mrc = buf_printf(&msg, "the configuration was not reloaded: ");
+            for (size_t i = 0; i < errs.n && mrc == 0; i++)
+                mrc = buf_printf(&msg, "%s%s", i ? "; " : "", errs.msgs[i]);
+            if (errs.n == 0)
+                mrc = mrc || buf_printf(&msg, "out of memory");
+            rc = mrc || buf_printf(out, "{\"error\":{\"message\":") ||
+                 esc_json_buf(out, buf_data(&msg), buf_len(&msg)) ||
+                 buf_printf(out, ",\"type\":\"invalid_request_error\",\"param\":null,"
+                                 "\"code\":\"invalid_config\"},\"errors\":[");
+            for (size_t i = 0; i < errs.n && rc == 0; i++)
+                rc = (i ? buf_printf(out, ",") : 0) ||
+                     esc_json_buf(out, errs.msgs[i], strlen(errs.msgs[i]));
+            rc = rc || buf_printf(out, "]}");
+            buf_release(&msg);
+        }
+        config_errors_release(&errs);
+        snap_put(cur);
+        pthread_mutex_unlock(&s->reload_lock);
+        return rc ? 500 : status;
+    }
+    const char *restart[16];
+    size_t n_restart = config_restart_diff(cur->cfg, cfg, restart, 16);
+    size_t n_be = cfg->n_backends, n_keys = cfg->n_keys;
+    enum log_level lv = LOG_INFO;
+    log_parse_level(cfg->log_level, &lv);
+    struct snap *sn = pool_prepare(s->pool, cfg); /* takes cfg over */
+    if (!sn || server_prepare(sn) != 0) {
+        snap_put(sn);
+        atomic_fetch_add(&s->reloads_failed, 1);
+        log_error("reload failed: out of memory; the running configuration stays");
+        snap_put(cur);
+        pthread_mutex_unlock(&s->reload_lock);
+        return 500; /* the caller answers its own out-of-memory envelope */
+    }
+    snap_put(cur); /* before the publication waits for readers: we are one of them no more */
+    log_set_level(lv);
+    uint64_t gen = pool_publish(s->pool, sn);
+    atomic_fetch_add(&s->reloads_ok, 1);
+    log_info("reload: generation %llu (%zu backend%s, %zu key%s)", (unsigned long long)gen, n_be,
+             n_be == 1 ? "" : "s", n_keys, n_keys == 1 ? "" : "s");
+    for (size_t i = 0; i < n_restart; i++)
+        log_warn("reload: %s changed; it takes effect at the next start", restart[i]);
+    if (out) {
+        rc = buf_printf(out,
+                        "{\"status\":\"reloaded\",\"generation\":%llu,\"backends\":%zu,"
+                        "\"keys\":%zu,\"restart_required\":[",
+                        (unsigned long long)gen, n_be, n_keys);
+        for (size_t i = 0; i < n_restart && rc == 0; i++)
+            rc = buf_printf(out, "%s\"%s\"", i ? "," : "", restart[i]);
+        rc = rc || buf_printf(out, "]}");
+    }
+    pthread_mutex_unlock(&s->reload_lock);
+    return rc ? 500 : status;
+}
+
+/* The admin endpoints: behind [admin] key; without one the admin API does not exist (404). */
+static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn, enum route route,
+                                   const char *rid, const struct snap *sn)
+{
+    const struct config *cfg = sn->cfg;
+    if (!cfg->admin_key)
+        return http__error(s, conn, LGE_NOT_FOUND, NULL, NULL, rid, 0);
+    size_t klen = 0;
+    const char *bearer = http__bearer(conn, &klen);
+    if (!bearer || !config_admin_ok(cfg, bearer, klen))
+        return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    struct buf b;
+    buf_init(&b, HTTP_DOC_MAX);
+    if (route == R_ADMIN_RELOAD) {
+        int status = server_reload(s, &b);
+        if (status == 500) {
+            buf_release(&b);
+            return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+        }
+        enum MHD_Result r = http__send(s, conn, (unsigned)status, "application/json", buf_data(&b),
+                                       buf_len(&b), rid, 0);
+        buf_release(&b);
+        return r;
+    }
+    /* GET /admin/config: the live configuration as --dump-config writes it, keys masked */
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) {
+        buf_release(&b);
+        return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    }
+    config_dump(cfg, f);
+    int bad = ferror(f);
+    fclose(f);
+    enum MHD_Result r;
+    struct MHD_Response *resp =
+        bad ? NULL : MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_COPY);
+    char gen[24];
+    snprintf(gen, sizeof(gen), "%llu", (unsigned long long)sn->gen);
+    if (!resp) {
+        r = http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    } else if (!http__hdr(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/plain; charset=utf-8") ||
+               !http__hdr(resp, "X-Request-ID", rid) ||
+               !http__hdr(resp, "X-Llmgate-Generation", gen)) {
+        MHD_destroy_response(resp);
+        r = MHD_NO;
+    } else {
+        r = MHD_queue_response(conn, 200, resp);
+        MHD_destroy_response(resp);
+        http__count(s, 200);
+    }
+    free(text);
+    buf_release(&b);
+    return r;
 }
 
 struct server *server_new(const struct config *cfg, struct pool *pool)
@@ -1051,23 +1271,13 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     char port[8];
     if (!s)
         return NULL;
-    s->cfg = cfg;
-    s->pool = pool;
-    s->started_wall = clock_wall_s();
-    s->models_json = http__models_list(cfg, NULL, &s->models_len);
-    s->key_models_json = calloc(cfg->n_keys + 1, sizeof(*s->key_models_json));
-    s->key_models_len = calloc(cfg->n_keys + 1, sizeof(*s->key_models_len));
-    if (!s->models_json || !s->key_models_json || !s->key_models_len)
-        goto fail;
-    if (http__build_pools(s) != 0)
-        goto fail;
-    for (size_t i = 0; i < cfg->n_keys; i++) {
-        if (cfg->keys[i].models.n == 0)
-            continue;
-        s->key_models_json[i] = http__models_list(cfg, &cfg->keys[i], &s->key_models_len[i]);
-        if (!s->key_models_json[i])
-            goto fail;
+    if (pthread_mutex_init(&s->reload_lock, NULL) != 0) {
+        free(s);
+        return NULL;
     }
+    s->pool = pool;
+    s->limits = pool_limits(pool);
+    s->started_wall = clock_wall_s();
     snprintf(port, sizeof(port), "%u", cfg->listen_port);
     int gai = getaddrinfo(cfg->listen_host, port, &hints, &ai);
     if (gai != 0) {
@@ -1088,8 +1298,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
                               .count_status = http__count_status,
                               .count_arg = s};
     s->guard = guard_new(&gl);
-    s->limits = limits_new(cfg);
-    if (!s->guard || !s->limits) {
+    if (!s->guard) {
         close(lfd);
         goto fail;
     }
@@ -1120,8 +1329,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
     return s;
 fail:
     guard_free(s->guard);
-    limits_free(s->limits);
-    http__free_models(s);
+    pthread_mutex_destroy(&s->reload_lock);
     free(s);
     return NULL;
 }
@@ -1147,7 +1355,6 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
-    limits_free(s->limits);
-    http__free_models(s);
+    pthread_mutex_destroy(&s->reload_lock);
     free(s);
 }

@@ -7,13 +7,27 @@
 #ifndef LG_SERVER_H
 #define LG_SERVER_H
 
+struct buf;
 struct config;
 struct pool;
 struct server;
+struct snap;
 
-/* Starts serving cfg->listen with requests handed to `pool`. Both must outlive the server.
- * Returns NULL (and logs why) when the daemon cannot start. */
+/* Adds what the HTTP side derives from a configuration (GET /v1/models documents, the model
+ * pools of GET /v1/queue) to a prepared, unpublished snapshot. 0, or -1 out of memory. */
+int server_prepare(struct snap *sn);
+
+/* Starts serving cfg->listen (the [server] keys of the configuration published at start) with
+ * requests handed to `pool`, which must outlive the server. Returns NULL (and logs why) when
+ * the daemon cannot start. */
 struct server *server_new(const struct config *cfg, struct pool *pool);
+
+/* Re-reads the live configuration's file (and the LLMGATE_* environment), validates it and
+ * publishes it: new requests see it, requests in flight keep theirs. A bad file changes
+ * nothing. Logs the outcome; writes the JSON answer of POST /admin/reload into `out` when not
+ * NULL. Returns 200, 400 (the file was refused) or 500 (out of memory). Any thread except from
+ * inside a request's snapshot read section; one reload at a time. */
+int server_reload(struct server *s, struct buf *out);
 
 /* Stops accepting new connections (existing ones are served). */
 void server_quiesce(struct server *s);

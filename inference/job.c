@@ -1,6 +1,8 @@
 /* job.c — see job.h. */
 #include "inference/job.h"
 
+#include "inference/snap.h"
+
 #include <microhttpd.h>
 #include <stdlib.h>
 #include <sys/epoll.h>
@@ -48,6 +50,7 @@ void job_unref(struct job *job)
     free(job->w_tail);
     free(job->model);
     pthread_mutex_destroy(&job->lock);
+    snap_put(job->snap);
     free(job);
 }
 

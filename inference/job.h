@@ -28,6 +28,8 @@
 struct MHD_Connection;
 struct cfg_backend;
 struct job;
+struct rpool;
+struct snap;
 
 /* The proxied endpoints. The same index selects the upstream path in job_paths. */
 enum job_endpoint { JOB_CHAT = 0, JOB_COMPLETIONS, JOB_EMBEDDINGS, JOB__ENDPOINTS };
@@ -76,6 +78,8 @@ struct job {
     unsigned worker;
 
     struct pool *pool;
+    struct snap *snap; /* the configuration it started with, pinned until the job is freed:
+                        * key, candidates and model come from it */
 
     /* --- HTTP thread only (libmicrohttpd callbacks of this connection) ------------------ */
     int h_state;           /* http/server.c's phase */
@@ -84,14 +88,16 @@ struct job {
     bool h_submitted;      /* handed to a worker: a cancel must follow if it is not finished */
     unsigned h_status;     /* status sent to the client */
 
-    /* --- router (under the router's lock) ---------------------------------------------- */
+    /* --- router (under the job's pool lock) ---------------------------------------------- */
     struct job *r_next, *r_prev; /* in the router's waiting list of its priority */
     unsigned prio;               /* enum cfg_priority: the key's, or lower by X-Priority */
     uint64_t cost;               /* estimated tokens: what fair queuing charges */
     uint64_t r_tag;              /* start tag (start-time fair queuing), while waiting */
     bool r_waiting;
     bool r_granted;
-    int backend; /* index of the backend holding our permit, -1 none */
+    struct rpool *r_pool;           /* the pool it asked (set by router_acquire) */
+    const struct cfg_backend *r_be; /* the backend holding our permit, NULL none */
+    int backend;                    /* its index in the job's configuration, -1 none */
     uint64_t t_granted_ns;
 
     /* --- worker thread only ------------------------------------------------------------- */

@@ -5,6 +5,7 @@
 
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define MS_PER_MIN 60000ull
 
@@ -16,16 +17,20 @@ struct bucket {
     uint64_t t_ns;  /* last refill, advanced by whole ms */
 };
 
+/* A key's state, named: a reload that keeps the key (its name) keeps it, with its slots in use
+ * and its buckets' levels; the limits come from the newest configuration that binds it. */
 struct key_state {
     pthread_mutex_t mu;
     unsigned inflight, max_inflight;
     struct bucket req, tok;
+    char *name;
+    unsigned ref; /* configurations binding it (registry lock) */
+    struct key_state *next;
 };
 
 struct limits {
-    const struct config *cfg;
-    struct key_state *k; /* by index in cfg->keys */
-    size_t n;
+    pthread_mutex_t lock; /* the registry: bind and unbind only */
+    struct key_state *head;
 };
 
 static void bucket_init(struct bucket *b, uint64_t cap, uint64_t now)
@@ -71,24 +76,12 @@ static uint64_t bucket_units(const struct bucket *b)
     return b->level / MS_PER_MIN;
 }
 
-struct limits *limits_new(const struct config *cfg)
+struct limits *limits_new(void)
 {
     struct limits *l = calloc(1, sizeof(*l));
-    if (!l)
-        return NULL;
-    l->cfg = cfg;
-    l->n = cfg->n_keys;
-    l->k = calloc(l->n ? l->n : 1, sizeof(*l->k));
-    if (!l->k) {
+    if (l && pthread_mutex_init(&l->lock, NULL) != 0) {
         free(l);
         return NULL;
-    }
-    for (size_t i = 0; i < l->n; i++) {
-        const struct cfg_key *ck = &cfg->keys[i];
-        pthread_mutex_init(&l->k[i].mu, NULL);
-        l->k[i].max_inflight = ck->max_concurrency;
-        bucket_init(&l->k[i].req, ck->rpm, 0);
-        bucket_init(&l->k[i].tok, ck->tpm, 0);
     }
     return l;
 }
@@ -97,10 +90,92 @@ void limits_free(struct limits *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        pthread_mutex_destroy(&l->k[i].mu);
-    free(l->k);
+    pthread_mutex_destroy(&l->lock);
     free(l);
+}
+
+/* A bucket given a new capacity: a new limit starts full, a changed one keeps its level
+ * (within the new capacity). */
+static void bucket_resize(struct bucket *b, uint64_t cap, uint64_t now)
+{
+    if (b->cap == cap)
+        return;
+    if (!b->cap || !cap) {
+        bucket_init(b, cap, now);
+        return;
+    }
+    bucket_refill(b, now);
+    if (b->level > cap * MS_PER_MIN)
+        b->level = cap * MS_PER_MIN;
+    b->cap = cap;
+}
+
+static void limits__put_locked(struct limits *l, struct key_state *ks)
+{
+    if (--ks->ref)
+        return;
+    for (struct key_state **pp = &l->head; *pp; pp = &(*pp)->next) {
+        if (*pp == ks) {
+            *pp = ks->next;
+            break;
+        }
+    }
+    pthread_mutex_destroy(&ks->mu);
+    free(ks->name);
+    free(ks);
+}
+
+int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
+{
+    pthread_mutex_lock(&l->lock);
+    size_t i;
+    for (i = 0; i < cfg->n_keys; i++) {
+        struct cfg_key *ck = &cfg->keys[i];
+        struct key_state *ks = l->head;
+        while (ks && strcmp(ks->name, ck->name) != 0)
+            ks = ks->next;
+        if (!ks) {
+            ks = calloc(1, sizeof(*ks));
+            if (!ks || !(ks->name = strdup(ck->name)) || pthread_mutex_init(&ks->mu, NULL) != 0) {
+                if (ks)
+                    free(ks->name);
+                free(ks);
+                break;
+            }
+            bucket_init(&ks->req, ck->rpm, now_ns);
+            bucket_init(&ks->tok, ck->tpm, now_ns);
+            ks->next = l->head;
+            l->head = ks;
+        }
+        ks->ref++;
+        pthread_mutex_lock(&ks->mu);
+        ks->max_inflight = ck->max_concurrency;
+        bucket_resize(&ks->req, ck->rpm, now_ns);
+        bucket_resize(&ks->tok, ck->tpm, now_ns);
+        pthread_mutex_unlock(&ks->mu);
+        ck->st = ks;
+    }
+    if (i < cfg->n_keys) {
+        while (i-- > 0) {
+            limits__put_locked(l, cfg->keys[i].st);
+            cfg->keys[i].st = NULL;
+        }
+        pthread_mutex_unlock(&l->lock);
+        return -1;
+    }
+    pthread_mutex_unlock(&l->lock);
+    return 0;
+}
+
+void limits_unbind(struct limits *l, struct config *cfg)
+{
+    pthread_mutex_lock(&l->lock);
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (cfg->keys[i].st)
+            limits__put_locked(l, cfg->keys[i].st);
+        cfg->keys[i].st = NULL;
+    }
+    pthread_mutex_unlock(&l->lock);
 }
 
 uint64_t limits_estimate(uint64_t prompt_bytes, int64_t max_tokens)
@@ -111,10 +186,8 @@ uint64_t limits_estimate(uint64_t prompt_bytes, int64_t max_tokens)
 
 static struct key_state *limits__state(struct limits *l, const struct cfg_key *k)
 {
-    if (!l || !k)
-        return NULL;
-    size_t i = (size_t)(k - l->cfg->keys);
-    return i < l->n ? &l->k[i] : NULL;
+    (void)l;
+    return k ? k->st : NULL;
 }
 
 /* The verdict for `tokens` (0: only what the headers can tell). Holds ks->mu. */
@@ -219,13 +292,14 @@ void limits_release(struct limits *l, const struct cfg_key *k)
     pthread_mutex_unlock(&ks->mu);
 }
 
-unsigned limits_inflight(struct limits *l, unsigned i)
+unsigned limits_inflight(struct limits *l, const struct cfg_key *k)
 {
-    if (!l || i >= l->n)
+    struct key_state *ks = limits__state(l, k);
+    if (!ks)
         return 0;
-    pthread_mutex_lock(&l->k[i].mu);
-    unsigned v = l->k[i].inflight;
-    pthread_mutex_unlock(&l->k[i].mu);
+    pthread_mutex_lock(&ks->mu);
+    unsigned v = ks->inflight;
+    pthread_mutex_unlock(&ks->mu);
     return v;
 }
 

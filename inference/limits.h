@@ -9,7 +9,8 @@
  *
  * Buckets start full (a key may burst its whole minute at once, as OpenAI's do) and refill
  * continuously. Token cost is an estimate: prompt bytes / 4 + max_tokens (or a default when the
- * request sets none). One mutex per key; any thread. */
+ * request sets none). One mutex per key; any thread. A key's state belongs to its name and
+ * survives reloads that keep the name (limits_bind). */
 #ifndef LG_LIMITS_H
 #define LG_LIMITS_H
 
@@ -33,8 +34,18 @@ struct lim_state {
 /* Tokens a request is estimated to cost when it sets no max_tokens. */
 #define LIM_DEFAULT_MAX_TOKENS 256
 
-struct limits *limits_new(const struct config *cfg);
+/* The registry of key states, by key name. */
+struct limits *limits_new(void);
+/* Frees the registry; every configuration must be unbound. NULL is fine. */
 void limits_free(struct limits *l);
+
+/* Binds cfg->keys[i].st for each key of cfg: the state of the same name (its slots in use and
+ * bucket levels carry over; its limits become cfg's), or a new one with full buckets. 0, or -1
+ * out of memory (nothing bound). */
+int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns);
+
+/* Drops cfg's references; a state no configuration names any more is freed. */
+void limits_unbind(struct limits *l, struct config *cfg);
 
 /* The estimated token cost of a request. */
 uint64_t limits_estimate(uint64_t prompt_bytes, int64_t max_tokens);
@@ -56,8 +67,8 @@ void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charge
 /* The end of a request that limits_take admitted: its slot back. */
 void limits_release(struct limits *l, const struct cfg_key *k);
 
-/* Requests of key index i in progress (for /metrics and the tests). */
-unsigned limits_inflight(struct limits *l, unsigned i);
+/* Requests of key k in progress (for /metrics and the tests). */
+unsigned limits_inflight(struct limits *l, const struct cfg_key *k);
 
 /* The limit's name for messages: "max_concurrency", "rpm", "tpm". */
 const char *limits_name(enum lim_verdict v);

@@ -5,24 +5,18 @@
 #include "core/config.h"
 #include "inference/job.h"
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-struct backend_rt {
-    unsigned inflight;
-    unsigned max;
-    atomic_int health;
-    uint64_t hold_ewma_ns; /* smoothed time a permit on it is held (0: no history yet) */
-    uint64_t told_ns;      /* the latest time a refused client was told to come back */
-};
-
-/* Fair queuing: start-time fair queuing (Goyal et al.) per priority class. A waiting job's start
- * tag is max(class virtual time, its key's last finish tag); its key's finish tag then grows by
- * cost / weight. The runnable waiter with the smallest start tag is served first, and the class's
- * virtual time becomes its tag. A key that floods gets ever later tags; a key with one request
- * gets the current virtual time: it is served within about one service time, whatever is queued.
- * The scan over the waiting list (bounded by queue_capacity) also lets a waiter whose backends
- * are free pass waiters whose backends are busy: no head-of-line blocking across models. */
+/* Fair queuing: start-time fair queuing (Goyal et al.) per priority class of a pool. A waiting
+ * job's start tag is max(class virtual time, its key's last finish tag); its key's finish tag
+ * then grows by cost / weight. The runnable waiter with the smallest start tag is served first,
+ * and the class's virtual time becomes its tag. A key that floods gets ever later tags; a key
+ * with one request gets the current virtual time: it is served within about one service time,
+ * whatever is queued. The scan over the pool's waiting list (bounded by its capacity) also lets
+ * a waiter whose backends are free pass waiters whose backends are busy: no head-of-line
+ * blocking across the models of one pool. */
 #define TAG_SCALE 1024u /* cost units per tag unit at weight 1 */
 
 struct key_rt {
@@ -30,43 +24,49 @@ struct key_rt {
     unsigned queued;
 };
 
-struct router {
+struct rpool {
     pthread_mutex_t lock;
-    const struct config *cfg;
-    router_grant_fn grant;
-    void *grant_arg;
-    struct backend_rt *be;
-    size_t n_be;
-    unsigned inflight;
-    unsigned queued;
+    struct router *r;
+    const struct config *cfg; /* the configuration it belongs to: its keys' index space */
     struct job *head[PRIO__COUNT], *tail[PRIO__COUNT];
     uint64_t vtime[PRIO__COUNT];
-    struct key_rt *keys; /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
-    uint64_t granted_total;
-    uint64_t rejected_total;
+    struct key_rt *keys;   /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
+    unsigned queued;       /* under lock */
+    atomic_uint n_waiting; /* the same, for looks without the lock */
+    atomic_bool starved;   /* a waiter stopped for want of a gateway slot (max_inflight) */
+    unsigned cap;          /* its waiting requests at most */
+    struct backend **be;   /* its backends (each lists this pool) */
+    unsigned n_be;
+    struct rpool *next_all, *prev_all; /* the router's list of every live pool */
 };
 
-struct router *router_new(const struct config *cfg, router_grant_fn grant, void *arg)
+struct router {
+    router_grant_fn grant;
+    void *grant_arg;
+    atomic_uint inflight; /* gateway-wide permits held */
+    atomic_uint queued;   /* gateway-wide waiters */
+    atomic_uint max_inflight, queue_cap, pool_cap, prior_ms;
+    atomic_uint starved; /* pools with `starved` set */
+    atomic_uint_fast64_t granted_total, rejected_total;
+    atomic_uint turn; /* where the next walk over starved pools starts */
+    pthread_mutex_t list_lock;
+    struct rpool *all;
+    unsigned n_all;
+};
+
+struct router *router_new(router_grant_fn grant, void *arg)
 {
     struct router *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
-    r->be = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof(*r->be));
-    r->keys = calloc(cfg->n_keys + 1, sizeof(*r->keys));
-    if (!r->be || !r->keys || pthread_mutex_init(&r->lock, NULL) != 0) {
-        free(r->be);
-        free(r->keys);
+    if (pthread_mutex_init(&r->list_lock, NULL) != 0) {
         free(r);
         return NULL;
     }
-    r->cfg = cfg;
     r->grant = grant;
     r->grant_arg = arg;
-    r->n_be = cfg->n_backends;
-    for (size_t i = 0; i < r->n_be; i++) {
-        r->be[i].max = cfg->backends[i].max_concurrency;
-        atomic_init(&r->be[i].health, HEALTH_UNKNOWN);
-    }
+    atomic_init(&r->max_inflight, 1);
+    atomic_init(&r->prior_ms, 10000);
     return r;
 }
 
@@ -74,30 +74,208 @@ void router_free(struct router *r)
 {
     if (!r)
         return;
-    pthread_mutex_destroy(&r->lock);
-    free(r->be);
-    free(r->keys);
+    pthread_mutex_destroy(&r->list_lock);
     free(r);
 }
 
-/* Picks the candidate with a free slot and the lowest load, preferring backends not known to
- * be down. Returns the index or -1. Router lock held. */
-static int router__pick(struct router *r, const struct job *job)
+void router_apply(struct router *r, const struct config *cfg)
 {
-    if (r->inflight >= r->cfg->max_inflight)
+    atomic_store(&r->max_inflight, cfg->max_inflight);
+    atomic_store(&r->queue_cap, cfg->queue_capacity);
+    atomic_store(&r->pool_cap, cfg->pool_queue_capacity);
+    atomic_store(&r->prior_ms, cfg->service_time_prior_ms);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* pools of a configuration                                                                   */
+
+static unsigned uf_find(unsigned *parent, unsigned i)
+{
+    while (parent[i] != i)
+        i = parent[i] = parent[parent[i]];
+    return i;
+}
+
+static void pool__free(struct rpool *p)
+{
+    pthread_mutex_destroy(&p->lock);
+    free(p->keys);
+    free(p->be);
+    free(p);
+}
+
+/* Adds p to its backends' lists and to the router's. */
+static int pool__register(struct router *r, struct rpool *p)
+{
+    unsigned i;
+    for (i = 0; i < p->n_be; i++) {
+        struct backend *b = p->be[i];
+        pthread_mutex_lock(&b->plock);
+        bool room = b->n_pools < BACKEND_MAX_POOLS;
+        if (room) {
+            b->pools[b->n_pools++] = p;
+            atomic_store(&b->n_pools_hint, b->n_pools);
+        }
+        pthread_mutex_unlock(&b->plock);
+        if (!room)
+            break;
+    }
+    if (i < p->n_be) { /* more live configurations at once than an object can list */
+        while (i-- > 0) {
+            struct backend *b = p->be[i];
+            pthread_mutex_lock(&b->plock);
+            for (unsigned k = 0; k < b->n_pools; k++)
+                if (b->pools[k] == p)
+                    b->pools[k] = b->pools[--b->n_pools];
+            atomic_store(&b->n_pools_hint, b->n_pools);
+            pthread_mutex_unlock(&b->plock);
+        }
         return -1;
-    int best = -1;
+    }
+    pthread_mutex_lock(&r->list_lock);
+    p->next_all = r->all;
+    p->prev_all = NULL;
+    if (r->all)
+        r->all->prev_all = p;
+    r->all = p;
+    r->n_all++;
+    pthread_mutex_unlock(&r->list_lock);
+    return 0;
+}
+
+static void pool__unregister(struct router *r, struct rpool *p)
+{
+    for (unsigned i = 0; i < p->n_be; i++) {
+        struct backend *b = p->be[i];
+        pthread_mutex_lock(&b->plock);
+        for (unsigned k = 0; k < b->n_pools; k++)
+            if (b->pools[k] == p)
+                b->pools[k] = b->pools[--b->n_pools];
+        atomic_store(&b->n_pools_hint, b->n_pools);
+        pthread_mutex_unlock(&b->plock);
+    }
+    pthread_mutex_lock(&r->list_lock);
+    if (p->prev_all)
+        p->prev_all->next_all = p->next_all;
+    else
+        r->all = p->next_all;
+    if (p->next_all)
+        p->next_all->prev_all = p->prev_all;
+    r->n_all--;
+    if (atomic_load(&p->starved))
+        atomic_fetch_sub(&r->starved, 1);
+    pthread_mutex_unlock(&r->list_lock);
+}
+
+void router_unbind(struct router *r, struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct rpool *p = cfg->backends[i].pool;
+        if (!p)
+            continue;
+        for (size_t j = i; j < cfg->n_backends; j++)
+            if (cfg->backends[j].pool == p)
+                cfg->backends[j].pool = NULL;
+        pool__unregister(r, p);
+        pool__free(p);
+    }
+}
+
+int router_bind(struct router *r, struct config *cfg)
+{
+    size_t n = cfg->n_backends;
+    unsigned *parent = calloc(n ? n : 1, sizeof(*parent));
+    if (!parent)
+        return -1;
+    for (unsigned i = 0; i < n; i++)
+        parent[i] = i;
+    /* backends that serve a common model are in one pool */
+    for (size_t i = 0; i < n; i++) {
+        for (size_t m = 0; m < cfg->backends[i].models.n; m++) {
+            const struct cfg_backend *c[JOB_MAX_CANDIDATES];
+            size_t k =
+                config_backends_for(cfg, cfg->backends[i].models.v[m], c, JOB_MAX_CANDIDATES);
+            for (size_t j = 1; j < k; j++)
+                parent[uf_find(parent, c[j]->index)] = uf_find(parent, c[0]->index);
+        }
+    }
+    int rc = 0;
+    for (unsigned i = 0; i < n && rc == 0; i++) {
+        if (uf_find(parent, i) != i)
+            continue;
+        struct rpool *p = calloc(1, sizeof(*p));
+        if (!p || pthread_mutex_init(&p->lock, NULL) != 0) {
+            free(p);
+            rc = -1;
+            break;
+        }
+        p->r = r;
+        p->cfg = cfg;
+        p->cap = cfg->pool_queue_capacity && cfg->pool_queue_capacity < cfg->queue_capacity
+                     ? cfg->pool_queue_capacity
+                     : cfg->queue_capacity;
+        p->keys = calloc(cfg->n_keys + 1, sizeof(*p->keys));
+        p->be = calloc(n, sizeof(struct backend *));
+        if (!p->keys || !p->be) {
+            pool__free(p);
+            rc = -1;
+            break;
+        }
+        for (unsigned j = 0; j < n; j++) {
+            if (uf_find(parent, j) == i) {
+                p->be[p->n_be++] = cfg->backends[j].be;
+                cfg->backends[j].pool = p;
+            }
+        }
+        if (pool__register(r, p) != 0) {
+            for (unsigned j = 0; j < n; j++)
+                if (cfg->backends[j].pool == p)
+                    cfg->backends[j].pool = NULL;
+            pool__free(p);
+            rc = -1;
+        }
+    }
+    free(parent);
+    if (rc != 0)
+        router_unbind(r, cfg);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* permits                                                                                    */
+
+static bool take_below(atomic_uint *v, unsigned max)
+{
+    unsigned cur = atomic_load(v);
+    while (cur < max)
+        if (atomic_compare_exchange_weak(v, &cur, cur + 1))
+            return true;
+    return false;
+}
+
+static bool global_full(struct router *r)
+{
+    return atomic_load(&r->inflight) >= atomic_load(&r->max_inflight);
+}
+
+/* The candidate with a free slot and the lowest load, preferring backends not known to be
+ * down, or NULL. */
+static const struct cfg_backend *pool__pick(const struct job *job)
+{
+    const struct cfg_backend *best = NULL;
     int best_down = 1;
     uint64_t best_load = UINT64_MAX;
     for (unsigned i = 0; i < job->n_candidates; i++) {
-        unsigned idx = job->candidates[i]->index;
-        struct backend_rt *b = &r->be[idx];
-        if (b->inflight >= b->max)
+        const struct cfg_backend *cb = job->candidates[i];
+        struct backend *b = cb->be;
+        unsigned in = atomic_load_explicit(&b->inflight, memory_order_relaxed);
+        unsigned max = atomic_load_explicit(&b->max, memory_order_relaxed);
+        if (in >= max || cb->pool != job->r_pool)
             continue;
         int down = atomic_load_explicit(&b->health, memory_order_relaxed) == HEALTH_DOWN;
-        uint64_t load = ((uint64_t)b->inflight << 20) / b->max;
+        uint64_t load = ((uint64_t)in << 20) / max;
         if (down < best_down || (down == best_down && load < best_load)) {
-            best = (int)idx;
+            best = cb;
             best_down = down;
             best_load = load;
         }
@@ -105,20 +283,37 @@ static int router__pick(struct router *r, const struct job *job)
     return best;
 }
 
-static void router__take(struct router *r, struct job *job, int idx)
+enum take_rc { TAKE_OK, TAKE_BACKEND, TAKE_GLOBAL };
+
+/* Takes a backend slot and a gateway slot for job, or nothing. */
+static enum take_rc pool__take(struct router *r, struct job *job)
 {
-    r->be[idx].inflight++;
-    r->inflight++;
-    r->granted_total++;
-    job->backend = idx;
-    job->r_granted = true;
-    job->t_granted_ns = clock_now_ns();
+    for (;;) {
+        const struct cfg_backend *cb = pool__pick(job);
+        if (!cb)
+            return TAKE_BACKEND;
+        struct backend *b = cb->be;
+        if (!take_below(&b->inflight, atomic_load(&b->max)))
+            continue; /* taken meanwhile by another pool of the object: look again */
+        if (!take_below(&r->inflight, atomic_load(&r->max_inflight))) {
+            atomic_fetch_sub(&b->inflight, 1);
+            return TAKE_GLOBAL;
+        }
+        atomic_fetch_add_explicit(&b->granted, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&r->granted_total, 1, memory_order_relaxed);
+        job->backend = (int)cb->index;
+        job->r_be = cb;
+        job->r_granted = true;
+        job->t_granted_ns = clock_now_ns();
+        return TAKE_OK;
+    }
 }
 
-static struct key_rt *router__key(struct router *r, const struct job *job)
+static struct key_rt *pool__key(struct rpool *p, const struct job *job)
 {
-    size_t i = job->key ? (size_t)(job->key - r->cfg->keys) : r->cfg->n_keys;
-    return &r->keys[i <= r->cfg->n_keys ? i : r->cfg->n_keys];
+    size_t n = p->cfg->n_keys;
+    size_t i = job->key ? (size_t)(job->key - p->cfg->keys) : n;
+    return &p->keys[i <= n ? i : n];
 }
 
 static unsigned router__prio(const struct job *job)
@@ -126,152 +321,237 @@ static unsigned router__prio(const struct job *job)
     return job->prio < PRIO__COUNT ? job->prio : PRIO_NORMAL;
 }
 
-static void router__unlink(struct router *r, struct job *job)
+static void pool__unlink(struct rpool *p, struct job *job)
 {
-    unsigned p = router__prio(job);
+    unsigned c = router__prio(job);
     if (job->r_prev)
         job->r_prev->r_next = job->r_next;
     else
-        r->head[p] = job->r_next;
+        p->head[c] = job->r_next;
     if (job->r_next)
         job->r_next->r_prev = job->r_prev;
     else
-        r->tail[p] = job->r_prev;
+        p->tail[c] = job->r_prev;
     job->r_next = job->r_prev = NULL;
     job->r_waiting = false;
-    r->queued--;
-    router__key(r, job)->queued--;
+    p->queued--;
+    atomic_fetch_sub(&p->n_waiting, 1);
+    atomic_fetch_sub(&p->r->queued, 1);
+    pool__key(p, job)->queued--;
 }
 
-/* Queues job with its start tag. Router lock held. */
-static void router__enqueue(struct router *r, struct job *job)
+/* Queues job with its start tag. Pool lock held; its place in the queue is reserved. */
+static void pool__enqueue(struct rpool *p, struct job *job)
 {
-    unsigned p = router__prio(job);
-    struct key_rt *k = router__key(r, job);
+    unsigned c = router__prio(job);
+    struct key_rt *k = pool__key(p, job);
     unsigned weight = job->key && job->key->weight ? job->key->weight : 1;
-    uint64_t start = r->vtime[p] > k->finish[p] ? r->vtime[p] : k->finish[p];
+    uint64_t start = p->vtime[c] > k->finish[c] ? p->vtime[c] : k->finish[c];
     uint64_t cost = job->cost ? job->cost : 1;
-    k->finish[p] = start + (cost * TAG_SCALE + weight - 1) / weight;
+    k->finish[c] = start + (cost * TAG_SCALE + weight - 1) / weight;
     job->r_tag = start;
     job->r_waiting = true;
-    job->r_prev = r->tail[p];
+    job->r_prev = p->tail[c];
     job->r_next = NULL;
-    if (r->tail[p])
-        r->tail[p]->r_next = job;
+    if (p->tail[c])
+        p->tail[c]->r_next = job;
     else
-        r->head[p] = job;
-    r->tail[p] = job;
-    r->queued++;
+        p->head[c] = job;
+    p->tail[c] = job;
+    p->queued++;
+    atomic_fetch_add(&p->n_waiting, 1);
     k->queued++;
 }
 
-/* Whether job's key holds more than its share of a full queue while other keys wait too. The
- * anonymous key (auth off) is everyone: never. Router lock held. */
-static bool router__over_share(struct router *r, const struct job *job)
+static void pool__set_starved(struct rpool *p, bool on)
+{
+    if (atomic_exchange(&p->starved, on) != on)
+        atomic_fetch_add(&p->r->starved, on ? 1u : (unsigned)-1);
+}
+
+/* Grants every waiter of p that can run now: by priority class, then smallest start tag. A
+ * waiter stopped only by max_inflight marks the pool starved, so that the next gateway slot
+ * freed anywhere looks here (set before the last look at the gateway's count: a release
+ * either sees the mark or frees the slot before that look). Pool lock held. */
+static void pool__dispatch(struct rpool *p)
+{
+    struct router *r = p->r;
+    while (p->queued) {
+        if (global_full(r)) {
+            pool__set_starved(p, true);
+            if (global_full(r))
+                return;
+        }
+        struct job *best = NULL;
+        for (unsigned c = 0; c < PRIO__COUNT && !best; c++) {
+            for (struct job *w = p->head[c]; w; w = w->r_next) {
+                if (best && w->r_tag >= best->r_tag)
+                    continue;
+                if (pool__pick(w))
+                    best = w;
+            }
+        }
+        if (!best)
+            break;
+        enum take_rc t = pool__take(r, best);
+        if (t == TAKE_GLOBAL)
+            continue; /* marks the pool starved above, or finds the slot freed */
+        if (t == TAKE_BACKEND)
+            continue; /* its backend was taken by another pool meanwhile: look again */
+        unsigned c = router__prio(best);
+        if (best->r_tag > p->vtime[c])
+            p->vtime[c] = best->r_tag;
+        pool__unlink(p, best);
+        r->grant(best, r->grant_arg);
+    }
+    pool__set_starved(p, false);
+}
+
+/* Reserves a place in the gateway's queue. */
+static bool router__reserve(struct router *r)
+{
+    return take_below(&r->queued, atomic_load(&r->queue_cap));
+}
+
+/* Whether job's key holds more than its share of a full queue (of `cap` places) while other
+ * keys wait in the pool too. The anonymous key (auth off) is everyone: never. Pool lock held. */
+static bool pool__over_share(struct rpool *p, const struct job *job, unsigned cap)
 {
     if (!job->key)
         return false;
     unsigned active = 0;
-    for (size_t i = 0; i <= r->cfg->n_keys; i++)
-        active += r->keys[i].queued > 0;
-    const struct key_rt *k = router__key(r, job);
+    for (size_t i = 0; i <= p->cfg->n_keys; i++)
+        active += p->keys[i].queued > 0;
+    const struct key_rt *k = pool__key(p, job);
     if (k->queued == 0)
         active++;
-    return active >= 2 && k->queued >= r->cfg->queue_capacity / active;
+    return active >= 2 && k->queued >= cap / active;
 }
 
 enum router_rc router_acquire(struct router *r, struct job *job)
 {
+    struct rpool *p = job->n_candidates ? job->candidates[0]->pool : NULL;
+    if (!p)
+        return ROUTER_FULL;
+    job->r_pool = p;
     enum router_rc rc;
-    pthread_mutex_lock(&r->lock);
-    int idx = router__pick(r, job);
-    if (idx >= 0) {
-        router__take(r, job, idx);
+    pthread_mutex_lock(&p->lock);
+    /* A free backend slot of its own means nobody waiting can use it (each release grants
+     * what it frees): take it at once. Unless waiters here wait for a gateway slot: then the
+     * newcomer queues behind them. */
+    if (!atomic_load(&p->starved) && pool__take(r, job) == TAKE_OK) {
         rc = ROUTER_OK;
-    } else if (r->queued >= r->cfg->queue_capacity) {
-        r->rejected_total++;
-        rc = router__over_share(r, job) ? ROUTER_FAIR_SHARE : ROUTER_FULL;
+    } else if (p->queued >= p->cap || !router__reserve(r)) {
+        atomic_fetch_add_explicit(&r->rejected_total, 1, memory_order_relaxed);
+        unsigned cap = p->queued >= p->cap ? p->cap : atomic_load(&r->queue_cap);
+        rc = pool__over_share(p, job, cap) ? ROUTER_FAIR_SHARE : ROUTER_FULL;
     } else {
-        router__enqueue(r, job);
+        /* queued (its place reserved above), then a look: it may pass the waiters whose
+         * backends are busy, or a slot was freed meanwhile. A grant made now comes through
+         * the callback like any later one. */
+        pool__enqueue(p, job);
+        pool__dispatch(p);
         rc = ROUTER_QUEUED;
     }
-    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_unlock(&p->lock);
     return rc;
 }
 
 bool router_cancel(struct router *r, struct job *job)
 {
-    pthread_mutex_lock(&r->lock);
+    (void)r;
+    struct rpool *p = job->r_pool;
+    if (!p)
+        return false;
+    pthread_mutex_lock(&p->lock);
     bool was_waiting = job->r_waiting;
     if (was_waiting)
-        router__unlink(r, job);
-    pthread_mutex_unlock(&r->lock);
+        pool__unlink(p, job);
+    pthread_mutex_unlock(&p->lock);
     return was_waiting;
 }
 
 void router_release(struct router *r, struct job *job)
 {
-    if (job->backend < 0)
+    if (job->backend < 0 || !job->r_be)
         return;
-    uint64_t held = clock_now_ns() - job->t_granted_ns;
-    pthread_mutex_lock(&r->lock);
-    int idx_released = job->backend;
-    r->be[job->backend].inflight--;
-    r->inflight--;
+    struct backend *b = job->r_be->be;
+    struct rpool *own = job->r_pool;
+    backend_hold_sample(b, clock_now_ns() - job->t_granted_ns);
     job->backend = -1;
-    struct backend_rt *hb = &r->be[idx_released];
-    hb->hold_ewma_ns = hb->hold_ewma_ns ? (hb->hold_ewma_ns * 7 + held) / 8 : held;
-    /* Grant every waiter that can run now: by priority class, then smallest start tag. */
-    while (r->queued && r->inflight < r->cfg->max_inflight) {
-        struct job *best = NULL;
-        int best_idx = -1;
-        for (unsigned p = 0; p < PRIO__COUNT && !best; p++) {
-            for (struct job *w = r->head[p]; w; w = w->r_next) {
-                if (best && w->r_tag >= best->r_tag)
+    job->r_be = NULL;
+    atomic_fetch_sub(&b->inflight, 1);
+    atomic_fetch_sub(&r->inflight, 1);
+    /* the other live configurations' pools that count permits on this backend */
+    if (atomic_load_explicit(&b->n_pools_hint, memory_order_relaxed) > 1) {
+        pthread_mutex_lock(&b->plock);
+        for (unsigned i = 0; i < b->n_pools; i++) {
+            struct rpool *q = b->pools[i];
+            if (q == own || !atomic_load(&q->n_waiting))
+                continue;
+            pthread_mutex_lock(&q->lock);
+            pool__dispatch(q);
+            pthread_mutex_unlock(&q->lock);
+        }
+        pthread_mutex_unlock(&b->plock);
+    }
+    /* pools that wait only for a gateway slot first, in turn: one saturated pool cannot keep
+     * max_inflight to itself */
+    if (atomic_load(&r->starved) > 0) {
+        pthread_mutex_lock(&r->list_lock);
+        unsigned skip = r->n_all ? atomic_fetch_add(&r->turn, 1) % r->n_all : 0;
+        for (int pass = 0; pass < 2 && !global_full(r); pass++) {
+            unsigned i = 0;
+            for (struct rpool *q = r->all; q && !global_full(r); q = q->next_all, i++) {
+                if ((pass == 0) != (i >= skip) || q == own || !atomic_load(&q->starved))
                     continue;
-                int idx = router__pick(r, w);
-                if (idx >= 0)
-                    best = w, best_idx = idx;
+                pthread_mutex_lock(&q->lock);
+                pool__dispatch(q);
+                pthread_mutex_unlock(&q->lock);
             }
         }
-        if (!best)
-            break;
-        unsigned p = router__prio(best);
-        if (best->r_tag > r->vtime[p])
-            r->vtime[p] = best->r_tag;
-        router__unlink(r, best);
-        router__take(r, best, best_idx);
-        r->grant(best, r->grant_arg);
+        pthread_mutex_unlock(&r->list_lock);
     }
-    pthread_mutex_unlock(&r->lock);
+    if (own && atomic_load(&own->n_waiting)) {
+        pthread_mutex_lock(&own->lock);
+        pool__dispatch(own);
+        pthread_mutex_unlock(&own->lock);
+    }
 }
 
+/* ---------------------------------------------------------------------------------------- */
+/* Retry-After and looks                                                                      */
+
 /* The pool of `cands`: its slots, its hold-time step, the latest time told, and the waiters
- * (other than `self`) that compete for it. Router lock held. */
-static void router__pool(struct router *r, const struct cfg_backend *const *cands, unsigned n,
-                         const struct job *self, uint64_t *slots_out, uint64_t *step_out,
-                         uint64_t *told_out, uint64_t *ahead_out, unsigned *inflight_out)
+ * (other than `self`) that compete for it. Pool lock held. */
+static void router__pool(struct router *r, struct rpool *p, const struct cfg_backend *const *cands,
+                         unsigned n, const struct job *self, uint64_t *step_out, uint64_t *told_out,
+                         uint64_t *ahead_out, uint64_t *slots_out, unsigned *inflight_out)
 {
     uint64_t slots = 0, hold = 0, told = 0;
     unsigned inflight = 0;
+    uint64_t prior = (uint64_t)atomic_load(&r->prior_ms) * NS_PER_MS;
     for (unsigned i = 0; i < n; i++) {
-        const struct backend_rt *b = &r->be[cands[i]->index];
-        slots += b->max;
-        inflight += b->inflight;
-        uint64_t h =
-            b->hold_ewma_ns ? b->hold_ewma_ns : (uint64_t)r->cfg->service_time_prior_ms * NS_PER_MS;
+        struct backend *b = cands[i]->be;
+        slots += atomic_load(&b->max);
+        inflight += atomic_load(&b->inflight);
+        uint64_t h = atomic_load_explicit(&b->hold_ns, memory_order_relaxed);
+        if (!h)
+            h = prior;
         if (h > hold)
             hold = h;
-        if (b->told_ns > told)
-            told = b->told_ns;
+        uint64_t t = atomic_load_explicit(&b->told_ns, memory_order_relaxed);
+        if (t > told)
+            told = t;
     }
-    if (slots > r->cfg->max_inflight)
-        slots = r->cfg->max_inflight;
+    unsigned maxin = atomic_load(&r->max_inflight);
+    if (slots > maxin)
+        slots = maxin;
     if (slots == 0)
         slots = 1;
     uint64_t ahead = 0;
-    for (unsigned p = 0; p < PRIO__COUNT; p++) {
-        for (const struct job *w = r->head[p]; w; w = w->r_next) {
+    for (unsigned c = 0; c < PRIO__COUNT; c++) {
+        for (const struct job *w = p->head[c]; w; w = w->r_next) {
             bool overlap = false;
             for (unsigned i = 0; i < w->n_candidates && !overlap; i++)
                 for (unsigned j = 0; j < n && !overlap; j++)
@@ -294,29 +574,37 @@ static uint64_t router__ms(uint64_t ns)
 
 uint64_t router_retry_after_ms(struct router *r, const struct job *job)
 {
+    struct rpool *p = job->n_candidates ? job->candidates[0]->pool : NULL;
+    if (!p)
+        return 1000;
     uint64_t now = clock_now_ns(), slots, step, told, ahead;
     unsigned inflight;
-    pthread_mutex_lock(&r->lock);
-    router__pool(r, job->candidates, job->n_candidates, job, &slots, &step, &told, &ahead,
+    pthread_mutex_lock(&p->lock);
+    router__pool(r, p, job->candidates, job->n_candidates, job, &step, &told, &ahead, &slots,
                  &inflight);
     uint64_t at = now + (ahead + 1) * step;
     /* a crowd refused together is told staggered times: each one slot after the last told */
     if (told + step > at)
         at = told + step;
     for (unsigned i = 0; i < job->n_candidates; i++)
-        r->be[job->candidates[i]->index].told_ns = at;
-    pthread_mutex_unlock(&r->lock);
+        atomic_store_explicit(&job->candidates[i]->be->told_ns, at, memory_order_relaxed);
+    pthread_mutex_unlock(&p->lock);
     return router__ms(at - now);
 }
 
 void router_pool_stats(struct router *r, const struct cfg_backend *const *cands, unsigned n,
                        struct router_pool_stats *out)
 {
+    struct rpool *p = n ? cands[0]->pool : NULL;
+    if (!p) {
+        *out = (struct router_pool_stats){0};
+        return;
+    }
     uint64_t now = clock_now_ns(), slots, step, told, ahead;
     unsigned inflight;
-    pthread_mutex_lock(&r->lock);
-    router__pool(r, cands, n, NULL, &slots, &step, &told, &ahead, &inflight);
-    pthread_mutex_unlock(&r->lock);
+    pthread_mutex_lock(&p->lock);
+    router__pool(r, p, cands, n, NULL, &step, &told, &ahead, &slots, &inflight);
+    pthread_mutex_unlock(&p->lock);
     uint64_t at = now + (ahead + 1) * step;
     if (told + step > at)
         at = told + step;
@@ -327,41 +615,42 @@ void router_pool_stats(struct router *r, const struct cfg_backend *const *cands,
     out->wait_ms = inflight < slots && ahead == 0 ? 0 : router__ms(at - now);
 }
 
-unsigned router_key_queued(struct router *r, const struct cfg_key *k)
+unsigned router_key_queued(struct router *r, const struct config *cfg, const struct cfg_key *k)
 {
-    pthread_mutex_lock(&r->lock);
-    size_t i = k ? (size_t)(k - r->cfg->keys) : r->cfg->n_keys;
-    unsigned n = i <= r->cfg->n_keys ? r->keys[i].queued : 0;
-    pthread_mutex_unlock(&r->lock);
+    (void)r;
+    unsigned n = 0;
+    size_t ki = k ? (size_t)(k - cfg->keys) : cfg->n_keys;
+    if (ki > cfg->n_keys)
+        return 0;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct rpool *p = cfg->backends[i].pool;
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = cfg->backends[j].pool == p;
+        if (!p || seen)
+            continue;
+        pthread_mutex_lock(&p->lock);
+        n += p->keys[ki].queued;
+        pthread_mutex_unlock(&p->lock);
+    }
     return n;
 }
 
-void router_set_health(struct router *r, unsigned index, enum backend_health h)
+void router_set_health(struct backend *b, enum backend_health h)
 {
-    if (index < r->n_be)
-        atomic_store_explicit(&r->be[index].health, (int)h, memory_order_relaxed);
+    atomic_store_explicit(&b->health, (int)h, memory_order_relaxed);
 }
 
-enum backend_health router_health(struct router *r, unsigned index)
+enum backend_health router_health(const struct backend *b)
 {
-    if (index >= r->n_be)
-        return HEALTH_DOWN;
-    return (enum backend_health)atomic_load_explicit(&r->be[index].health, memory_order_relaxed);
+    return (enum backend_health)atomic_load_explicit(&b->health, memory_order_relaxed);
 }
 
-unsigned router_backend_inflight(struct router *r, unsigned index)
+bool router_ready(const struct config *cfg)
 {
-    pthread_mutex_lock(&r->lock);
-    unsigned n = index < r->n_be ? r->be[index].inflight : 0;
-    pthread_mutex_unlock(&r->lock);
-    return n;
-}
-
-bool router_ready(struct router *r)
-{
-    bool probing = r->cfg->health_interval_ms > 0;
-    for (size_t i = 0; i < r->n_be; i++) {
-        enum backend_health h = router_health(r, (unsigned)i);
+    bool probing = cfg->health_interval_ms > 0;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        enum backend_health h = router_health(cfg->backends[i].be);
         if (h == HEALTH_UP || (!probing && h == HEALTH_UNKNOWN))
             return true;
     }
@@ -370,10 +659,8 @@ bool router_ready(struct router *r)
 
 void router_get_stats(struct router *r, struct router_stats *out)
 {
-    pthread_mutex_lock(&r->lock);
-    out->inflight = r->inflight;
-    out->queued = r->queued;
-    out->granted_total = r->granted_total;
-    out->rejected_total = r->rejected_total;
-    pthread_mutex_unlock(&r->lock);
+    out->inflight = atomic_load(&r->inflight);
+    out->queued = atomic_load(&r->queued);
+    out->granted_total = atomic_load(&r->granted_total);
+    out->rejected_total = atomic_load(&r->rejected_total);
 }

@@ -6,8 +6,11 @@
 #include "core/heap.h"
 #include "core/log.h"
 #include "core/mpsc.h"
+#include "inference/backend.h"
 #include "inference/job.h"
+#include "inference/limits.h"
 #include "inference/router.h"
+#include "inference/snap.h"
 #include "inference/usage.h"
 
 #include <curl/curl.h>
@@ -35,7 +38,7 @@ struct job_list {
 
 struct probe {
     CURL *easy;
-    unsigned backend;
+    struct backend *be; /* of the configuration w->probe_snap */
     bool busy;
     char *url;
 };
@@ -64,7 +67,10 @@ struct worker {
     size_t n_fdst;
     CURL **spare; /* finished easy handles kept for reuse (LIFO) */
     unsigned n_spare;
-    struct probe *probes; /* worker 0 only */
+    struct probe *probes; /* worker 0 only: one per backend of probe_snap */
+    size_t n_probes;
+    struct snap *probe_snap; /* the configuration the probes were built for (pinned) */
+    unsigned probe_interval_ms;
     uint64_t next_probe_ns;
     uint64_t next_watch_ns;
 };
@@ -90,8 +96,9 @@ struct upstream {
 #define WORKER_SPARE_EASY 256
 
 struct pool {
-    const struct config *cfg;
-    struct upstream *up;
+    struct snap_slot slot;     /* the current configuration */
+    struct backends *backends; /* backend objects by name, across configurations */
+    struct limits *limits;     /* key states by name, across configurations */
     struct router *router;
     struct worker *w;
     unsigned n;
@@ -104,7 +111,8 @@ struct pool {
     atomic_uint_fast64_t started;
     atomic_uint_fast64_t ttft_ns_sum;
     atomic_uint_fast64_t ttft_count;
-    long max_conns; /* CURLMOPT_MAXCONNECTS of each worker */
+    long max_conns;        /* CURLMOPT_MAXCONNECTS of each worker */
+    atomic_bool probe_now; /* a new configuration: worker 0 rebuilds its probes */
 };
 
 static void worker__wake(struct worker *w)
@@ -557,7 +565,6 @@ static CURL *worker__easy(struct worker *w)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)w->pool->cfg->connect_ms);
     curl_easy_setopt(e, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION);
     /* Engines are local: no proxy. This also spares curl its per-transfer *_proxy getenv. */
     curl_easy_setopt(e, CURLOPT_PROXY, "");
@@ -572,7 +579,8 @@ static CURL *worker__easy(struct worker *w)
 
 static void worker__start(struct worker *w, struct job *job)
 {
-    const struct upstream *up = &w->pool->up[job->backend];
+    const struct config *cfg = job->snap->cfg;
+    const struct upstream *up = cfg->backends[job->backend].up;
     uint64_t now = clock_now_ns();
     if (now >= job->deadline_ns) {
         job->wstate = JW_RUNNING;
@@ -597,6 +605,7 @@ static void worker__start(struct worker *w, struct job *job)
         job->hdr[i].next = i + 1 < n ? &job->hdr[i + 1] : NULL;
     }
     curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[job->endpoint]);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)buf_len(&job->body));
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdr);
@@ -643,7 +652,7 @@ static void worker__on_submit(struct worker *w, struct job *job)
         return;
     case ROUTER_QUEUED: {
         worker__watch(w, job); /* a wait has begun: notice a client that leaves it */
-        const struct config *cfg = w->pool->cfg;
+        const struct config *cfg = job->snap->cfg;
         uint64_t qd = clock_now_ns() + (uint64_t)cfg->queue_timeout_ms * NS_PER_MS;
         job->w_wait_deadline_ns = qd < job->deadline_ns ? qd : job->deadline_ns;
         job->wstate = JW_WAITING;
@@ -752,6 +761,76 @@ static enum lg_err worker__classify(CURL *e, CURLcode rc, const char **msg)
     }
 }
 
+static void worker__upstream_error(struct worker *w, struct backend *be)
+{
+    atomic_fetch_add(&w->pool->upstream_errors, 1);
+    atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
+}
+
+static void worker__probes_free(struct worker *w)
+{
+    for (size_t i = 0; i < w->n_probes; i++) {
+        if (w->probes[i].busy)
+            curl_multi_remove_handle(w->multi, w->probes[i].easy);
+        curl_easy_cleanup(w->probes[i].easy);
+        free(w->probes[i].url);
+    }
+    free(w->probes);
+    w->probes = NULL;
+    w->n_probes = 0;
+    snap_put(w->probe_snap);
+    w->probe_snap = NULL;
+}
+
+/* Worker 0's probes follow the current configuration: rebuilt after a reload (a probe in
+ * flight is dropped; the backend objects keep the health it measured before). */
+static void worker__probes_refresh(struct worker *w)
+{
+    struct snap *cur = snap_current(&w->pool->slot);
+    if (!cur || cur == w->probe_snap) {
+        snap_put(cur);
+        return;
+    }
+    worker__probes_free(w);
+    w->probe_snap = cur; /* the reference taken above */
+    const struct config *cfg = cur->cfg;
+    w->probe_interval_ms = cfg->health_interval_ms;
+    if (cfg->health_interval_ms == 0 || cfg->n_backends == 0)
+        return;
+    w->probes = calloc(cfg->n_backends, sizeof(*w->probes));
+    if (!w->probes) {
+        log_warn("health probes: out of memory");
+        return;
+    }
+    w->n_probes = cfg->n_backends;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        struct probe *pr = &w->probes[i];
+        const struct cfg_backend *be = &cfg->backends[i];
+        size_t ul = strlen(be->url) + sizeof("/v1/models");
+        pr->be = be->be;
+        pr->url = malloc(ul);
+        pr->easy = curl_easy_init();
+        if (!pr->url || !pr->easy) {
+            curl_easy_cleanup(pr->easy);
+            pr->easy = NULL; /* skipped by the rounds */
+            continue;
+        }
+        snprintf(pr->url, ul, "%s/v1/models", be->url);
+        long total = cfg->health_interval_ms < 5000 ? (long)cfg->health_interval_ms : 5000L;
+        curl_easy_setopt(pr->easy, CURLOPT_URL, pr->url);
+        curl_easy_setopt(pr->easy, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt(pr->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
+        curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
+        curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);
+        curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, pr);
+        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETFUNCTION, worker__open_socket);
+        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETDATA, w);
+        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETFUNCTION, worker__close_socket);
+        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETDATA, w);
+        curl_easy_setopt(pr->easy, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION " probe");
+    }
+}
+
 static void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc)
 {
     long status = 0;
@@ -760,17 +839,16 @@ static void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc)
     pr->busy = false;
     enum backend_health h =
         (rc == CURLE_OK && status > 0 && status < 500) ? HEALTH_UP : HEALTH_DOWN;
-    enum backend_health was = router_health(w->pool->router, pr->backend);
+    enum backend_health was = router_health(pr->be);
     if (h != was)
-        log_info("backend %s is %s (probe: %s, status %ld)",
-                 w->pool->cfg->backends[pr->backend].name, h == HEALTH_UP ? "up" : "down",
-                 curl_easy_strerror(rc), status);
-    router_set_health(w->pool->router, pr->backend, h);
+        log_info("backend %s is %s (probe: %s, status %ld)", pr->be->name,
+                 h == HEALTH_UP ? "up" : "down", curl_easy_strerror(rc), status);
+    router_set_health(pr->be, h);
 }
 
 static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc)
 {
-    struct router *r = w->pool->router;
+    struct backend *be = job->snap->cfg->backends[job->backend].be;
     const char *msg = NULL;
     enum lg_err err = LGE_NONE;
     if (job->w_hdr_done && job->stream && job->t_first_event_ns) {
@@ -785,18 +863,18 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
         if (rc == CURLE_WRITE_ERROR && gone)
             err = LGE_NONE; /* we aborted it: the client left */
         else
-            atomic_fetch_add(&w->pool->upstream_errors, 1);
+            worker__upstream_error(w, be);
         if (rc == CURLE_COULDNT_CONNECT ||
             (rc == CURLE_OPERATION_TIMEDOUT && err == LGE_BAD_GATEWAY))
-            router_set_health(r, (unsigned)job->backend, HEALTH_DOWN);
+            router_set_health(be, HEALTH_DOWN);
     } else if (!job->w_hdr_done) {
         /* curl calls a response that ends inside its head a success (it ends when the
          * connection does): for the client it is a broken answer from the engine */
         err = LGE_BAD_GATEWAY;
         msg = "the inference engine closed the connection inside its response headers";
-        atomic_fetch_add(&w->pool->upstream_errors, 1);
+        worker__upstream_error(w, be);
     } else {
-        router_set_health(r, (unsigned)job->backend, HEALTH_UP);
+        router_set_health(be, HEALTH_UP);
     }
     if (job->w_hdr_done && rc == CURLE_OK) {
         worker__teardown(w, job, true);
@@ -830,7 +908,7 @@ static void worker__check_finished(struct worker *w)
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
         CURLcode rc = m->data.result;
         if (w->probes && (char *)priv >= (char *)w->probes &&
-            (char *)priv < (char *)(w->probes + w->pool->cfg->n_backends)) {
+            (char *)priv < (char *)(w->probes + w->n_probes)) {
             worker__probe_done(w, priv, rc);
             continue;
         }
@@ -840,11 +918,19 @@ static void worker__check_finished(struct worker *w)
 
 static void worker__run_probes(struct worker *w, uint64_t now)
 {
-    const struct config *cfg = w->pool->cfg;
-    if (!w->probes || cfg->health_interval_ms == 0 || now < w->next_probe_ns)
+    if (w->id != 0)
         return;
-    w->next_probe_ns = now + (uint64_t)cfg->health_interval_ms * NS_PER_MS;
-    for (size_t i = 0; i < cfg->n_backends; i++) {
+    if (atomic_exchange(&w->pool->probe_now, false))
+        w->next_probe_ns = 0;
+    if (now < w->next_probe_ns)
+        return;
+    worker__probes_refresh(w);
+    if (!w->probes || w->probe_interval_ms == 0) {
+        w->next_probe_ns = now + 500 * NS_PER_MS; /* a reload may turn probing on */
+        return;
+    }
+    w->next_probe_ns = now + (uint64_t)w->probe_interval_ms * NS_PER_MS;
+    for (size_t i = 0; i < w->n_probes; i++) {
         struct probe *pr = &w->probes[i];
         if (pr->busy || !pr->easy)
             continue;
@@ -940,10 +1026,10 @@ static void worker__watch_idle(struct worker *w, uint64_t now)
     if (now < w->next_watch_ns)
         return;
     w->next_watch_ns = now + WORKER_WATCH_SCAN_NS;
-    uint64_t idle_ns = (uint64_t)w->pool->cfg->request_s * NS_PER_S;
     struct job *next;
     for (struct job *job = w->running.head; job; job = next) {
         next = job->w_next;
+        uint64_t idle_ns = (uint64_t)job->snap->cfg->request_s * NS_PER_S;
         pthread_mutex_lock(&job->lock);
         if (job->headers_ready)
             job__watch_locked(job, w->epfd); /* only if suspended and not watched yet */
@@ -969,7 +1055,7 @@ static int worker__timeout_ms(struct worker *w, uint64_t now)
         d = top->key;
     if (w->young_head && w->young_head->w_started_ns + WORKER_WATCH_DELAY_NS < d)
         d = w->young_head->w_started_ns + WORKER_WATCH_DELAY_NS;
-    if (w->probes && w->pool->cfg->health_interval_ms && w->next_probe_ns < d)
+    if (w->id == 0 && w->next_probe_ns < d)
         d = w->next_probe_ns;
     if (d == UINT64_MAX)
         return 1000;
@@ -1050,7 +1136,6 @@ static void *worker__main(void *arg)
 
 static int worker__init(struct pool *p, struct worker *w, unsigned id)
 {
-    const struct config *cfg = p->cfg;
     w->pool = p;
     w->id = id;
     w->efd = w->epfd = -1;
@@ -1075,35 +1160,7 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
     curl_multi_setopt(w->multi, CURLMOPT_TIMERFUNCTION, worker__on_timer);
     curl_multi_setopt(w->multi, CURLMOPT_TIMERDATA, w);
     curl_multi_setopt(w->multi, CURLMOPT_MAXCONNECTS, p->max_conns);
-    if (id != 0 || cfg->health_interval_ms == 0)
-        return 0;
-    w->probes = calloc(cfg->n_backends, sizeof(*w->probes));
-    if (!w->probes)
-        return -1;
-    for (size_t i = 0; i < cfg->n_backends; i++) {
-        struct probe *pr = &w->probes[i];
-        const struct cfg_backend *be = &cfg->backends[i];
-        size_t ul = strlen(be->url) + sizeof("/v1/models");
-        pr->backend = (unsigned)i;
-        pr->url = malloc(ul);
-        pr->easy = curl_easy_init();
-        if (!pr->url || !pr->easy)
-            return -1;
-        snprintf(pr->url, ul, "%s/v1/models", be->url);
-        long total = cfg->health_interval_ms < 5000 ? (long)cfg->health_interval_ms : 5000L;
-        curl_easy_setopt(pr->easy, CURLOPT_URL, pr->url);
-        curl_easy_setopt(pr->easy, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(pr->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
-        curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
-        curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);
-        curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, pr);
-        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETFUNCTION, worker__open_socket);
-        curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETDATA, w);
-        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETFUNCTION, worker__close_socket);
-        curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETDATA, w);
-        curl_easy_setopt(pr->easy, CURLOPT_USERAGENT, "llmgate/" LLMGATE_VERSION " probe");
-    }
-    w->next_probe_ns = 0; /* probe at once */
+    w->next_probe_ns = 0; /* worker 0 probes at once */
     return 0;
 }
 
@@ -1120,16 +1177,7 @@ static void worker__release(struct worker *w)
         }
         job_unref(m->job);
     }
-    if (w->probes) {
-        for (size_t i = 0; i < w->pool->cfg->n_backends; i++) {
-            if (w->probes[i].busy)
-                curl_multi_remove_handle(w->multi, w->probes[i].easy);
-            curl_easy_cleanup(w->probes[i].easy);
-            free(w->probes[i].url);
-        }
-        free(w->probes);
-        w->probes = NULL;
-    }
+    worker__probes_free(w);
     heap_release(&w->deadlines);
     free(w->fdst);
     w->fdst = NULL;
@@ -1163,31 +1211,20 @@ struct pool *pool_new(const struct config *cfg)
     struct pool *p = calloc(1, sizeof(*p));
     if (!p)
         return NULL;
-    p->cfg = cfg;
+    snap_slot_init(&p->slot);
     p->n = cfg->workers ? cfg->workers : 1;
-    p->router = router_new(cfg, pool__grant, p);
+    p->router = router_new(pool__grant, p);
+    p->backends = backends_new();
+    p->limits = limits_new();
     p->w = calloc(p->n, sizeof(*p->w));
-    p->up = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof(*p->up));
-    if (!p->router || !p->w || !p->up)
+    if (!p->router || !p->backends || !p->limits || !p->w)
         goto fail;
-    for (size_t b = 0; b < cfg->n_backends; b++) {
-        const struct cfg_backend *be = &cfg->backends[b];
-        for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
-            if (!(p->up[b].url[i] = str_concat(be->url, job_paths[i])) ||
-                !(p->up[b].curlu[i] = curl_url()) ||
-                curl_url_set(p->up[b].curlu[i], CURLUPART_URL, p->up[b].url[i], 0) != CURLUE_OK) {
-                log_error("backend %s: cannot parse url %s", be->name, be->url);
-                goto fail;
-            }
-        }
-        if (be->api_key && !(p->up[b].auth = str_concat("Authorization: Bearer ", be->api_key)))
-            goto fail;
-        p->max_conns += (long)be->max_concurrency;
-    }
+    for (size_t b = 0; b < cfg->n_backends; b++)
+        p->max_conns += (long)cfg->backends[b].max_concurrency;
     /* Each worker keeps an idle upstream connection for every transfer it may have in flight
      * (plus the health probes'). curl's default cache size, 4 x the transfers added at the
      * moment, closes idle connections whenever a worker's load dips, and the next burst connects
-     * again: 0.04-0.1 new upstream connections per request at c=50. */
+     * again: 0.04-0.1 new upstream connections per request at c=50. Sized at start. */
     if (p->max_conns > (long)cfg->max_inflight)
         p->max_conns = (long)cfg->max_inflight;
     p->max_conns += (long)cfg->n_backends;
@@ -1198,6 +1235,95 @@ struct pool *pool_new(const struct config *cfg)
 fail:
     pool_free(p);
     return NULL;
+}
+
+static void upstream_free(struct upstream *up)
+{
+    if (!up)
+        return;
+    for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
+        free(up->url[i]);
+        curl_url_cleanup(up->curlu[i]);
+    }
+    free(up->auth);
+    free(up);
+}
+
+static struct upstream *upstream_new(const struct cfg_backend *be)
+{
+    struct upstream *up = calloc(1, sizeof(*up));
+    if (!up)
+        return NULL;
+    for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
+        if (!(up->url[i] = str_concat(be->url, job_paths[i])) || !(up->curlu[i] = curl_url()) ||
+            curl_url_set(up->curlu[i], CURLUPART_URL, up->url[i], 0) != CURLUE_OK) {
+            log_error("backend %s: cannot parse url %s", be->name, be->url);
+            upstream_free(up);
+            return NULL;
+        }
+    }
+    if (be->api_key && !(up->auth = str_concat("Authorization: Bearer ", be->api_key))) {
+        upstream_free(up);
+        return NULL;
+    }
+    return up;
+}
+
+/* The inference layer's part of a snapshot's end (snap_put). */
+static void pool__unbind(struct snap *s, void *arg)
+{
+    struct pool *p = arg;
+    struct config *cfg = s->cfg;
+    router_unbind(p->router, cfg);
+    for (size_t b = 0; b < cfg->n_backends; b++) {
+        upstream_free(cfg->backends[b].up);
+        cfg->backends[b].up = NULL;
+    }
+    limits_unbind(p->limits, cfg);
+    backends_unbind(p->backends, cfg);
+}
+
+struct snap *pool_prepare(struct pool *p, struct config *cfg)
+{
+    struct snap *s = snap_new(cfg);
+    if (!s) {
+        config_free(cfg);
+        return NULL;
+    }
+    s->unbind = pool__unbind;
+    s->unbind_arg = p;
+    int rc = backends_bind(p->backends, cfg);
+    rc = rc || limits_bind(p->limits, cfg, clock_now_ns());
+    for (size_t b = 0; b < cfg->n_backends && rc == 0; b++)
+        if (!(cfg->backends[b].up = upstream_new(&cfg->backends[b])))
+            rc = -1;
+    rc = rc || router_bind(p->router, cfg);
+    if (rc != 0) {
+        snap_put(s); /* unbinds what was bound */
+        return NULL;
+    }
+    return s;
+}
+
+uint64_t pool_publish(struct pool *p, struct snap *s)
+{
+    router_apply(p->router, s->cfg);
+    snap_publish(&p->slot, s);
+    uint64_t gen = s->gen;
+    /* worker 0 rebuilds its probes at once */
+    atomic_store(&p->probe_now, true);
+    worker__wake(&p->w[0]);
+    return gen;
+}
+
+struct snap *pool_snap(struct pool *p)
+{
+    return snap_current(&p->slot);
+}
+
+struct limits *pool_limits(struct pool *p)
+{
+    return p->limits;
 }
 
 int pool_start(struct pool *p)
@@ -1274,15 +1400,10 @@ void pool_free(struct pool *p)
     for (unsigned i = 0; p->w && i < p->n; i++)
         worker__release(&p->w[i]);
     free(p->w);
-    for (size_t b = 0; p->up && b < p->cfg->n_backends; b++) {
-        for (unsigned i = 0; i < JOB__ENDPOINTS; i++) {
-            free(p->up[b].url[i]);
-            curl_url_cleanup(p->up[b].curlu[i]);
-        }
-        free(p->up[b].auth);
-    }
-    free(p->up);
+    snap_slot_release(&p->slot);
     router_free(p->router);
+    limits_free(p->limits);
+    backends_free(p->backends);
     free(p);
 }
 

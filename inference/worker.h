@@ -14,6 +14,8 @@
 
 struct config;
 struct job;
+struct limits;
+struct snap;
 struct pool;
 struct router;
 
@@ -26,8 +28,25 @@ struct pool_stats {
     uint64_t ttft_count;
 };
 
-/* Creates the pool (threads not started). `cfg` must outlive the pool. NULL on failure. */
+/* Creates the pool (threads not started), sized by cfg's [server] workers and its backends'
+ * slots (fixed until a restart). Nothing is published yet: see pool_prepare. NULL on failure. */
 struct pool *pool_new(const struct config *cfg);
+
+/* A snapshot of cfg (taken over, freed with the snapshot even on failure) with the pool's
+ * runtime objects bound: backend objects and key states by name, upstream URLs, admission
+ * pools. Unpublished; the caller may add the HTTP side's data. NULL when out of memory. */
+struct snap *pool_prepare(struct pool *p, struct config *cfg);
+
+/* Publishes a prepared snapshot (taking over the caller's reference): new requests see it; the
+ * previous one lives on until its last request ends. Returns its generation. One caller at a
+ * time; not from inside a snapshot read section. */
+uint64_t pool_publish(struct pool *p, struct snap *s);
+
+/* The current snapshot with a reference (snap_put it). Any thread. */
+struct snap *pool_snap(struct pool *p);
+
+/* The key states (limits.h). */
+struct limits *pool_limits(struct pool *p);
 
 /* Starts the worker threads. Returns 0, or -1 (nothing left running). Main thread. */
 int pool_start(struct pool *p);

@@ -23,7 +23,8 @@ static struct config *load(void)
 START_TEST(test_rpm)
 {
     struct config *c = load();
-    struct limits *l = limits_new(c);
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
     const struct cfg_key *a = config_key_find(c, "sk-a", 4);
     uint64_t t0 = 1000 * MS, retry = 0;
     struct lim_state st;
@@ -47,6 +48,7 @@ START_TEST(test_rpm)
     ck_assert_int_eq(limits_take(l, a, 10, t0 + 3600000 * MS, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 59);
     limits_release(l, a);
+    limits_unbind(l, c);
     limits_free(l);
     config_free(c);
 }
@@ -55,7 +57,8 @@ END_TEST
 START_TEST(test_tpm)
 {
     struct config *c = load();
-    struct limits *l = limits_new(c);
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
     const struct cfg_key *b = config_key_find(c, "sk-b", 4);
     uint64_t t0 = 5 * MS, retry = 0;
     struct lim_state st;
@@ -80,6 +83,7 @@ START_TEST(test_tpm)
     limits_release(l, b);
     ck_assert_uint_eq(limits_estimate(400, 100), 200);
     ck_assert_uint_eq(limits_estimate(1, -1), 1 + LIM_DEFAULT_MAX_TOKENS);
+    limits_unbind(l, c);
     limits_free(l);
     config_free(c);
 }
@@ -88,17 +92,18 @@ END_TEST
 START_TEST(test_concurrency)
 {
     struct config *c = load();
-    struct limits *l = limits_new(c);
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
     const struct cfg_key *k = config_key_find(c, "sk-c", 4);
     const struct cfg_key *a = config_key_find(c, "sk-a", 4);
     uint64_t retry = 0;
-    unsigned ci = (unsigned)(k - c->keys);
+
     ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
-    ck_assert_uint_eq(limits_inflight(l, ci), 2);
+    ck_assert_uint_eq(limits_inflight(l, k), 2);
     ck_assert_int_eq(limits_check(l, k, 0, &retry), LIM_CONCURRENCY);
     ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_CONCURRENCY);
-    ck_assert_uint_eq(limits_inflight(l, ci), 2); /* a refusal takes nothing */
+    ck_assert_uint_eq(limits_inflight(l, k), 2); /* a refusal takes nothing */
     /* another key is not affected; no key (auth off) has no limits */
     ck_assert_int_eq(limits_take(l, a, 1, 0, &retry, NULL), LIM_OK);
     limits_release(l, a);
@@ -107,10 +112,11 @@ START_TEST(test_concurrency)
     ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
     limits_release(l, k);
     limits_release(l, k);
-    ck_assert_uint_eq(limits_inflight(l, ci), 0);
+    ck_assert_uint_eq(limits_inflight(l, k), 0);
     ck_assert_str_eq(limits_name(LIM_CONCURRENCY), "max_concurrency");
     ck_assert_str_eq(limits_name(LIM_RPM), "rpm");
     ck_assert_str_eq(limits_name(LIM_TPM), "tpm");
+    limits_unbind(l, c);
     limits_free(l);
     config_free(c);
 }

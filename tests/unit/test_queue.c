@@ -5,6 +5,7 @@
 #include "core/mpsc.h"
 #include "inference/job.h"
 #include "inference/router.h"
+#include "bind.h"
 #include "unit.h"
 
 #include <pthread.h>
@@ -111,14 +112,14 @@ START_TEST(test_router_admission)
         "[backend.b]\nurl = http://h:2\nmodels = n, shared\nmax_concurrency = 2\n",
         &e);
     ck_assert_ptr_nonnull(c);
-    struct router *r = router_new(c, on_grant, NULL);
+    struct router *r = tb_router(c, on_grant, NULL);
     struct job *j[6];
     for (int i = 0; i < 6; i++) {
         j[i] = job_new(16, 16);
         j[i]->n_candidates =
             (unsigned)config_backends_for(c, i < 3 ? "m" : "n", j[i]->candidates, 8);
     }
-    ck_assert(router_ready(r)); /* probing off: unknown counts as usable */
+    ck_assert(router_ready(c)); /* probing off: unknown counts as usable */
     ck_assert_int_eq(router_acquire(r, j[0]), ROUTER_OK);
     ck_assert_int_eq(j[0]->backend, 0);
     ck_assert_int_eq(router_acquire(r, j[1]), ROUTER_QUEUED); /* a is full */
@@ -154,22 +155,21 @@ START_TEST(test_router_admission)
     ck_assert_uint_eq(st.inflight, 0);
     ck_assert_uint_eq(st.queued, 0);
 
-    router_set_health(r, 0, HEALTH_DOWN);
-    router_set_health(r, 1, HEALTH_UP);
-    ck_assert(router_ready(r));
+    router_set_health(c->backends[0].be, HEALTH_DOWN);
+    router_set_health(c->backends[1].be, HEALTH_UP);
+    ck_assert(router_ready(c));
     struct job *s = job_new(16, 16);
     s->n_candidates = (unsigned)config_backends_for(c, "shared", s->candidates, 8);
     ck_assert_int_eq(router_acquire(r, s), ROUTER_OK);
     ck_assert_int_eq(s->backend, 1); /* the healthy one */
     router_release(r, s);
-    router_set_health(r, 1, HEALTH_DOWN);
-    ck_assert(!router_ready(r));
+    router_set_health(c->backends[1].be, HEALTH_DOWN);
+    ck_assert(!router_ready(c));
 
     job_unref(s);
     for (int i = 0; i < 6; i++)
         job_unref(j[i]);
-    router_free(r);
-    config_free(c);
+    tb_free(r, c);
 }
 END_TEST
 

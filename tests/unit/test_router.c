@@ -4,6 +4,7 @@
 #include "core/config.h"
 #include "inference/job.h"
 #include "inference/router.h"
+#include "bind.h"
 #include "unit.h"
 
 #include <string.h>
@@ -63,7 +64,7 @@ static struct job *next(struct router *r, struct job *running)
 START_TEST(test_fair_and_priority)
 {
     struct config *c = load(text);
-    struct router *r = router_new(c, on_grant, NULL);
+    struct router *r = tb_router(c, on_grant, NULL);
     n_granted = 0;
     struct job *run = mk(c, 0, "A", "m", PRIO_NORMAL, 100);
     ck_assert_int_eq(router_acquire(r, run), ROUTER_OK);
@@ -91,15 +92,14 @@ START_TEST(test_fair_and_priority)
     router_get_stats(r, &st);
     ck_assert_uint_eq(st.inflight, 0);
     ck_assert_uint_eq(st.queued, 0);
-    router_free(r);
-    config_free(c);
+    tb_free(r, c);
 }
 END_TEST
 
 START_TEST(test_weights)
 {
     struct config *c = load(text);
-    struct router *r = router_new(c, on_grant, NULL);
+    struct router *r = tb_router(c, on_grant, NULL);
     n_granted = 0;
     struct job *run = mk(c, 0, "A", "m", PRIO_NORMAL, 100);
     ck_assert_int_eq(router_acquire(r, run), ROUTER_OK);
@@ -117,8 +117,7 @@ START_TEST(test_weights)
     ck_assert_msg(nc >= 14 && nc <= 16, "C had %u of 20", nc);
     while (run)
         run = next(r, run);
-    router_free(r);
-    config_free(c);
+    tb_free(r, c);
 }
 END_TEST
 
@@ -128,7 +127,7 @@ START_TEST(test_no_head_of_line_blocking)
         load("[limits]\nmax_inflight = 2\n[keys]\nA = sk-a\n"
              "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\nmax_concurrency = 1\n"
              "[backend.y]\nurl = http://127.0.0.1:2\nmodels = n\nmax_concurrency = 1\n");
-    struct router *r = router_new(c, on_grant, NULL);
+    struct router *r = tb_router(c, on_grant, NULL);
     n_granted = 0;
     struct job *m0 = mk(c, 0, "A", "m", PRIO_NORMAL, 1), *n0 = mk(c, 1, "A", "n", PRIO_NORMAL, 1);
     ck_assert_int_eq(router_acquire(r, m0), ROUTER_OK);
@@ -140,15 +139,14 @@ START_TEST(test_no_head_of_line_blocking)
     ck_assert_ptr_eq(next(r, m0), m1);
     router_release(r, m1);
     router_release(r, n1);
-    router_free(r);
-    config_free(c);
+    tb_free(r, c);
 }
 END_TEST
 
 START_TEST(test_fair_share_refusal)
 {
     struct config *c = load(text);
-    struct router *r = router_new(c, on_grant, NULL);
+    struct router *r = tb_router(c, on_grant, NULL);
     n_granted = 0;
     struct job *run = mk(c, 0, "A", "m", PRIO_NORMAL, 1);
     ck_assert_int_eq(router_acquire(r, run), ROUTER_OK);
@@ -172,8 +170,7 @@ START_TEST(test_fair_share_refusal)
     router_get_stats(r, &st);
     ck_assert_uint_eq(st.inflight, 0);
     ck_assert_uint_eq(st.queued, 0);
-    router_free(r);
-    config_free(c);
+    tb_free(r, c);
 }
 END_TEST
 
