@@ -7,11 +7,21 @@
 #     trying every 250 ms to show when it really would have got in.
 #   - crowd: every rejected request of the first burst waits its Retry-After and retries once
 #     (all at about the same time, so not all can fit; shown for information).
+#   - ttft: per-key TTFT under a flood, on a second gateway with two keys (flood, victim; weight
+#     1 each), 2 slots and a queue that holds the flood. The victim sends one stream at a time,
+#     alone, then while the flood keeps F streams open (each re-sent when it ends); TTFT p50 /
+#     p95 / max per key and the service time (victim alone, end to end). Fair queuing should
+#     keep the victim within about one service time of alone while the flood waits its own
+#     queue.
 #
 #   scripts/bench/backpressure.sh [--short] [--burst K] [--inflight N] [--queue Q]
 #                                 [--queue-timeout-ms MS] [--url BASE]
-# --url BASE uses an already running gateway (configured by you) instead of starting one.
-# Exit: 0 ok; 1 Retry-After missing or dishonest, or no rejection seen; 2 llmgate unavailable.
+#                                 [--flood F] [--ttft-seconds S] [--no-ttft | --ttft-only]
+# --url BASE uses an already running gateway (configured by you) instead of starting one (the
+# ttft phase needs its own keyed gateway and is then skipped).
+# Exit: 0 ok; 1 Retry-After missing or dishonest, or no rejection seen, or the victim's TTFT p95
+# under the flood over its p95 alone + 2 service times (or the flood did not queue, or a victim
+# request failed); 2 llmgate unavailable.
 set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 
@@ -21,21 +31,172 @@ QUEUE=8
 QTIMEOUT=3000
 BASE=""
 TOKENS=48
+FLOOD=40          # ttft phase: the flood key's concurrent streams
+TTFT_S=20         # ttft phase: seconds the victim runs under the flood
+ALONE_N=40        # ttft phase: victim streams alone (the baseline)
+TTFT=1            # 0: --no-ttft; 2: --ttft-only
 while (($#)); do
     case $1 in
-    --short) K=64 ;;
+    --short) K=64 TTFT_S=6 ALONE_N=15 ;;
     --burst) K=$2; shift ;;
     --inflight) INFLIGHT=$2; shift ;;
     --queue) QUEUE=$2; shift ;;
     --queue-timeout-ms) QTIMEOUT=$2; shift ;;
     --url) BASE=$2; shift ;;
-    -h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+    --flood) FLOOD=$2; shift ;;
+    --ttft-seconds) TTFT_S=$2; shift ;;
+    --no-ttft) TTFT=0 ;;
+    --ttft-only) TTFT=2 ;;
+    -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
     esac
     shift
 done
 
 lib_init backpressure
+
+# --- ttft: per-key TTFT under a flood ----------------------------------------------------------
+# Its own mock engine and gateway: keys flood and victim (weight 1 each), TT_SLOTS engine slots
+# (max_inflight = the backend's max_concurrency), a queue that holds the whole flood, a queue
+# timeout far above the flood's wait. Every stream is TT_TOKENS events TT_ITL ms apart after
+# TT_TTFT ms at the engine.
+TT_SLOTS=2
+TT_TOKENS=15
+TT_TTFT=50
+TT_ITL=10
+FLOOD_KEY=sk-bench-flood-0123456789
+VICTIM_KEY=sk-bench-victim-0123456789
+ttft_phase() {
+    local qcap=$((FLOOD + 24)) mport gport cfg=$WORK/llmgate_ttft.ini turl shape flood_pid i q
+    local flood_s=$((TTFT_S + 3))
+    shape='{"ttft_ms":'$TT_TTFT',"itl_ms":'$TT_ITL',"tokens":'$TT_TOKENS'}'
+    if ! gateway_built; then
+        echo "ttft: $LLMGATE missing, nothing measured"
+        return 2
+    fi
+    mport=$(free_port)
+    start_mock mock_ttft "$mport" --ttft-ms "$TT_TTFT" --itl-ms "$TT_ITL" --tokens "$TT_TOKENS"
+    gport=$(free_port)
+    cat >"$cfg" <<INI
+[server]
+listen = 127.0.0.1:$gport
+threads = $GW_THREADS
+workers = $GW_WORKERS
+max_connections = 4096
+[timeouts]
+connect_ms = 5000
+request_s = 600
+[limits]
+max_inflight = $TT_SLOTS
+queue_capacity = $qcap
+queue_timeout_ms = 120000
+service_time_prior_ms = $((TT_TTFT + TT_ITL * (TT_TOKENS + 1)))
+[keys]
+flood = $FLOOD_KEY
+victim = $VICTIM_KEY
+[key.flood]
+weight = 1
+[key.victim]
+weight = 1
+[backend.mock]
+url = http://127.0.0.1:$mport
+models = mock-model
+max_concurrency = $TT_SLOTS
+INI
+    spawn llmgate_ttft "$LLMGATE" --config "$cfg"
+    local gw_pid=$SPAWNED
+    if ! wait_url "http://127.0.0.1:$gport/healthz" 15; then
+        tail -n 20 "$WORK/llmgate_ttft.log" >&2
+        echo "ttft: the keyed gateway did not answer /healthz, nothing measured"
+        return 2
+    fi
+    turl=http://127.0.0.1:$gport$CHAT
+    streams() { # KEY ttftbench-flags...
+        local key=$1
+        shift
+        "$TTFTBENCH" --url "$turl" --key "$key" --max-tokens "$TT_TOKENS" --mock "$shape" \
+            --expect-events $((TT_TOKENS + 2)) --timeout 120 --allow-fail --json "$@"
+    }
+    # the baseline: the victim alone, one stream at a time
+    streams "$VICTIM_KEY" --concurrency 1 --requests "$ALONE_N" --warmup 2 --max-time 60 \
+        >"$WORK/ttft_alone.json" 2>>"$WORK/ttftbench.err"
+    # the flood: FLOOD streams open for flood_s seconds, each re-sent when it ends
+    streams "$FLOOD_KEY" --concurrency "$FLOOD" --duration "$flood_s" --max-time $((flood_s + 60)) \
+        >"$WORK/ttft_flood.json" 2>>"$WORK/ttftbench.err" &
+    flood_pid=$!
+    PIDS+=("$flood_pid")
+    q=0
+    for ((i = 0; i < 50; i++)); do # until the flood's queue holds most of it (bounded 5 s)
+        q=$(curl -s --noproxy "*" -m 1 -H "Authorization: Bearer $FLOOD_KEY" \
+            "http://127.0.0.1:$gport/v1/queue" | jf 'j.get("queued", 0)' 2>/dev/null)
+        ((${q:-0} >= FLOOD - TT_SLOTS - 2)) && break
+        sleep 0.1
+    done
+    # the victim under the flood, one stream at a time, ending before the flood stops re-sending
+    streams "$VICTIM_KEY" --concurrency 1 --duration "$TTFT_S" --max-time $((TTFT_S + 60)) \
+        >"$WORK/ttft_victim.json" 2>>"$WORK/ttftbench.err"
+    wait "$flood_pid" 2>/dev/null
+    stop_pid "$gw_pid"
+    local f
+    for f in alone victim flood; do
+        [[ $(tail -n 1 "$WORK/ttft_$f.json") == "{"* ]] ||
+            die "ttftbench ($f) failed: $(tail -n 3 "$WORK/ttftbench.err")"
+    done
+    local svc a_fail v_fail fl_fail
+    svc=$(jf 'j["e2e_us"]["p50"]' "$WORK/ttft_alone.json")
+    row() { # LABEL LOAD FILE
+        jf '"%-7s | %-28s | %7d | %6d | %8s | %8s | %8s" % ("'"$1"'", "'"$2"'", j["ok"],
+            j["failed"], ms(j["ttft_us"]["p50"], 0), ms(j["ttft_us"]["p95"], 0),
+            ms(j["ttft_us"]["max"], 0))' "$3"
+    }
+    echo
+    echo "ttft under a flood: $TT_SLOTS engine slots (max_inflight $TT_SLOTS), queue $qcap," \
+        "keys flood and victim (weight 1 each); streams of $TT_TOKENS tokens (engine TTFT" \
+        "$TT_TTFT ms, $TT_ITL ms apart); $(nproc) cores"
+    echo "service time (victim alone, end to end p50): $(jf 'ms(j["e2e_us"]["p50"], 0)' \
+        "$WORK/ttft_alone.json") ms; flood queue when the victim started: ${q:-?}"
+    printf '%-7s | %-28s | %7s | %6s | %8s | %8s | %8s\n' Key Load "2xx" Failed "TTFT p50" \
+        "TTFT p95" "TTFT max"
+    printf '%-7s | %-28s | %7s | %6s | %8s | %8s | %8s\n' ------- ---------------------------- \
+        ------- ------ -------- -------- --------
+    row victim "alone, 1 at a time" "$WORK/ttft_alone.json"
+    row victim "under flood, 1 at a time" "$WORK/ttft_victim.json"
+    row flood "$FLOOD at a time, ${flood_s} s" "$WORK/ttft_flood.json"
+    echo "(ms; TTFT: request sent to the first SSE data: event, through the gateway)"
+    local ap95 vp95 fp50 verdict prc=0
+    ap95=$(jf 'j["ttft_us"]["p95"]' "$WORK/ttft_alone.json")
+    vp95=$(jf 'j["ttft_us"]["p95"]' "$WORK/ttft_victim.json")
+    fp50=$(jf 'j["ttft_us"]["p50"]' "$WORK/ttft_flood.json")
+    v_fail=$(jf 'j["failed"] + j["incomplete"]' "$WORK/ttft_victim.json")
+    a_fail=$(jf 'j["failed"] + j["incomplete"]' "$WORK/ttft_alone.json")
+    fl_fail=$(jf 'j["failed"]' "$WORK/ttft_flood.json")
+    verdict="✓"
+    if ((vp95 > ap95 + 2 * svc)); then
+        verdict="✗"
+        prc=1
+    fi
+    python3 -c "s=$svc; print('victim under flood: TTFT p95 / service time = %.2f; p95 over alone p95:' \
+' %.2f service times (target <= 2) $verdict' % ($vp95 / s, ($vp95 - $ap95) / s))
+print('flood: TTFT p50 / service time = %.1f: it waits behind its own ~%d queued streams'
+      ' (in one FIFO queue the victim would wait as long)' % ($fp50 / s, $FLOOD - $TT_SLOTS))"
+    if ((fp50 < 3 * svc)); then
+        echo "ttft: the flood's TTFT p50 is under 3 service times: it did not queue, no contention measured"
+        prc=1
+    fi
+    if ((v_fail + a_fail > 0)); then
+        echo "ttft: $a_fail victim streams alone and $v_fail under the flood failed"
+        prc=1
+    fi
+    ((fl_fail > 0)) && echo "ttft: $fl_fail flood streams failed ($(jf 'j["status"]' \
+        "$WORK/ttft_flood.json"))"
+    return $prc
+}
+
+if ((TTFT == 2)); then
+    [[ -z $BASE ]] || die "--ttft-only starts its own gateway; it does not take --url"
+    ttft_phase
+    exit $?
+fi
 SHAPE='{"ttft_ms":50,"itl_ms":20,"tokens":'$TOKENS'}'
 STATS=""
 if [[ -z $BASE ]]; then
@@ -147,4 +308,17 @@ else
         "$verdict (first 2xx after ${got_in}s)"
 fi
 wait "$BURST_PID" 2>/dev/null
+
+if ((TTFT == 1)); then
+    if [[ -n $STATS ]]; then
+        stop_pid "$GW_PID" # the burst's gateway is idle now; the ttft phase starts its own
+        ttft_phase
+        trc=$?
+        ((trc == 1)) && rc=1
+        ((trc == 2 && rc == 0)) && rc=2
+    else
+        echo
+        echo "ttft: skipped with --url (needs its own gateway with two keys)"
+    fi
+fi
 exit $rc
