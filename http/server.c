@@ -982,7 +982,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
         return;
     *con_cls = NULL;
     if (job->lim_taken)
-        limits_release(s->limits, job->key);
+        limits_release(s->limits, job->key, clock_now_ns() - job->t_start_ns);
     const struct config *cfg = job->snap->cfg;
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;

@@ -116,6 +116,5 @@ void backend_hold_sample(struct backend *b, uint64_t held_ns)
 {
     /* an exponentially weighted average (1/8); concurrent samples may lose one: harmless */
     uint64_t h = atomic_load_explicit(&b->hold_ns, memory_order_relaxed);
-    atomic_store_explicit(&b->hold_ns, h ? (h * 7 + held_ns) / 8 : held_ns,
-                          memory_order_relaxed);
+    atomic_store_explicit(&b->hold_ns, h ? (h * 7 + held_ns) / 8 : held_ns, memory_order_relaxed);
 }

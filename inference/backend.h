@@ -37,7 +37,7 @@ struct backend {
     struct rpool *pools[BACKEND_MAX_POOLS];
     unsigned n_pools;
     atomic_uint n_pools_hint; /* n_pools, for a look without the lock */
-    struct backend *next; /* in the registry */
+    struct backend *next;     /* in the registry */
 };
 
 struct backends;

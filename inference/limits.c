@@ -22,6 +22,9 @@ struct bucket {
 struct key_state {
     pthread_mutex_t mu;
     unsigned inflight, max_inflight;
+    uint64_t hold_ns;  /* smoothed time its requests hold a slot (0: no history yet) */
+    uint64_t prior_ns; /* assumed before any history ([limits] service_time_prior_ms) */
+    uint64_t told_ns;  /* the latest time a client refused for concurrency was told */
     struct bucket req, tok;
     char *name;
     unsigned ref; /* configurations binding it (registry lock) */
@@ -150,6 +153,7 @@ int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
         ks->ref++;
         pthread_mutex_lock(&ks->mu);
         ks->max_inflight = ck->max_concurrency;
+        ks->prior_ns = (uint64_t)cfg->service_time_prior_ms * 1000000u;
         bucket_resize(&ks->req, ck->rpm, now_ns);
         bucket_resize(&ks->tok, ck->tpm, now_ns);
         pthread_mutex_unlock(&ks->mu);
@@ -197,7 +201,17 @@ static enum lim_verdict limits__judge(struct key_state *ks, uint64_t tokens, uin
     bucket_refill(&ks->req, now);
     bucket_refill(&ks->tok, now);
     if (ks->max_inflight && ks->inflight >= ks->max_inflight) {
-        *retry_ms = 1000; /* a slot frees when one of its requests ends: no better estimate yet */
+        /* one of its slots frees every hold / max_inflight on average; clients refused in a
+         * row are told times one such step apart, so that they do not all come back at once */
+        uint64_t step = (ks->hold_ns ? ks->hold_ns : ks->prior_ns) / ks->max_inflight;
+        if (step < 1000000u)
+            step = 1000000u;
+        uint64_t at = now + step;
+        if (ks->told_ns > now && ks->told_ns + step > at)
+            at = ks->told_ns + step;
+        ks->told_ns = at;
+        uint64_t ms = (at - now + 999999u) / 1000000u;
+        *retry_ms = ms > 3600000u ? 3600000u : ms;
         return LIM_CONCURRENCY;
     }
     if (ks->req.cap && ks->req.level < MS_PER_MIN) {
@@ -281,7 +295,7 @@ void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charge
     pthread_mutex_unlock(&ks->mu);
 }
 
-void limits_release(struct limits *l, const struct cfg_key *k)
+void limits_release(struct limits *l, const struct cfg_key *k, uint64_t held_ns)
 {
     struct key_state *ks = limits__state(l, k);
     if (!ks)
@@ -289,6 +303,8 @@ void limits_release(struct limits *l, const struct cfg_key *k)
     pthread_mutex_lock(&ks->mu);
     if (ks->inflight)
         ks->inflight--;
+    if (held_ns)
+        ks->hold_ns = ks->hold_ns ? (ks->hold_ns * 7 + held_ns) / 8 : held_ns;
     pthread_mutex_unlock(&ks->mu);
 }
 

@@ -2,10 +2,11 @@
  * and tokens per minute (tpm) as token buckets, each with the time until it would admit again.
  *
  * A key over a limit gets 429 rate_limit_exceeded naming the limit, with Retry-After: the
- * bucket's refill time for rpm/tpm. What the headers decide (concurrency, an empty rpm or tpm
- * bucket) is decided before the body is read (limits_check); the body's estimate is taken at
- * admission (limits_take), atomically with the check. A request in progress holds its key's
- * slot until its end (limits_release, from the completion callback: every path ends there).
+ * bucket's refill time for rpm/tpm, the time until one of its slots frees for concurrency. What the
+ * headers decide (concurrency, an empty rpm or tpm bucket) is decided before the body is read
+ * (limits_check); the body's estimate is taken at admission (limits_take), atomically with the
+ * check. A request in progress holds its key's slot until its end (limits_release, from the
+ * completion callback: every path ends there).
  *
  * Buckets start full (a key may burst its whole minute at once, as OpenAI's do) and refill
  * continuously. Token cost is an estimate: prompt bytes / 4 + max_tokens (or a default when the
@@ -64,8 +65,11 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
  * is taken from) k's tpm bucket, within [0, full]. */
 void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charged, uint64_t used);
 
-/* The end of a request that limits_take admitted: its slot back. */
-void limits_release(struct limits *l, const struct cfg_key *k);
+/* The end of a request that limits_take admitted, after `held_ns` (0: not measured): its slot
+ * back. The time held, smoothed, gives the Retry-After of a refusal for max_concurrency (one of
+ * the key's slots frees every hold / max_concurrency; [limits] service_time_prior_ms before any
+ * history), staggered for clients refused in a row. */
+void limits_release(struct limits *l, const struct cfg_key *k, uint64_t held_ns);
 
 /* Requests of key k in progress (for /metrics and the tests). */
 unsigned limits_inflight(struct limits *l, const struct cfg_key *k);

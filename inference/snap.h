@@ -29,7 +29,7 @@ struct snap {
 
 /* The publication point. */
 struct snap_slot {
-    struct snap *cur; /* RCU-protected */
+    struct snap *cur;     /* RCU-protected */
     pthread_mutex_t lock; /* one publisher at a time */
     uint64_t gen;
 };

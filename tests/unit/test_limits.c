@@ -30,7 +30,7 @@ START_TEST(test_rpm)
     struct lim_state st;
     for (int i = 0; i < 60; i++) {
         ck_assert_int_eq(limits_take(l, a, 10, t0, &retry, &st), LIM_OK);
-        limits_release(l, a);
+        limits_release(l, a, 0);
     }
     ck_assert_uint_eq(st.limit_requests, 60);
     ck_assert_uint_eq(st.remaining_requests, 0);
@@ -43,11 +43,11 @@ START_TEST(test_rpm)
     ck_assert_uint_eq(retry, 600);
     ck_assert_int_eq(limits_take(l, a, 10, t0 + 1000 * MS, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 0);
-    limits_release(l, a);
+    limits_release(l, a, 0);
     /* a long pause refills to the cap, not beyond */
     ck_assert_int_eq(limits_take(l, a, 10, t0 + 3600000 * MS, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 59);
-    limits_release(l, a);
+    limits_release(l, a, 0);
     limits_unbind(l, c);
     limits_free(l);
     config_free(c);
@@ -66,21 +66,21 @@ START_TEST(test_tpm)
     ck_assert_uint_eq(st.limit_tokens, 1000);
     ck_assert_uint_eq(st.remaining_tokens, 400);
     ck_assert_uint_eq(st.reset_tokens_ms, 36000); /* 600 tokens at 1000 a minute */
-    limits_release(l, b);
+    limits_release(l, b, 0);
     /* 600 more need 200 more than the 400 left: 12 s */
     ck_assert_int_eq(limits_take(l, b, 600, t0, &retry, NULL), LIM_TPM);
     ck_assert_uint_eq(retry, 12000);
     /* the headers alone cannot tell a cost: one token left is enough to go on */
     ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_OK);
     ck_assert_int_eq(limits_take(l, b, 400, t0, &retry, NULL), LIM_OK);
-    limits_release(l, b);
+    limits_release(l, b, 0);
     ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_TPM);
     ck_assert_uint_eq(retry, 60); /* one token */
     /* a request larger than the whole bucket waits for a full one, then goes */
     ck_assert_int_eq(limits_take(l, b, 5000, t0 + 30000 * MS, &retry, NULL), LIM_TPM);
     ck_assert_uint_eq(retry, 30000);
     ck_assert_int_eq(limits_take(l, b, 5000, t0 + 60000 * MS, &retry, NULL), LIM_OK);
-    limits_release(l, b);
+    limits_release(l, b, 0);
     ck_assert_uint_eq(limits_estimate(400, 100), 200);
     ck_assert_uint_eq(limits_estimate(1, -1), 1 + LIM_DEFAULT_MAX_TOKENS);
     limits_unbind(l, c);
@@ -106,12 +106,12 @@ START_TEST(test_concurrency)
     ck_assert_uint_eq(limits_inflight(l, k), 2); /* a refusal takes nothing */
     /* another key is not affected; no key (auth off) has no limits */
     ck_assert_int_eq(limits_take(l, a, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, a);
+    limits_release(l, a, 0);
     ck_assert_int_eq(limits_take(l, NULL, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, k);
+    limits_release(l, k, 0);
     ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, k);
-    limits_release(l, k);
+    limits_release(l, k, 0);
+    limits_release(l, k, 0);
     ck_assert_uint_eq(limits_inflight(l, k), 0);
     ck_assert_str_eq(limits_name(LIM_CONCURRENCY), "max_concurrency");
     ck_assert_str_eq(limits_name(LIM_RPM), "rpm");
@@ -122,6 +122,82 @@ START_TEST(test_concurrency)
 }
 END_TEST
 
+/* A refusal for max_concurrency says when one of the key's slots frees: the prior (10 s) / 2
+ * slots before any history, then its smoothed hold time / 2; refusals in a row one step apart. */
+START_TEST(test_concurrency_retry)
+{
+    struct config *c = load();
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
+    const struct cfg_key *k = config_key_find(c, "sk-c", 4);
+    uint64_t retry = 0, t = 1000 * MS;
+    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_check(l, k, t, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 5000);
+    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 10000); /* the next one refused: one step later */
+    limits_release(l, k, 400 * MS);  /* its requests take 400 ms */
+    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
+    /* once the staggered times have passed, the step is 400 / 2 ms */
+    t += 20000 * MS;
+    ck_assert_int_eq(limits_check(l, k, t, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 200);
+    limits_release(l, k, 0);
+    limits_release(l, k, 0);
+    limits_unbind(l, c);
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
+/* A reload keeps a key's state by name: its slots in use and its buckets' levels carry over,
+ * its limits become the new file's; a key the new file drops is gone with the old config. */
+START_TEST(test_rebind)
+{
+    struct config *c1 = load();
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c1, 0), 0);
+    const struct cfg_key *a1 = config_key_find(c1, "sk-a", 4);
+    const struct cfg_key *k1 = config_key_find(c1, "sk-c", 4);
+    uint64_t retry = 0, t = 1000 * MS;
+    for (int i = 0; i < 30; i++) {
+        ck_assert_int_eq(limits_take(l, a1, 1, t, &retry, NULL), LIM_OK);
+        limits_release(l, a1, 0);
+    }
+    ck_assert_int_eq(limits_take(l, k1, 1, t, &retry, NULL), LIM_OK); /* held across */
+    struct config_errors e = {0};
+    struct config *c2 = config_load_string(
+        "l2.ini",
+        "[keys]\nC = sk-c2\nA = sk-a\nD = sk-d\n[key.A]\nrpm = 60\n[key.C]\nmax_concurrency = 1\n"
+        "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\n",
+        &e);
+    ck_assert_ptr_nonnull(c2);
+    ck_assert_int_eq(limits_bind(l, c2, t), 0);
+    const struct cfg_key *a2 = config_key_find(c2, "sk-a", 4);
+    const struct cfg_key *k2 = config_key_find(c2, "sk-c2", 5); /* a new secret, the same key */
+    ck_assert_ptr_eq(a2->st, a1->st);
+    ck_assert_ptr_eq(k2->st, k1->st);
+    ck_assert_uint_eq(limits_inflight(l, k2), 1);
+    /* now max_concurrency 1: the slot held since before the reload fills it */
+    ck_assert_int_eq(limits_take(l, k2, 1, t, &retry, NULL), LIM_CONCURRENCY);
+    struct lim_state st;
+    ck_assert_int_eq(limits_take(l, a2, 1, t, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_requests, 29); /* 30 of 60 were used before the reload */
+    limits_release(l, a2, 0);
+    limits_release(l, k1, 0); /* the old request ends, on the state it shares */
+    ck_assert_uint_eq(limits_inflight(l, k2), 0);
+    limits_unbind(l, c1); /* then the old config (B was only there) */
+    ck_assert_ptr_nonnull(k2->st);
+    ck_assert_int_eq(limits_take(l, k2, 1, t, &retry, NULL), LIM_OK);
+    limits_release(l, k2, 0);
+    limits_unbind(l, c2);
+    limits_free(l);
+    config_free(c1);
+    config_free(c2);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("limits");
@@ -129,6 +205,8 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_rpm);
     tcase_add_test(tc, test_tpm);
     tcase_add_test(tc, test_concurrency);
+    tcase_add_test(tc, test_concurrency_retry);
+    tcase_add_test(tc, test_rebind);
     suite_add_tcase(s, tc);
     return s;
 }

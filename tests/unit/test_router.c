@@ -174,6 +174,124 @@ START_TEST(test_fair_share_refusal)
 }
 END_TEST
 
+/* One queue per model pool: models on disjoint backends get their own pools (their own
+ * locks); a model whose pool is full (pool_queue_capacity) does not take the other's places. */
+START_TEST(test_pools_apart)
+{
+    struct config *c =
+        load("[limits]\nmax_inflight = 10\nqueue_capacity = 8\npool_queue_capacity = 4\n"
+             "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m, s\nmax_concurrency = 1\n"
+             "[backend.y]\nurl = http://127.0.0.1:2\nmodels = n\nmax_concurrency = 1\n"
+             "[backend.z]\nurl = http://127.0.0.1:3\nmodels = s\nmax_concurrency = 1\n");
+    struct router *r = tb_router(c, on_grant, NULL);
+    n_granted = 0;
+    /* x and z share model s: one pool; y is apart */
+    ck_assert_ptr_eq(c->backends[0].pool, c->backends[2].pool);
+    ck_assert_ptr_ne(c->backends[0].pool, c->backends[1].pool);
+    ck_assert_int_eq(router_acquire(r, mk(c, 0, NULL, "m", PRIO_NORMAL, 1)), ROUTER_OK);
+    for (int i = 1; i <= 4; i++)
+        ck_assert_int_eq(router_acquire(r, mk(c, i, NULL, "m", PRIO_NORMAL, 1)), ROUTER_QUEUED);
+    ck_assert_int_eq(router_acquire(r, mk(c, 5, NULL, "m", PRIO_NORMAL, 1)), ROUTER_FULL);
+    /* the other pool still has its own four places, and a free backend is taken at once */
+    ck_assert_int_eq(router_acquire(r, mk(c, 6, NULL, "n", PRIO_NORMAL, 1)), ROUTER_OK);
+    for (int i = 7; i <= 10; i++)
+        ck_assert_int_eq(router_acquire(r, mk(c, i, NULL, "n", PRIO_NORMAL, 1)), ROUTER_QUEUED);
+    ck_assert_int_eq(router_acquire(r, mk(c, 11, NULL, "n", PRIO_NORMAL, 1)), ROUTER_FULL);
+    ck_assert_uint_eq(router_key_queued(r, c, NULL), 8);
+    /* s may use z, free: granted past m's waiters on x */
+    ck_assert_int_eq(router_acquire(r, mk(c, 12, NULL, "s", PRIO_NORMAL, 1)), ROUTER_OK);
+    ck_assert_int_eq(jobs[12].backend, 2);
+    for (int i = 1; i <= 10; i++)
+        if (i != 5 && i != 6)
+            ck_assert(router_cancel(r, &jobs[i]));
+    router_release(r, &jobs[0]);
+    router_release(r, &jobs[6]);
+    router_release(r, &jobs[12]);
+    ck_assert_int_eq(n_granted, 0);
+    struct router_stats st;
+    router_get_stats(r, &st);
+    ck_assert_uint_eq(st.inflight, 0);
+    ck_assert_uint_eq(st.queued, 0);
+    tb_free(r, c);
+}
+END_TEST
+
+/* When max_inflight binds, a freed gateway slot goes to the pools waiting for one in turn: a
+ * saturated model cannot keep the gateway to itself. */
+START_TEST(test_gateway_slot_turns)
+{
+    struct config *c =
+        load("[limits]\nmax_inflight = 2\n"
+             "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\nmax_concurrency = 4\n"
+             "[backend.y]\nurl = http://127.0.0.1:2\nmodels = n\nmax_concurrency = 4\n");
+    struct router *r = tb_router(c, on_grant, NULL);
+    n_granted = 0;
+    ck_assert_int_eq(router_acquire(r, mk(c, 0, NULL, "m", PRIO_NORMAL, 1)), ROUTER_OK);
+    ck_assert_int_eq(router_acquire(r, mk(c, 1, NULL, "m", PRIO_NORMAL, 1)), ROUTER_OK);
+    for (int i = 2; i < 6; i++)
+        ck_assert_int_eq(router_acquire(r, mk(c, i, NULL, "m", PRIO_NORMAL, 1)), ROUTER_QUEUED);
+    for (int i = 6; i < 10; i++)
+        ck_assert_int_eq(router_acquire(r, mk(c, i, NULL, "n", PRIO_NORMAL, 1)), ROUTER_QUEUED);
+    /* m's requests end one by one: n is served first, then they alternate */
+    struct job *g = next(r, &jobs[0]);
+    ck_assert_ptr_nonnull(g);
+    ck_assert_str_eq(g->candidates[0]->name, "y");
+    struct job *h = next(r, g);
+    ck_assert_ptr_nonnull(h);
+    ck_assert_str_eq(h->candidates[0]->name, "x");
+    struct job *i = next(r, h);
+    ck_assert_str_eq(i->candidates[0]->name, "y");
+    for (int k = 2; k < 10; k++)
+        if (jobs[k].r_waiting)
+            ck_assert(router_cancel(r, &jobs[k]));
+    router_release(r, &jobs[1]);
+    router_release(r, i);
+    struct router_stats st;
+    router_get_stats(r, &st);
+    ck_assert_uint_eq(st.inflight, 0);
+    ck_assert_uint_eq(st.queued, 0);
+    tb_free(r, c);
+}
+END_TEST
+
+/* A reload: backends are objects by name (and url), so a reordered file keeps them with their
+ * permits and health; a request of the old configuration gives its permit back to a waiter of
+ * the new one. */
+START_TEST(test_reload_carries_backends)
+{
+    struct config *c1 =
+        load("[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\nmax_concurrency = 1\n"
+             "[backend.y]\nurl = http://127.0.0.1:2\nmodels = n\n");
+    struct router *r = tb_router(c1, on_grant, NULL);
+    n_granted = 0;
+    ck_assert_int_eq(router_acquire(r, mk(c1, 0, NULL, "m", PRIO_NORMAL, 1)), ROUTER_OK);
+    router_set_health(c1->backends[1].be, HEALTH_DOWN);
+    struct config *c2 =
+        load("[backend.w]\nurl = http://127.0.0.1:9\nmodels = n\n"
+             "[backend.y]\nurl = http://127.0.0.1:2\nmodels = n\n"
+             "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\nmax_concurrency = 1\n");
+    ck_assert_int_eq(backends_bind(tb_reg, c2), 0);
+    ck_assert_int_eq(router_bind(r, c2), 0);
+    router_apply(r, c2);
+    ck_assert_ptr_eq(c2->backends[2].be, c1->backends[0].be);
+    ck_assert_ptr_eq(c2->backends[1].be, c1->backends[1].be);
+    ck_assert_int_eq(router_health(c2->backends[1].be), HEALTH_DOWN);
+    ck_assert_int_eq(router_health(c2->backends[0].be), HEALTH_UNKNOWN);
+    ck_assert_uint_eq(atomic_load(&c2->backends[2].be->inflight), 1);
+    /* x is held by the old request: the new configuration's request waits, then gets it */
+    struct job *j = mk(c2, 1, NULL, "m", PRIO_NORMAL, 1);
+    ck_assert_int_eq(router_acquire(r, j), ROUTER_QUEUED);
+    ck_assert_ptr_eq(next(r, &jobs[0]), j);
+    ck_assert_int_eq(j->backend, 2);
+    router_unbind(r, c1); /* the old configuration ends */
+    backends_unbind(tb_reg, c1);
+    config_free(c1);
+    router_release(r, j);
+    ck_assert_uint_eq(atomic_load(&c2->backends[2].be->inflight), 0);
+    tb_free(r, c2);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("router");
@@ -182,6 +300,9 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_weights);
     tcase_add_test(tc, test_no_head_of_line_blocking);
     tcase_add_test(tc, test_fair_share_refusal);
+    tcase_add_test(tc, test_pools_apart);
+    tcase_add_test(tc, test_gateway_slot_turns);
+    tcase_add_test(tc, test_reload_carries_backends);
     suite_add_tcase(s, tc);
     return s;
 }
