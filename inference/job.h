@@ -104,9 +104,10 @@ struct job {
     enum job_wstate wstate;
     bool w_cancelled;
     bool w_hdr_done;    /* upstream headers delivered to the HTTP side */
-    struct job *w_next; /* waiting list (FIFO = deadline order) */
+    struct job *w_next; /* waiting list (arrival order; drained at shutdown) */
     struct job *w_prev;
     uint64_t w_wait_deadline_ns;
+    struct heap_node w_wait;     /* in the worker's heap of wait deadlines while waiting */
     struct heap_node w_deadline; /* in the worker's deadline heap while request_s bounds it:
                                   * from the start of the transfer to the end of a plain
                                   * answer, or to the first body byte of an event stream */

@@ -57,6 +57,8 @@ struct worker {
     struct job_list running;   /* transfers on the multi handle */
     unsigned n_running;
     struct heap deadlines;   /* running jobs still bounded by request_s (job->w_deadline) */
+    struct heap waits;       /* waiting jobs by their own wait deadline (job->w_wait): jobs of
+                              * configurations with different timeouts wait side by side */
     struct job *young_head;  /* started transfers whose client is not watched yet, in start */
     struct job *young_tail;  /* order (each holds a reference); see worker__watch_young */
     struct job *resume_head; /* connections to resume at the end of this event batch */
@@ -278,6 +280,7 @@ static void worker__end(struct worker *w, struct job *job, enum lg_err err, cons
     switch (job->wstate) {
     case JW_WAITING:
         list_unlink(&w->waiting, job);
+        heap_remove(&w->waits, &job->w_wait);
         worker__answer(w, job, err, msg);
         if (job->w_cancelled)
             return; /* already answered; waiting for the grant */
@@ -657,6 +660,8 @@ static void worker__on_submit(struct worker *w, struct job *job)
         job->w_wait_deadline_ns = qd < job->deadline_ns ? qd : job->deadline_ns;
         job->wstate = JW_WAITING;
         list_append(&w->waiting, job);
+        if (heap_push(&w->waits, &job->w_wait, job->w_wait_deadline_ns) != 0)
+            worker__end(w, job, LGE_INTERNAL, "out of memory queueing the request");
         return;
     }
     case ROUTER_FULL:
@@ -673,6 +678,7 @@ static void worker__on_submit(struct worker *w, struct job *job)
 static void worker__on_grant(struct worker *w, struct job *job)
 {
     list_unlink(&w->waiting, job);
+    heap_remove(&w->waits, &job->w_wait);
     if (job->w_cancelled || job->wstate != JW_WAITING) {
         router_release(w->pool->router, job);
         if (job->wstate != JW_DONE)
@@ -941,8 +947,9 @@ static void worker__run_probes(struct worker *w, uint64_t now)
 
 static void worker__expire_waiting(struct worker *w, uint64_t now)
 {
-    while (w->waiting.head && w->waiting.head->w_wait_deadline_ns <= now) {
-        struct job *job = w->waiting.head;
+    struct heap_node *top;
+    while ((top = heap_top(&w->waits)) != NULL && top->key <= now) {
+        struct job *job = (struct job *)(void *)((char *)top - offsetof(struct job, w_wait));
         enum lg_err err = now >= job->deadline_ns ? LGE_TIMEOUT : LGE_QUEUE_TIMEOUT;
         worker__end(w, job, err, NULL);
     }
@@ -1048,8 +1055,9 @@ static int worker__timeout_ms(struct worker *w, uint64_t now)
     uint64_t d = w->curl_deadline_ns;
     if (w->running.head && w->next_watch_ns < d)
         d = w->next_watch_ns;
-    if (w->waiting.head && w->waiting.head->w_wait_deadline_ns < d)
-        d = w->waiting.head->w_wait_deadline_ns;
+    const struct heap_node *wt = heap_top(&w->waits);
+    if (wt && wt->key < d)
+        d = wt->key;
     const struct heap_node *top = heap_top(&w->deadlines);
     if (top && top->key < d)
         d = top->key;
@@ -1141,6 +1149,7 @@ static int worker__init(struct pool *p, struct worker *w, unsigned id)
     w->efd = w->epfd = -1;
     w->curl_deadline_ns = UINT64_MAX;
     heap_init(&w->deadlines);
+    heap_init(&w->waits);
     atomic_init(&w->quit, false);
     mpsc_init(&w->q);
     w->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
@@ -1179,6 +1188,7 @@ static void worker__release(struct worker *w)
     }
     worker__probes_free(w);
     heap_release(&w->deadlines);
+    heap_release(&w->waits);
     free(w->fdst);
     w->fdst = NULL;
     w->n_fdst = 0;

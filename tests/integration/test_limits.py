@@ -3,8 +3,8 @@
 import json
 import time
 
-from harness import (HOST, OwnTest, Raw, chat_body, dumps, expected_content, free_port, raw_exchange, request,
-                     sse_events, stream_content, t)
+from harness import (HOST, OwnTest, Raw, chat_body, dumps, expected_content, free_port, gateway_sections,
+                     raw_exchange, render_ini, request, sse_events, stream_content, t)
 
 CHAT = "/v1/chat/completions"
 
@@ -110,6 +110,53 @@ class TestQueue(OwnTest):
         for i in range(5):
             r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("seq %d" % i, stream=True), timeout=t(10))
             self.assertEqual(r.status, 200, r)
+
+
+class TestQueueDeadlineOrder(OwnTest):
+    """Each waiting request expires by its own deadline, not behind the queue's head: after a
+    reload shortens queue_timeout_ms, a request queued later (new configuration) times out
+    first, while one queued earlier (old configuration, its longer timeout) waits on."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        cls.backends = {"m": (cls.mock.url, ["mock-model"])}
+        # one worker: both waiters in one worker's queue
+        cls.gw = cls.own_gateway(cls.backends, server={"workers": 1},
+                                 limits={"max_inflight": 1, "queue_timeout_ms": 4000},
+                                 extra=[("admin", {"key": "adm-deadline-0123"})], name="llmgate-qorder")
+
+    def test_later_shorter_deadline_expires_first(self):
+        hold_ms = int(t(7000))
+        a = Raw(HOST, self.gw.port, t(30))  # holds the slot
+        b = Raw(HOST, self.gw.port, t(30))  # queued under queue_timeout_ms = 4000
+        try:
+            a.send_request("POST", CHAT, chat_body("hold", mock={"ttft_ms": hold_ms}))
+            self.mock.wait_stats(lambda s: s["active"] == 1, t(5), "active == 1")
+            tb = time.monotonic()
+            b.send_request("POST", CHAT, chat_body("old deadline"))
+            with open(self.gw.config_path, "w") as f:
+                f.write(render_ini(gateway_sections(
+                    "%s:%d" % (HOST, self.gw.port), self.backends, server={"workers": 1},
+                    limits={"max_inflight": 1, "queue_timeout_ms": 500},
+                    extra=[("admin", {"key": "adm-deadline-0123"})])))
+            r = request(HOST, self.gw.port, "POST", "/admin/reload", body=b"",
+                        headers={"Authorization": "Bearer adm-deadline-0123"}, timeout=t(5))
+            self.assertEqual(r.status, 200, r)
+            tc = time.monotonic()
+            rc = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("new deadline"), timeout=t(10))
+            waited_c = time.monotonic() - tc
+            self.assertErrorEnvelope(rc, 503, "service_unavailable", "queue_timeout", retry_after=True)
+            self.assertGreater(waited_c, 0.4)
+            self.assertLess(waited_c, t(0.5) + 1.5, "the later request waited behind the earlier one")
+            rb = b.read_response()
+            waited_b = time.monotonic() - tb
+            self.assertErrorEnvelope(rb, 503, "service_unavailable", "queue_timeout", retry_after=True)
+            self.assertGreater(waited_b, 3.8, "the earlier request lost its own (longer) deadline")
+            self.assertEqual(a.read_response().status, 200)
+        finally:
+            a.close()
+            b.close()
 
 
 class TestTimeouts(OwnTest):
