@@ -1099,3 +1099,26 @@ size_t config_restart_diff(const struct config *a, const struct config *b, const
     }
     return n;
 }
+
+int config_restart_keep(struct config *dst, const struct config *running)
+{
+    char *listen = strdup(running->listen), *host = strdup(running->listen_host);
+    if (!listen || !host) {
+        free(listen);
+        free(host);
+        return -1;
+    }
+    free(dst->listen);
+    free(dst->listen_host);
+    dst->listen = listen;
+    dst->listen_host = host;
+    dst->listen_port = running->listen_port;
+    dst->threads = running->threads;
+    dst->workers = running->workers;
+    dst->max_connections = running->max_connections;
+    dst->max_connections_per_ip = running->max_connections_per_ip;
+    dst->client_header_timeout_s = running->client_header_timeout_s;
+    dst->client_body_timeout_s = running->client_body_timeout_s;
+    dst->keepalive_timeout_s = running->keepalive_timeout_s;
+    return 0;
+}

@@ -132,6 +132,10 @@ void config_dump(const struct config *cfg, FILE *out);
 size_t config_restart_diff(const struct config *a, const struct config *b, const char **out,
                            size_t max);
 
+/* Gives dst the running process's values of those keys (so that a reloaded configuration
+ * shows what runs). 0, or -1 out of memory. */
+int config_restart_keep(struct config *dst, const struct config *running);
+
 /* Backends serving `model`, in config order: up to `max` pointers into cfg. Returns the count. */
 size_t config_backends_for(const struct config *cfg, const char *model,
                            const struct cfg_backend **out, size_t max);

@@ -1172,8 +1172,18 @@ int server_reload(struct server *s, struct buf *out)
         pthread_mutex_unlock(&s->reload_lock);
         return rc ? 500 : status;
     }
+    /* cur holds what runs of the keys only a start changes (each reload keeps them): the
+     * file's different values are reported, then replaced by the running ones */
     const char *restart[16];
     size_t n_restart = config_restart_diff(cur->cfg, cfg, restart, 16);
+    if (config_restart_keep(cfg, cur->cfg) != 0) {
+        config_free(cfg);
+        atomic_fetch_add(&s->reloads_failed, 1);
+        log_error("reload failed: out of memory; the running configuration stays");
+        snap_put(cur);
+        pthread_mutex_unlock(&s->reload_lock);
+        return 500;
+    }
     size_t n_be = cfg->n_backends, n_keys = cfg->n_keys;
     enum log_level lv = LOG_INFO;
     log_parse_level(cfg->log_level, &lv);

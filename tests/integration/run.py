@@ -43,6 +43,7 @@ MODULES = [
     "test_backpressure",
     "test_limits",
     "test_keylimits",
+    "test_reload",
     "test_disconnect",
     "test_load",
     "test_shutdown",
