@@ -32,6 +32,7 @@ void backends_free(struct backends *reg)
 static void backend__free(struct backend *b)
 {
     pthread_mutex_destroy(&b->plock);
+    free(b->pools);
     free(b->name);
     free(b->url);
     free(b);

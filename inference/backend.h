@@ -18,8 +18,6 @@ struct rpool;
 
 enum backend_health { HEALTH_UNKNOWN = 0, HEALTH_UP, HEALTH_DOWN };
 
-#define BACKEND_MAX_POOLS 8 /* admission pools naming one object at once (live configs) */
-
 struct backend {
     char *name;
     char *url;
@@ -34,8 +32,8 @@ struct backend {
     /* the admission pools (one per live configuration) whose waiters a freed permit on it may
      * serve: a request of an old configuration gives its permit back to the new one's queue */
     pthread_mutex_t plock;
-    struct rpool *pools[BACKEND_MAX_POOLS];
-    unsigned n_pools;
+    struct rpool **pools; /* one per live configuration naming it (grown as needed) */
+    unsigned n_pools, cap_pools;
     atomic_uint n_pools_hint; /* n_pools, for a look without the lock */
     struct backend *next;     /* in the registry */
 };

@@ -111,7 +111,16 @@ static int pool__register(struct router *r, struct rpool *p)
     for (i = 0; i < p->n_be; i++) {
         struct backend *b = p->be[i];
         pthread_mutex_lock(&b->plock);
-        bool room = b->n_pools < BACKEND_MAX_POOLS;
+        bool room = b->n_pools < b->cap_pools;
+        if (!room) { /* streams that outlive many reloads pin as many configurations */
+            unsigned cap = b->cap_pools ? b->cap_pools * 2 : 2;
+            struct rpool **v = realloc(b->pools, cap * sizeof(*v));
+            if (v) {
+                b->pools = v;
+                b->cap_pools = cap;
+                room = true;
+            }
+        }
         if (room) {
             b->pools[b->n_pools++] = p;
             atomic_store(&b->n_pools_hint, b->n_pools);
@@ -120,7 +129,7 @@ static int pool__register(struct router *r, struct rpool *p)
         if (!room)
             break;
     }
-    if (i < p->n_be) { /* more live configurations at once than an object can list */
+    if (i < p->n_be) { /* out of memory */
         while (i-- > 0) {
             struct backend *b = p->be[i];
             pthread_mutex_lock(&b->plock);

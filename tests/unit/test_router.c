@@ -292,6 +292,30 @@ START_TEST(test_reload_carries_backends)
 }
 END_TEST
 
+/* Long streams may pin many configurations at once: each binds its pools on the same objects. */
+START_TEST(test_many_live_configurations)
+{
+    static const char t[] = "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\n";
+    struct config *c[20];
+    c[0] = load(t);
+    struct router *r = tb_router(c[0], on_grant, NULL);
+    for (int i = 1; i < 20; i++) {
+        c[i] = load(t);
+        ck_assert_int_eq(backends_bind(tb_reg, c[i]), 0);
+        ck_assert_int_eq(router_bind(r, c[i]), 0);
+        ck_assert_ptr_eq(c[i]->backends[0].be, c[0]->backends[0].be);
+    }
+    ck_assert_uint_eq(c[0]->backends[0].be->n_pools, 20);
+    for (int i = 1; i < 20; i++) {
+        router_unbind(r, c[i]);
+        backends_unbind(tb_reg, c[i]);
+        config_free(c[i]);
+    }
+    ck_assert_uint_eq(c[0]->backends[0].be->n_pools, 1);
+    tb_free(r, c[0]);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("router");
@@ -303,6 +327,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_pools_apart);
     tcase_add_test(tc, test_gateway_slot_turns);
     tcase_add_test(tc, test_reload_carries_backends);
+    tcase_add_test(tc, test_many_live_configurations);
     suite_add_tcase(s, tc);
     return s;
 }
