@@ -114,7 +114,7 @@ static int pool__register(struct router *r, struct rpool *p)
         bool room = b->n_pools < b->cap_pools;
         if (!room) { /* streams that outlive many reloads pin as many configurations */
             unsigned cap = b->cap_pools ? b->cap_pools * 2 : 2;
-            struct rpool **v = realloc(b->pools, cap * sizeof(*v));
+            struct rpool **v = realloc(b->pools, cap * sizeof(struct rpool *));
             if (v) {
                 b->pools = v;
                 b->cap_pools = cap;
