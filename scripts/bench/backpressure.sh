@@ -7,6 +7,7 @@
 #     trying every 250 ms to show when it really would have got in.
 #   - crowd: every rejected request of the first burst waits its Retry-After and retries once
 #     (all at about the same time, so not all can fit; shown for information).
+#   - split: keys capped (max_concurrency 2) and flood at once: 200 / 429 (own limit) / 503.
 #   - ttft: per-key TTFT under a flood, on a second gateway with two keys (flood, victim; weight
 #     1 each), 2 slots and a queue that holds the flood. The victim sends one stream at a time,
 #     alone, then while the flood keeps F streams open (each re-sent when it ends); TTFT p50 /
@@ -66,6 +67,8 @@ TT_TTFT=50
 TT_ITL=10
 FLOOD_KEY=sk-bench-flood-0123456789
 VICTIM_KEY=sk-bench-victim-0123456789
+CAPPED_KEY=sk-bench-capped-0123456789
+CAPPED_SLOTS=2 # [key.capped] max_concurrency
 ttft_phase() {
     local qcap=$((FLOOD + 24)) mport gport cfg=$WORK/llmgate_ttft.ini turl shape flood_pid i q
     local flood_s=$((TTFT_S + 3))
@@ -94,6 +97,9 @@ service_time_prior_ms = $((TT_TTFT + TT_ITL * (TT_TOKENS + 1)))
 [keys]
 flood = $FLOOD_KEY
 victim = $VICTIM_KEY
+capped = $CAPPED_KEY
+[key.capped]
+max_concurrency = $CAPPED_SLOTS
 [key.flood]
 weight = 1
 [key.victim]
@@ -120,6 +126,18 @@ INI
     # the baseline: the victim alone, one stream at a time
     streams "$VICTIM_KEY" --concurrency 1 --requests "$ALONE_N" --warmup 2 --max-time 60 \
         >"$WORK/ttft_alone.json" 2>>"$WORK/ttftbench.err"
+    # the split: at once, the capped key sends 16 streams (its own limit: 429 max_concurrency
+    # beyond its slots) and the flood key 2 x FLOOD (the queue holds qcap: beyond it, 429 fair
+    # share while another key waits, else 503 queue_full)
+    "$TTFTBENCH" --url "$turl" --key "$CAPPED_KEY" --max-tokens "$TT_TOKENS" --mock "$shape" \
+        --concurrency 16 --requests 16 --timeout 120 --max-time 120 --allow-fail --json \
+        >"$WORK/split_capped.json" 2>>"$WORK/ttftbench.err" &
+    local cap_pid=$!
+    PIDS+=("$cap_pid")
+    "$TTFTBENCH" --url "$turl" --key "$FLOOD_KEY" --max-tokens "$TT_TOKENS" --mock "$shape" \
+        --concurrency $((2 * FLOOD)) --requests $((2 * FLOOD)) --timeout 120 --max-time 120 \
+        --allow-fail --json >"$WORK/split_flood.json" 2>>"$WORK/ttftbench.err"
+    wait "$cap_pid" 2>/dev/null
     # the flood: FLOOD streams open for flood_s seconds, each re-sent when it ends
     streams "$FLOOD_KEY" --concurrency "$FLOOD" --duration "$flood_s" --max-time $((flood_s + 60)) \
         >"$WORK/ttft_flood.json" 2>>"$WORK/ttftbench.err" &
@@ -138,7 +156,9 @@ INI
     wait "$flood_pid" 2>/dev/null
     stop_pid "$gw_pid"
     local f
-    for f in alone victim flood; do
+    for f in alone victim flood split_capped split_flood; do
+        [[ $f == split_* ]] && { [[ $(tail -n 1 "$WORK/$f.json") == "{"* ]] ||
+            die "ttftbench ($f) failed: $(tail -n 3 "$WORK/ttftbench.err")"; continue; }
         [[ $(tail -n 1 "$WORK/ttft_$f.json") == "{"* ]] ||
             die "ttftbench ($f) failed: $(tail -n 3 "$WORK/ttftbench.err")"
     done
@@ -149,6 +169,20 @@ INI
             j["failed"], ms(j["ttft_us"]["p50"], 0), ms(j["ttft_us"]["p95"], 0),
             ms(j["ttft_us"]["max"], 0))' "$3"
     }
+    echo
+    echo "split: at once, key capped (max_concurrency $CAPPED_SLOTS) 16 streams, key flood" \
+        "$((2 * FLOOD)) streams; $TT_SLOTS slots, queue $qcap"
+    printf '%-7s | %5s | %5s | %5s | %s\n' Key 2xx 429 503 "Retry-After on refusals"
+    printf '%-7s | %5s | %5s | %5s | %s\n' ------- ----- ----- ----- -----------------------
+    for f in capped flood; do
+        jf '"%-7s | %5d | %5d | %5d | %d of %d (%s..%s s)" % ("'"$f"'",
+            sum(v for k, v in j["status"].items() if k.startswith("2")), j["status"].get("429", 0),
+            j["status"].get("503", 0), j["retry_after"]["present"], j["retry_after"]["rejected"],
+            j["retry_after"]["min_s"], j["retry_after"]["max_s"])' "$WORK/split_$f.json"
+    done
+    local c429 cra crej
+    read -r c429 cra crej < <(jf '"%d %d %d" % (j["status"].get("429", 0),
+        j["retry_after"]["present"], j["retry_after"]["rejected"])' "$WORK/split_capped.json")
     echo
     echo "ttft under a flood: $TT_SLOTS engine slots (max_inflight $TT_SLOTS), queue $qcap," \
         "keys flood and victim (weight 1 each); streams of $TT_TOKENS tokens (engine TTFT" \
@@ -185,6 +219,10 @@ print('flood: TTFT p50 / service time = %.1f: it waits behind its own ~%d queued
     fi
     if ((v_fail + a_fail > 0)); then
         echo "ttft: $a_fail victim streams alone and $v_fail under the flood failed"
+        prc=1
+    fi
+    if ((c429 < 16 - 2 * CAPPED_SLOTS || cra < crej)); then
+        echo "split: the capped key got $c429 429s (expected >= $((16 - 2 * CAPPED_SLOTS))), Retry-After on $cra of $crej"
         prc=1
     fi
     ((fl_fail > 0)) && echo "ttft: $fl_fail flood streams failed ($(jf 'j["status"]' \
