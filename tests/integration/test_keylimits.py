@@ -312,3 +312,47 @@ class TestCrowdRetry(OwnTest):
         self.assertGreaterEqual(len(refused), self.CROWD - 10)
         self.assertEqual(len(set(told)), len(told), "two refused clients were told the same time")
         self.assertGreaterEqual(share, 0.8)
+
+
+class TestExactCounts(OwnTest):
+    """max_inflight = 4, queue_capacity = 8, 40 slow requests at once: exactly 12 are served
+    (4 running + 8 waiting), 28 refused 503 queue_full, each with Retry-After and
+    retry-after-ms; the engine sees exactly 12; every permit comes back."""
+
+    @classmethod
+    def fixture(cls):
+        # slow enough that all 40 are in before the first ends (a sanitizer build is slower)
+        cls.mock = cls.own_mock("--ttft-ms", int(t(1000)), "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"], 4)},
+                                 limits={"max_inflight": 4, "queue_capacity": 8, "queue_timeout_ms": 60000},
+                                 name="llmgate-exact")
+
+    def test_forty_at_once(self):
+        before = self.mock.stats()["requests"]
+        results = [None] * 40
+        barrier = threading.Barrier(40)
+
+        def client(i):
+            barrier.wait()
+            with Raw(HOST, self.gw.port, t(60)) as c:
+                c.send_request("POST", CHAT, chat_body("exact %d" % i))
+                results[i] = c.read_response()
+
+        ths = [threading.Thread(target=client, args=(i,)) for i in range(40)]
+        for th in ths:
+            th.start()
+        for th in ths:
+            th.join()
+        served = [r for r in results if r.status == 200]
+        refused = [r for r in results if r.status != 200]
+        self.assertEqual(len(served), 12, sorted(r.status for r in results))
+        self.assertEqual(len(refused), 28)
+        for r in refused:
+            self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_full", retry_after=True)
+            ms = int(r.headers["retry-after-ms"])
+            self.assertGreaterEqual(ms, 1)
+            self.assertEqual(int(r.headers["retry-after"]), (ms + 999) // 1000)
+        self.assertEqual(self.mock.stats()["requests"] - before, 12)
+        m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        for g in ("llmgate_inflight", "llmgate_queued"):
+            self.assertRegex(m, r"(?m)^%s 0$" % g)
