@@ -104,6 +104,20 @@ static void pool__free(struct rpool *p)
     free(p);
 }
 
+/* Takes p out of backend b's list of pools. */
+static void pool__unlist(struct backend *b, const struct rpool *p)
+{
+    pthread_mutex_lock(&b->plock);
+    for (unsigned k = 0; k < b->n_pools; k++) {
+        if (b->pools[k] == p) {
+            b->pools[k] = b->pools[--b->n_pools];
+            break;
+        }
+    }
+    atomic_store(&b->n_pools_hint, b->n_pools);
+    pthread_mutex_unlock(&b->plock);
+}
+
 /* Adds p to its backends' lists and to the router's. */
 static int pool__register(struct router *r, struct rpool *p)
 {
@@ -130,15 +144,8 @@ static int pool__register(struct router *r, struct rpool *p)
             break;
     }
     if (i < p->n_be) { /* out of memory */
-        while (i-- > 0) {
-            struct backend *b = p->be[i];
-            pthread_mutex_lock(&b->plock);
-            for (unsigned k = 0; k < b->n_pools; k++)
-                if (b->pools[k] == p)
-                    b->pools[k] = b->pools[--b->n_pools];
-            atomic_store(&b->n_pools_hint, b->n_pools);
-            pthread_mutex_unlock(&b->plock);
-        }
+        while (i-- > 0)
+            pool__unlist(p->be[i], p);
         return -1;
     }
     pthread_mutex_lock(&r->list_lock);
@@ -154,15 +161,8 @@ static int pool__register(struct router *r, struct rpool *p)
 
 static void pool__unregister(struct router *r, struct rpool *p)
 {
-    for (unsigned i = 0; i < p->n_be; i++) {
-        struct backend *b = p->be[i];
-        pthread_mutex_lock(&b->plock);
-        for (unsigned k = 0; k < b->n_pools; k++)
-            if (b->pools[k] == p)
-                b->pools[k] = b->pools[--b->n_pools];
-        atomic_store(&b->n_pools_hint, b->n_pools);
-        pthread_mutex_unlock(&b->plock);
-    }
+    for (unsigned i = 0; i < p->n_be; i++)
+        pool__unlist(p->be[i], p);
     pthread_mutex_lock(&r->list_lock);
     if (p->prev_all)
         p->prev_all->next_all = p->next_all;
