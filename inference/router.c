@@ -107,6 +107,8 @@ static void pool__free(struct rpool *p)
 /* Takes p out of backend b's list of pools. */
 static void pool__unlist(struct backend *b, const struct rpool *p)
 {
+    if (!b)
+        return;
     pthread_mutex_lock(&b->plock);
     for (unsigned k = 0; k < b->n_pools; k++) {
         if (b->pools[k] == p) {
@@ -124,6 +126,8 @@ static int pool__register(struct router *r, struct rpool *p)
     unsigned i;
     for (i = 0; i < p->n_be; i++) {
         struct backend *b = p->be[i];
+        if (!b)
+            break; /* not bound (backends_bind): refused like out of memory */
         pthread_mutex_lock(&b->plock);
         bool room = b->n_pools < b->cap_pools;
         if (!room) { /* streams that outlive many reloads pin as many configurations */
@@ -143,7 +147,7 @@ static int pool__register(struct router *r, struct rpool *p)
         if (!room)
             break;
     }
-    if (i < p->n_be) { /* out of memory */
+    if (i < p->n_be) { /* out of memory, or unbound */
         while (i-- > 0)
             pool__unlist(p->be[i], p);
         return -1;
