@@ -498,34 +498,33 @@ static void http__duration(char *out, size_t cap, uint64_t ms)
                  (unsigned long long)(ms % 60000 / 1000));
 }
 
+/* x-ratelimit-limit-WHAT, -remaining-WHAT, -reset-WHAT. */
+static bool http__ratelimit_trio(struct MHD_Response *r, const char *what, unsigned limit,
+                                 unsigned remaining, uint64_t reset_ms)
+{
+    char name[40], v[32];
+    snprintf(name, sizeof(name), "x-ratelimit-limit-%s", what);
+    snprintf(v, sizeof(v), "%u", limit);
+    if (!http__hdr(r, name, v))
+        return false;
+    snprintf(name, sizeof(name), "x-ratelimit-remaining-%s", what);
+    snprintf(v, sizeof(v), "%u", remaining);
+    if (!http__hdr(r, name, v))
+        return false;
+    snprintf(name, sizeof(name), "x-ratelimit-reset-%s", what);
+    http__duration(v, sizeof(v), reset_ms);
+    return http__hdr(r, name, v);
+}
+
 /* OpenAI's x-ratelimit-{limit,remaining,reset}-{requests,tokens} for a key with rpm / tpm, as
  * its buckets stood when this request was admitted. */
 static bool http__ratelimit_headers(struct MHD_Response *r, const struct lim_state *st)
 {
-    char v[32];
-    if (st->limit_requests) {
-        snprintf(v, sizeof(v), "%u", st->limit_requests);
-        if (!http__hdr(r, "x-ratelimit-limit-requests", v))
-            return false;
-        snprintf(v, sizeof(v), "%u", st->remaining_requests);
-        if (!http__hdr(r, "x-ratelimit-remaining-requests", v))
-            return false;
-        http__duration(v, sizeof(v), st->reset_requests_ms);
-        if (!http__hdr(r, "x-ratelimit-reset-requests", v))
-            return false;
-    }
-    if (st->limit_tokens) {
-        snprintf(v, sizeof(v), "%u", st->limit_tokens);
-        if (!http__hdr(r, "x-ratelimit-limit-tokens", v))
-            return false;
-        snprintf(v, sizeof(v), "%u", st->remaining_tokens);
-        if (!http__hdr(r, "x-ratelimit-remaining-tokens", v))
-            return false;
-        http__duration(v, sizeof(v), st->reset_tokens_ms);
-        if (!http__hdr(r, "x-ratelimit-reset-tokens", v))
-            return false;
-    }
-    return true;
+    return (!st->limit_requests ||
+            http__ratelimit_trio(r, "requests", st->limit_requests, st->remaining_requests,
+                                 st->reset_requests_ms)) &&
+           (!st->limit_tokens || http__ratelimit_trio(r, "tokens", st->limit_tokens,
+                                                      st->remaining_tokens, st->reset_tokens_ms));
 }
 
 /* The worker resumed us: answer with the upstream's status and stream its body, or with the
@@ -1228,9 +1227,9 @@ static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn
     const char *bearer = http__bearer(conn, &klen);
     if (!bearer || !config_admin_ok(cfg, bearer, klen))
         return http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
-    struct buf b;
-    buf_init(&b, HTTP_DOC_MAX);
     if (route == R_ADMIN_RELOAD) {
+        struct buf b;
+        buf_init(&b, HTTP_DOC_MAX);
         int status = server_reload(s, &b);
         if (status == 500) {
             buf_release(&b);
@@ -1245,10 +1244,8 @@ static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    if (!f) {
-        buf_release(&b);
+    if (!f)
         return http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
-    }
     config_dump(cfg, f);
     int bad = ferror(f);
     fclose(f);
@@ -1270,7 +1267,6 @@ static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn
         http__count(s, 200);
     }
     free(text);
-    buf_release(&b);
     return r;
 }
 

@@ -283,7 +283,7 @@ static const struct cfg_backend *pool__pick(const struct job *job)
         struct backend *b = cb->be;
         unsigned in = atomic_load_explicit(&b->inflight, memory_order_relaxed);
         unsigned max = atomic_load_explicit(&b->max, memory_order_relaxed);
-        if (in >= max || cb->pool != job->r_pool)
+        if (in >= max)
             continue;
         int down = atomic_load_explicit(&b->health, memory_order_relaxed) == HEALTH_DOWN;
         uint64_t load = ((uint64_t)in << 20) / max;

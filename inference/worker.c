@@ -926,7 +926,9 @@ static void worker__run_probes(struct worker *w, uint64_t now)
 {
     if (w->id != 0)
         return;
-    if (atomic_exchange(&w->pool->probe_now, false))
+    /* a plain load first: this runs on every turn of worker 0's loop */
+    if (atomic_load_explicit(&w->pool->probe_now, memory_order_relaxed) &&
+        atomic_exchange(&w->pool->probe_now, false))
         w->next_probe_ns = 0;
     if (now < w->next_probe_ns)
         return;
