@@ -6,6 +6,7 @@
 #include "core/errors.h"
 #include "core/esc.h"
 #include "core/log.h"
+#include "http/accept.h"
 #include "http/framing.h"
 #include "http/guard.h"
 #include "http/request.h"
@@ -78,8 +79,9 @@ struct http_derived {
 struct server {
     struct pool *pool;
     struct MHD_Daemon *daemon;
-    struct guard *guard;   /* client deadlines and the connection table */
-    struct limits *limits; /* per-key concurrency, rpm, tpm (the pool's) */
+    struct guard *guard;       /* client deadlines and the connection table */
+    struct acceptor *acceptor; /* owns the listening socket (see http/accept.h) */
+    struct limits *limits;     /* per-key concurrency, rpm, tpm (the pool's) */
     int64_t started_wall;
     atomic_uint_fast64_t status_count[600];
     atomic_size_t body_mem;      /* request body bytes held by jobs; <= max_body_memory */
@@ -1270,6 +1272,15 @@ static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn
     return r;
 }
 
+/* The acceptor's hand-over. libmicrohttpd queues the connection for one of its threads (woken
+ * through its ITC) and closes the socket itself when it cannot take it. */
+static void http__add_connection(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
+{
+    struct server *s = arg;
+    if (MHD_add_connection(s->daemon, fd, sa, len) != MHD_YES)
+        log_debug("a new connection was refused: %s", strerror(errno));
+}
+
 struct server *server_new(const struct config *cfg, struct pool *pool)
 {
     struct server *s = calloc(1, sizeof(*s));
@@ -1290,7 +1301,8 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
         log_error("listen %s: %s", cfg->listen, gai_strerror(gai));
         goto fail;
     }
-    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                     MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     int lfd = http__listen(cfg, ai);
@@ -1320,20 +1332,28 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
         backstop = cfg->keepalive_timeout_s;
     backstop += 5;
     s->daemon = MHD_start_daemon(
-        flags, (uint16_t)cfg->listen_port, NULL, NULL, http__access, s, MHD_OPTION_LISTEN_SOCKET,
-        (MHD_socket)lfd, MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)cfg->threads,
-        MHD_OPTION_CONNECTION_LIMIT, mhd_limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-        (unsigned int)cfg->max_connections_per_ip, MHD_OPTION_CONNECTION_TIMEOUT, backstop,
-        MHD_OPTION_NOTIFY_COMPLETED, http__completed, s, MHD_OPTION_NOTIFY_CONNECTION, http__notify,
-        s, MHD_OPTION_URI_LOG_CALLBACK, http__uri_log, s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log,
-        NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
+        flags, 0, NULL, NULL, http__access, s, MHD_OPTION_THREAD_POOL_SIZE,
+        (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, backstop, MHD_OPTION_NOTIFY_COMPLETED, http__completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, http__notify, s, MHD_OPTION_URI_LOG_CALLBACK, http__uri_log,
+        s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)HTTP_CONN_MEMORY, MHD_OPTION_END);
     if (!s->daemon) {
         close(lfd);
         log_error("cannot start the HTTP server on %s", cfg->listen);
         goto fail;
     }
+    s->acceptor = acceptor_start(lfd, http__add_connection, s);
+    if (!s->acceptor) {
+        close(lfd);
+        log_error("cannot start accepting on %s", cfg->listen);
+        goto fail;
+    }
     return s;
 fail:
+    if (s->daemon)
+        MHD_stop_daemon(s->daemon);
     guard_free(s->guard);
     pthread_mutex_destroy(&s->reload_lock);
     free(s);
@@ -1342,9 +1362,7 @@ fail:
 
 void server_quiesce(struct server *s)
 {
-    MHD_socket fd = MHD_quiesce_daemon(s->daemon);
-    if (fd != MHD_INVALID_SOCKET)
-        close(fd);
+    acceptor_stop(s->acceptor); /* closes the listening socket: new connections are refused */
 }
 
 unsigned server_connections(struct server *s)
@@ -1358,6 +1376,7 @@ void server_free(struct server *s)
 {
     if (!s)
         return;
+    acceptor_free(s->acceptor); /* first: nothing is handed to a stopping daemon */
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
