@@ -32,6 +32,7 @@
 struct guard_conn {
     _Atomic uint64_t word;
     int fd;
+    uint64_t seq; /* accept order; the list is kept in it (under g->mu) */
     struct guard_conn *prev, *next;
 };
 
@@ -92,7 +93,7 @@ static void guard__hold(struct guard_conn *c, enum guard_phase p)
         shutdown(c->fd, SHUT_RD);
 }
 
-static uint64_t guard__now_ms(void)
+uint64_t guard_now_ms(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -230,7 +231,7 @@ static void *guard__run(void *arg)
         pthread_cond_timedwait(&g->cv, &g->mu, &ts);
         if (g->stop)
             break;
-        uint64_t now = guard__now_ms();
+        uint64_t now = guard_now_ms();
         for (struct guard_conn *c = g->head; c; c = c->next)
             guard__check(g, c, now);
     }
@@ -320,7 +321,7 @@ static int guard__rank(uint64_t w, uint64_t now)
 static struct guard_conn *guard__victim(struct guard *g, struct guard_conn *except, uint64_t *seen)
 {
     struct guard_conn *best = NULL;
-    uint64_t best_w = 0, now = guard__now_ms();
+    uint64_t best_w = 0, now = guard_now_ms();
     int best_rank = 3;
     for (struct guard_conn *c = g->head; c; c = c->next) {
         uint64_t w = atomic_load(&c->word);
@@ -334,18 +335,29 @@ static struct guard_conn *guard__victim(struct guard *g, struct guard_conn *exce
     return best;
 }
 
-struct guard_conn *guard_open(struct guard *g, int fd)
+struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uint64_t seq)
 {
     struct guard_conn *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
+    uint64_t now = guard_now_ms();
     c->fd = fd;
-    atomic_init(&c->word, W_MAKE(G_HEADER, 1, guard__now_ms()));
+    c->seq = seq ? seq : UINT64_MAX;
+    atomic_init(&c->word,
+                W_MAKE(G_HEADER, 1, accepted_ms && accepted_ms <= now ? accepted_ms : now));
     pthread_mutex_lock(&g->mu);
-    c->next = g->head;
-    if (g->head)
-        g->head->prev = c;
-    g->head = c;
+    /* newest first: in front of every connection accepted earlier (nearly always the head) */
+    struct guard_conn *after = NULL, *at = g->head;
+    while (at && at->seq > c->seq)
+        after = at, at = at->next;
+    c->prev = after;
+    c->next = at;
+    if (at)
+        at->prev = c;
+    if (after)
+        after->next = c;
+    else
+        g->head = c;
     g->n++;
     /* over the limit: make room (a victim's phase may move under us; then pick again) */
     while (g->n > g->lim.max_conns) {
@@ -392,7 +404,7 @@ bool guard_enter(struct guard_conn *c, enum guard_phase p)
 {
     if (!c)
         return true;
-    uint64_t now = guard__now_ms();
+    uint64_t now = guard_now_ms();
     uint64_t w = atomic_load_explicit(&c->word, memory_order_relaxed);
     do {
         if (W_PHASE(w) == G_CUT)
@@ -406,7 +418,7 @@ void guard_request_line(struct guard_conn *c)
 {
     if (!c)
         return;
-    uint64_t now = guard__now_ms();
+    uint64_t now = guard_now_ms();
     uint64_t w = atomic_load_explicit(&c->word, memory_order_relaxed), nw;
     do {
         if (W_PHASE(w) == G_IDLE)

@@ -57,9 +57,15 @@ struct guard *guard_new(const struct guard_limits *l);
 /* Stops the watchdog and frees the table. Every connection must be closed first. */
 void guard_free(struct guard *g);
 
-/* A new client connection on `fd`, in G_HEADER (fresh). May evict another connection or
- * refuse this one (then already cut: guard_enter returns false). NULL: out of memory. */
-struct guard_conn *guard_open(struct guard *g, int fd);
+/* A new client connection on `fd`, in G_HEADER (fresh), accepted at accepted_ms
+ * (guard_now_ms; 0 = now) as the seq-th connection (increasing from 1; 0 = after all others).
+ * The header deadline runs from accepted_ms, and the table's "oldest" is by accept order even
+ * when connections reach the table through different threads in another order. May evict
+ * another connection or refuse this one (then already cut: guard_enter returns false). NULL:
+ * out of memory. */
+struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uint64_t seq);
+/* The guard's clock (CLOCK_MONOTONIC_COARSE, ms). */
+uint64_t guard_now_ms(void);
 /* The connection's end: out of the table. Before the descriptor is closed. */
 void guard_close(struct guard *g, struct guard_conn *c);
 

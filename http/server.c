@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -81,7 +82,14 @@ struct server {
     struct MHD_Daemon *daemon;
     struct guard *guard;       /* client deadlines and the connection table */
     struct acceptor *acceptor; /* owns the listening socket (see http/accept.h) */
-    struct limits *limits;     /* per-key concurrency, rpm, tpm (the pool's) */
+    /* When and in which order each descriptor was accepted, for the guard: written by the
+     * acceptor before MHD_add_connection, read when libmicrohttpd's thread registers it. */
+    struct accept_stamp {
+        atomic_uint_fast64_t ms, seq;
+    } * stamps;
+    size_t n_stamps;
+    uint64_t accept_seq;   /* the acceptor's own */
+    struct limits *limits; /* per-key concurrency, rpm, tpm (the pool's) */
     int64_t started_wall;
     atomic_uint_fast64_t status_count[600];
     atomic_size_t body_mem;      /* request body bytes held by jobs; <= max_body_memory */
@@ -630,7 +638,13 @@ static void http__notify(void *cls, struct MHD_Connection *conn, void **socket_c
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (!ci)
             return;
-        *socket_context = guard_open(s->guard, ci->connect_fd);
+        uint64_t at = 0, seq = 0;
+        size_t fd = (size_t)ci->connect_fd;
+        if (fd < s->n_stamps) {
+            at = atomic_load_explicit(&s->stamps[fd].ms, memory_order_relaxed);
+            seq = atomic_load_explicit(&s->stamps[fd].seq, memory_order_relaxed);
+        }
+        *socket_context = guard_open(s->guard, ci->connect_fd, at, seq);
         if (!*socket_context)
             shutdown(ci->connect_fd, SHUT_RDWR);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -1277,6 +1291,11 @@ static enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn
 static void http__add_connection(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
     struct server *s = arg;
+    if ((size_t)fd < s->n_stamps) {
+        /* ordered before the reader by libmicrohttpd's new-connection mutex */
+        atomic_store_explicit(&s->stamps[fd].ms, guard_now_ms(), memory_order_relaxed);
+        atomic_store_explicit(&s->stamps[fd].seq, ++s->accept_seq, memory_order_relaxed);
+    }
     if (MHD_add_connection(s->daemon, fd, sa, len) != MHD_YES)
         log_debug("a new connection was refused: %s", strerror(errno));
 }
@@ -1316,7 +1335,14 @@ struct server *server_new(const struct config *cfg, struct pool *pool)
                               .count_status = http__count_status,
                               .count_arg = s};
     s->guard = guard_new(&gl);
-    if (!s->guard) {
+    struct rlimit rl;
+    s->n_stamps = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+                      ? (size_t)rl.rlim_cur
+                      : 65536;
+    if (s->n_stamps > (1u << 22))
+        s->n_stamps = 1u << 22; /* a descriptor above it is stamped when registered */
+    s->stamps = calloc(s->n_stamps, sizeof(*s->stamps));
+    if (!s->guard || !s->stamps) {
         close(lfd);
         goto fail;
     }
@@ -1355,6 +1381,7 @@ fail:
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard);
+    free(s->stamps);
     pthread_mutex_destroy(&s->reload_lock);
     free(s);
     return NULL;
@@ -1380,6 +1407,7 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
+    free(s->stamps);
     pthread_mutex_destroy(&s->reload_lock);
     free(s);
 }

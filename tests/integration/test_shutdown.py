@@ -77,6 +77,44 @@ class TestShutdown(OwnTest):
             for c in clients:
                 c.close()
 
+    def test_drain_closes_the_port_at_once(self):
+        """From SIGTERM on, a new connection is refused by the kernel (the listening socket is
+        closed, not left accepting) while a request on an open keep-alive connection gets 503
+        draining, and a stream in progress still completes."""
+        g = self.start("llmgate-term-port")
+        self.mock.reset()
+        idle = Raw(HOST, g.port, t(10))
+        stream = Raw(HOST, g.port, t(10))
+        try:
+            idle.send_request("GET", "/healthz")
+            self.assertEqual(idle.read_response(method="GET").status, 200)
+            stream.send_request("POST", "/v1/chat/completions",
+                                chat_body("s", stream=True, mock={"ttft_ms": 0, "itl_ms": 100, "tokens": 15}))
+            r = stream.read_head()
+            self.assertSSEHeaders(r)
+            it = stream.iter_body(r)
+            next(it)
+            g.proc.signal(signal.SIGTERM)
+            refused = False
+            for _ in range(40):  # the main thread takes the signal within its 2 s tick at worst
+                try:
+                    socket.create_connection((HOST, g.port), timeout=2).close()
+                except ConnectionRefusedError:
+                    refused = True
+                    break
+                time.sleep(0.05)
+            self.assertTrue(refused, "new connections still accepted during the drain")
+            idle.send_request("POST", "/v1/chat/completions", chat_body("late"))
+            self.assertErrorEnvelope(idle.read_response(tolerate_reset=True), 503, "service_unavailable",
+                                     "draining", retry_after=True)
+            body = b"".join(p for _, p in it)
+            self.assertIn(b"data: [DONE]", body, "the stream in progress did not complete")
+            self.assertEqual(g.proc.wait_exit(t(10)), 0)
+            self.assertEqual(g.proc.sanitizer_hits(), [])
+        finally:
+            idle.close()
+            stream.close()
+
 
 class TestOperatorSignals(OwnTest):
     """HUP, USR1, USR2 (systemctl reload, logrotate) and PIPE never kill the gateway or cut a

@@ -91,12 +91,13 @@ START_TEST(test_eviction_order)
     ck_assert_ptr_nonnull(g);
     int ca, cb, cc, cd, ce;
     int sa = tcp_pair(&ca), sb = tcp_pair(&cb), sc = tcp_pair(&cc);
-    struct guard_conn *a = guard_open(g, sa), *b = guard_open(g, sb), *c = guard_open(g, sc);
+    struct guard_conn *a = guard_open(g, sa, 0, 0), *b = guard_open(g, sb, 0, 0),
+                      *c = guard_open(g, sc, 0, 0);
     ck_assert(guard_enter(b, G_IDLE));
     ck_assert(guard_enter(c, G_BUSY));
     /* full: the idle keep-alive connection goes first, without a reply */
     int sd = tcp_pair(&cd);
-    struct guard_conn *d = guard_open(g, sd);
+    struct guard_conn *d = guard_open(g, sd, 0, 0);
     ck_assert_int_eq(guard_phase_of(b), G_CUT);
     ck_assert(!guard_enter(b, G_BUSY));
     ck_assert(!guard_touch(b));
@@ -107,7 +108,7 @@ START_TEST(test_eviction_order)
     close(sb);
     /* next: the oldest of the headers (a, which sent nothing: closed without a reply) */
     int se = tcp_pair(&ce);
-    struct guard_conn *e = guard_open(g, se);
+    struct guard_conn *e = guard_open(g, se, 0, 0);
     ck_assert_int_eq(guard_phase_of(a), G_CUT);
     ck_assert_int_eq(guard_phase_of(d), G_HEADER);
     ck_assert_uint_eq(read_all(ca, buf, sizeof(buf)), 0);
@@ -119,7 +120,7 @@ START_TEST(test_eviction_order)
     ck_assert(guard_enter(e, G_IDLE));
     int sf, cf;
     sf = tcp_pair(&cf);
-    struct guard_conn *f = guard_open(g, sf);
+    struct guard_conn *f = guard_open(g, sf, 0, 0);
     ck_assert_int_eq(guard_phase_of(d), G_CUT);
     ck_assert_int_eq(guard_phase_of(e), G_IDLE);
     read_all(cd, buf, sizeof(buf));
@@ -134,7 +135,7 @@ START_TEST(test_eviction_order)
     ck_assert(guard_enter(f, G_BODY));
     int sh, ch;
     sh = tcp_pair(&ch);
-    struct guard_conn *h = guard_open(g, sh);
+    struct guard_conn *h = guard_open(g, sh, 0, 0);
     ck_assert_int_eq(guard_phase_of(h), G_CUT);
     ck_assert(!guard_enter(h, G_HEADER));
     read_all(ch, buf, sizeof(buf));
@@ -156,6 +157,64 @@ START_TEST(test_eviction_order)
 }
 END_TEST
 
+/* Connections reach the table through different threads, not always in the order they were
+ * accepted: the oldest is by accept order (seq), and the header deadline runs from accept. */
+START_TEST(test_accept_order)
+{
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 3,
+                             .count_status = count};
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int c1, c2, c3, c4, c5;
+    int s1 = tcp_pair(&c1), s2 = tcp_pair(&c2), s3 = tcp_pair(&c3);
+    uint64_t at = guard_now_ms();
+    /* registered in the order 3, 1, 2 with one stamp: 1 was accepted first */
+    struct guard_conn *k3 = guard_open(g, s3, at, 3);
+    struct guard_conn *k1 = guard_open(g, s1, at, 1);
+    struct guard_conn *k2 = guard_open(g, s2, at, 2);
+    int s4 = tcp_pair(&c4);
+    struct guard_conn *k4 = guard_open(g, s4, at, 4);
+    ck_assert_int_eq(guard_phase_of(k1), G_CUT);
+    ck_assert_int_eq(guard_phase_of(k2), G_HEADER);
+    ck_assert_int_eq(guard_phase_of(k3), G_HEADER);
+    guard_close(g, k1);
+    close(s1);
+    int s5 = tcp_pair(&c5);
+    struct guard_conn *k5 = guard_open(g, s5, at, 5);
+    ck_assert_int_eq(guard_phase_of(k2), G_CUT);
+    ck_assert_int_eq(guard_phase_of(k3), G_HEADER);
+    ck_assert_int_eq(guard_phase_of(k4), G_HEADER);
+    ck_assert_int_eq(guard_phase_of(k5), G_HEADER);
+    guard_close(g, k2);
+    close(s2);
+    guard_free(g); /* frees k3, k4, k5 too */
+
+    /* the header deadline counts from accept, not from registration */
+    struct guard_limits s = {.header_ms = 500,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 8,
+                             .count_status = count};
+    struct guard *h = guard_new(&s);
+    ck_assert_ptr_nonnull(h);
+    int c6, s6 = tcp_pair(&c6);
+    ck_assert_int_eq(send(c6, "GET /", 5, 0), 5);
+    sleep_ms(50);
+    struct guard_conn *k6 = guard_open(h, s6, guard_now_ms() - 450, 1);
+    guard_request_line(k6);
+    sleep_ms(350); /* 800 ms after "accept", 350 after registration */
+    ck_assert_int_eq(guard_phase_of(k6), G_CUT);
+    guard_close(h, k6);
+    guard_free(h);
+    int fds[] = {s3, s4, s5, s6, c1, c2, c3, c4, c5, c6};
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+}
+END_TEST
+
 /* Short deadlines: the watchdog acts. */
 START_TEST(test_deadlines)
 {
@@ -168,7 +227,7 @@ START_TEST(test_deadlines)
 
     /* headers trickling past the deadline: 408 */
     int s1 = tcp_pair(&c1);
-    struct guard_conn *h = guard_open(g, s1);
+    struct guard_conn *h = guard_open(g, s1, 0, 0);
     ck_assert_int_eq(send(c1, "G", 1, 0), 1);
     guard_request_line(h);
     sleep_ms(100);
@@ -179,7 +238,7 @@ START_TEST(test_deadlines)
 
     /* a body that keeps coming is never cut, however long it takes in all */
     int s2 = tcp_pair(&c2);
-    struct guard_conn *b = guard_open(g, s2);
+    struct guard_conn *b = guard_open(g, s2, 0, 0);
     ck_assert(guard_enter(b, G_BODY));
     for (int i = 0; i < 10; i++) {
         sleep_ms(60);
@@ -193,7 +252,7 @@ START_TEST(test_deadlines)
 
     /* an idle keep-alive connection: closed without a reply */
     int s3 = tcp_pair(&c3);
-    struct guard_conn *k = guard_open(g, s3);
+    struct guard_conn *k = guard_open(g, s3, 0, 0);
     ck_assert(guard_enter(k, G_IDLE));
     ck_assert_uint_eq(read_all(c3, buf, sizeof(buf)), 0);
     ck_assert_int_eq(guard_phase_of(k), G_CUT);
@@ -201,7 +260,7 @@ START_TEST(test_deadlines)
     /* a keep-alive connection whose next request line is still arriving at the keep-alive
      * deadline gets the header deadline on top, then 408 */
     int s4 = tcp_pair(&c4);
-    struct guard_conn *p = guard_open(g, s4);
+    struct guard_conn *p = guard_open(g, s4, 0, 0);
     ck_assert(guard_enter(p, G_IDLE));
     sleep_ms(100);
     ck_assert_int_eq(send(c4, "POS", 3, 0), 3);
@@ -212,14 +271,14 @@ START_TEST(test_deadlines)
 
     /* a fresh connection that never sent a byte: closed without a reply */
     int s5 = tcp_pair(&c5);
-    struct guard_conn *q = guard_open(g, s5);
+    struct guard_conn *q = guard_open(g, s5, 0, 0);
     ck_assert_uint_eq(read_all(c5, buf, sizeof(buf)), 0);
     ck_assert_int_eq(guard_phase_of(q), G_CUT);
 
     /* busy connections have no client deadline */
     int s6, c6;
     s6 = tcp_pair(&c6);
-    struct guard_conn *r = guard_open(g, s6);
+    struct guard_conn *r = guard_open(g, s6, 0, 0);
     ck_assert(guard_enter(r, G_BUSY));
     sleep_ms(400);
     ck_assert_int_eq(guard_phase_of(r), G_BUSY);
@@ -246,6 +305,7 @@ Suite *make_suite(void)
     tcase_set_timeout(tc, 30);
     tcase_add_test(tc, test_due);
     tcase_add_test(tc, test_eviction_order);
+    tcase_add_test(tc, test_accept_order);
     tcase_add_test(tc, test_deadlines);
     suite_add_tcase(s, tc);
     return s;
