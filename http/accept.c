@@ -5,6 +5,7 @@
 #include "core/log.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -15,12 +16,12 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
-#define ACCEPT_BATCH 64     /* connections taken per wake-up before polling again */
 #define ACCEPT_PAUSE_MS 100 /* out of descriptors or memory: leave them in the backlog a while */
 
 struct acceptor {
     int lfd;
-    int stop_fd; /* eventfd: written once by acceptor_stop */
+    int stop_fd; /* eventfd: written once by acceptor_stop (ends a pause) */
+    atomic_bool stop;
     acceptor_add_fn add;
     void *arg;
     pthread_t thread;
@@ -29,16 +30,16 @@ struct acceptor {
     uint64_t warned_ns; /* last pause logged (the thread's own) */
 };
 
-/* What an accept() failure means: 0 try the next one, 1 the backlog is empty, 2 pause. */
-static int acceptor__classify(int e)
+/* Whether an accept() failure must pause accepting: out of descriptors or memory (EMFILE,
+ * ENFILE, ENOBUFS, ENOMEM) and anything unexpected, so as not to spin. A peer gone before its
+ * accept, or a network error that accept(2) passes on, is not: the next one may be fine. */
+static bool acceptor__must_pause(int e)
 {
     switch (e) {
     case EAGAIN:
 #if EWOULDBLOCK != EAGAIN
     case EWOULDBLOCK:
 #endif
-        return 1;
-    /* the peer is gone, or a network error that accept(2) passes on: the next one may be fine */
     case EINTR:
     case ECONNABORTED:
     case EPROTO:
@@ -50,16 +51,21 @@ static int acceptor__classify(int e)
     case EOPNOTSUPP:
     case ENETUNREACH:
     case EPERM: /* a firewall rule */
-        return 0;
-    default: /* EMFILE, ENFILE, ENOBUFS, ENOMEM, and anything unexpected: do not spin */
-        return 2;
+        return false;
+    default:
+        return true;
     }
 }
 
-/* Accepts what is waiting. false when accepting must pause. */
-static bool acceptor__drain_backlog(struct acceptor *a)
+static void *acceptor__main(void *arg)
 {
-    for (int i = 0; i < ACCEPT_BATCH; i++) {
+    struct acceptor *a = arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
+    /* A blocking accept4: one system call per connection, none while idle. acceptor_stop
+     * wakes it with shutdown(2), after which accept4 fails (EINVAL). */
+    while (!atomic_load_explicit(&a->stop, memory_order_acquire)) {
         struct sockaddr_storage ss;
         socklen_t len = sizeof(ss);
         int fd = accept4(a->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
@@ -69,46 +75,19 @@ static bool acceptor__drain_backlog(struct acceptor *a)
             continue;
         }
         int e = errno;
-        int what = acceptor__classify(e);
-        if (what == 1)
-            return true;
-        if (what == 2) {
-            atomic_fetch_add_explicit(&a->pauses, 1, memory_order_relaxed);
-            uint64_t now = clock_now_ns();
-            if (a->warned_ns == 0 || now - a->warned_ns >= NS_PER_S) {
-                log_warn("accept: %s; not accepting for %d ms", strerror(e), ACCEPT_PAUSE_MS);
-                a->warned_ns = now;
-            }
-            return false;
-        }
-    }
-    return true;
-}
-
-static void *acceptor__main(void *arg)
-{
-    struct acceptor *a = arg;
-    sigset_t all;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, NULL); /* signals are the main thread's */
-    bool paused = false;
-    for (;;) {
-        struct pollfd p[2] = {{.fd = a->stop_fd, .events = POLLIN},
-                              {.fd = a->lfd, .events = POLLIN}};
-        int n = poll(p, paused ? 1 : 2, paused ? ACCEPT_PAUSE_MS : -1);
-        if (n < 0 && errno != EINTR) {
-            log_error("accept: poll: %s", strerror(errno));
-            paused = true;
-            continue;
-        }
-        if (p[0].revents)
+        if (atomic_load_explicit(&a->stop, memory_order_acquire))
             break;
-        if (paused) {
-            paused = false; /* the pause is over (or a spurious wake-up: poll again) */
+        if (!acceptor__must_pause(e))
             continue;
+        atomic_fetch_add_explicit(&a->pauses, 1, memory_order_relaxed);
+        uint64_t now = clock_now_ns();
+        if (a->warned_ns == 0 || now - a->warned_ns >= NS_PER_S) {
+            log_warn("accept: %s; not accepting for %d ms", strerror(e), ACCEPT_PAUSE_MS);
+            a->warned_ns = now;
         }
-        if (n > 0 && p[1].revents)
-            paused = !acceptor__drain_backlog(a);
+        /* the connections wait in the kernel's backlog; acceptor_stop ends the pause */
+        struct pollfd p = {.fd = a->stop_fd, .events = POLLIN};
+        (void)poll(&p, 1, ACCEPT_PAUSE_MS);
     }
     return NULL;
 }
@@ -118,6 +97,11 @@ struct acceptor *acceptor_start(int lfd, acceptor_add_fn add, void *arg)
     struct acceptor *a = calloc(1, sizeof(*a));
     if (!a)
         return NULL;
+    int fl = fcntl(lfd, F_GETFL);
+    if (fl < 0 || fcntl(lfd, F_SETFL, fl & ~O_NONBLOCK) != 0) { /* accept4 blocks */
+        free(a);
+        return NULL;
+    }
     a->lfd = lfd;
     a->add = add;
     a->arg = arg;
@@ -142,9 +126,13 @@ void acceptor_stop(struct acceptor *a)
 {
     if (!a || !a->running)
         return;
+    atomic_store_explicit(&a->stop, true, memory_order_release);
     uint64_t one = 1;
     while (write(a->stop_fd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
+    /* takes the socket out of listening at once (a new connection is refused, the backlog is
+     * reset) and wakes a blocked accept4 */
+    shutdown(a->lfd, SHUT_RDWR);
     pthread_join(a->thread, NULL);
     a->running = false;
     close(a->lfd); /* the kernel refuses new connections from here on */

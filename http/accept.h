@@ -6,7 +6,7 @@
  * with epoll removes the listening socket from each worker's epoll set while that worker may be
  * removing it itself, and aborts the process when it loses the race ("Failed to remove listen FD
  * from epoll set", daemon.c:5531): a graceful drain that sometimes crashes. Owning the socket
- * makes "stop accepting" a close() that races with nothing. */
+ * makes "stop accepting" a shutdown() and close() that race with nothing. */
 #ifndef LLMGATE_HTTP_ACCEPT_H
 #define LLMGATE_HTTP_ACCEPT_H
 
@@ -22,7 +22,9 @@ typedef void (*acceptor_add_fn)(void *arg, int fd, const struct sockaddr *sa, so
  * then still the caller's). */
 struct acceptor *acceptor_start(int lfd, acceptor_add_fn add, void *arg);
 
-/* Stops accepting: wakes the thread, joins it, closes the listening socket. Idempotent. */
+/* Stops accepting: shutdown(2) of the listening socket (connection attempts are refused from
+ * then on; the thread's blocked accept4 returns), joins the thread, closes the socket.
+ * Idempotent. */
 void acceptor_stop(struct acceptor *a);
 
 /* Connections handed over, and accept() failures that paused accepting (EMFILE and the like). */

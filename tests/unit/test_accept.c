@@ -6,6 +6,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <netinet/in.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -16,13 +17,19 @@
 
 static atomic_int handed;
 static atomic_int last_port; /* the peer's port, as the acceptor saw it */
+static int kept[16];         /* with keep: the connections taken stay open, as a server's do */
+static bool keep;
 
 static void take(void *arg, int fd, const struct sockaddr *sa, socklen_t len)
 {
     (void)arg;
     if (len >= (socklen_t)sizeof(struct sockaddr_in) && sa->sa_family == AF_INET)
         atomic_store(&last_port, ntohs(((const struct sockaddr_in *)sa)->sin_port));
-    close(fd);
+    int n = atomic_load(&handed);
+    if (keep && n < 16)
+        kept[n] = fd;
+    else
+        close(fd);
     atomic_fetch_add(&handed, 1);
 }
 
@@ -109,6 +116,7 @@ END_TEST
 START_TEST(test_out_of_descriptors_pauses)
 {
     atomic_store(&handed, 0);
+    keep = true;
     struct sockaddr_in a;
     int lfd = listener(&a);
     struct acceptor *acc = acceptor_start(lfd, take, NULL);
@@ -118,29 +126,41 @@ START_TEST(test_out_of_descriptors_pauses)
     ck_assert_int_ge(c1, 0);
     wait_handed(1);
     ck_assert_int_eq(atomic_load(&handed), 1);
+    sleep_ms(50); /* the acceptor is blocked in accept4 again, a descriptor reserved */
 
-    /* no descriptor left for accept(): the client connects (the kernel's backlog) but waits */
+    /* c2 takes the lowest free descriptor and the limit allows none above it: the acceptor's
+     * reserved one takes c2, then accept4 has no descriptor for the next (EMFILE) */
     struct rlimit old, low;
     ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &old), 0);
-    /* the lowest free descriptor: every one below it is in use, so accept() would need one above */
     int c2 = socket(AF_INET, SOCK_STREAM, 0);
     ck_assert_int_ge(c2, 0);
     low = old;
     low.rlim_cur = (rlim_t)c2 + 1;
     ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
     ck_assert_int_eq(connect(c2, (const struct sockaddr *)&a, sizeof(a)), 0);
-    sleep_ms(550);
-    ck_assert_int_eq(atomic_load(&handed), 1);
-    uint64_t pauses = acceptor_pauses(acc);
-    ck_assert_uint_ge(pauses, 1);
-    ck_assert_uint_le(pauses, 10); /* ~one per 100 ms, not a spin */
-
-    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
     wait_handed(2);
     ck_assert_int_eq(atomic_load(&handed), 2);
+    /* a third client waits in the kernel's backlog while the acceptor pauses, not spins */
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    int c3 = socket(AF_INET, SOCK_STREAM, 0);
+    ck_assert_int_ge(c3, 0);
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &low), 0);
+    ck_assert_int_eq(connect(c3, (const struct sockaddr *)&a, sizeof(a)), 0);
+    sleep_ms(550);
+    ck_assert_int_eq(atomic_load(&handed), 2);
+    uint64_t pauses = acceptor_pauses(acc);
+    ck_assert_uint_ge(pauses, 1);
+    ck_assert_uint_le(pauses, 10); /* ~one per 100 ms */
+
+    ck_assert_int_eq(setrlimit(RLIMIT_NOFILE, &old), 0);
+    wait_handed(3); /* accepting resumes by itself */
+    ck_assert_int_eq(atomic_load(&handed), 3);
+    acceptor_free(acc);
+    for (int i = 0; i < 3; i++)
+        close(kept[i]);
     close(c1);
     close(c2);
-    acceptor_free(acc);
+    close(c3);
 }
 END_TEST
 
