@@ -135,7 +135,7 @@ void acceptor_stop(struct acceptor *a)
     shutdown(a->lfd, SHUT_RDWR);
     pthread_join(a->thread, NULL);
     a->running = false;
-    close(a->lfd); /* the kernel refuses new connections from here on */
+    close(a->lfd);
     a->lfd = -1;
 }
 
