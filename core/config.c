@@ -1,7 +1,9 @@
 /* config.c — see config.h. */
 #include "core/config.h"
 
+#include "core/clock.h"
 #include "core/log.h"
+#include "core/siphash.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -10,6 +12,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 enum cfg_type {
@@ -689,6 +692,92 @@ static void cfg__env(struct config *cfg, struct config_errors *errs)
         cfg__env_dynamic(cfg, errs, &cfg->keys[k], "key", cfg->keys[k].name, key_rows, N_KEY_ROWS);
 }
 
+static uint64_t cfg__le64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* A table for n entries: a power of two at least 2n (so a probe ends at an empty slot soon). */
+static uint32_t *cfg__table(size_t n, size_t *mask)
+{
+    size_t cap = 8;
+    while (cap < 2 * n)
+        cap *= 2;
+    *mask = cap - 1;
+    return calloc(cap, sizeof(uint32_t));
+}
+
+/* Builds the keys' index and finds the keys that share a value, in linear time: two equal plain
+ * values, two equal digests, or a plain value whose SHA-256 is another key's key_sha256. */
+static void cfg__index_keys(struct config *cfg, struct config_errors *errs)
+{
+    size_t n_plain = 0, n_sha = 0;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        if (cfg->keys[i].key)
+            n_plain++;
+        else if (cfg->keys[i].has_sha256)
+            n_sha++;
+    }
+    if (n_plain + n_sha == 0)
+        return;
+    if (cfg->n_keys > UINT32_MAX / 4) {
+        cfg__err(errs, "%s: too many keys (%zu)", cfg->path, cfg->n_keys);
+        return;
+    }
+    if (getrandom(cfg->key_sip, sizeof(cfg->key_sip), 0) != (ssize_t)sizeof(cfg->key_sip)) {
+        /* no entropy yet (early boot): the index still works, its layout is just guessable */
+        cfg->key_sip[0] = clock_now_ns() ^ (uint64_t)(uintptr_t)cfg;
+        cfg->key_sip[1] = (uint64_t)getpid() * 0x9e3779b97f4a7c15ull;
+    }
+    if ((n_plain && !(cfg->key_slots = cfg__table(n_plain, &cfg->key_mask))) ||
+        (n_sha && !(cfg->sha_slots = cfg__table(n_sha, &cfg->sha_mask)))) {
+        cfg__err(errs, "%s: out of memory (the keys' index)", cfg->path);
+        return;
+    }
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        struct cfg_key *k = &cfg->keys[i];
+        uint32_t *slots = k->key ? cfg->key_slots : cfg->sha_slots;
+        size_t mask = k->key ? cfg->key_mask : cfg->sha_mask;
+        uint64_t h;
+        if (k->key)
+            h = k->hash = siphash24(cfg->key_sip, k->key, k->key_len);
+        else if (k->has_sha256)
+            h = cfg__le64(k->sha256);
+        else
+            continue;
+        size_t at = h & mask;
+        for (; slots[at]; at = (at + 1) & mask) {
+            const struct cfg_key *o = &cfg->keys[slots[at] - 1];
+            bool same = k->key ? o->hash == h && o->key_len == k->key_len &&
+                                     !memcmp(o->key, k->key, k->key_len)
+                               : !memcmp(o->sha256, k->sha256, sizeof(k->sha256));
+            if (same)
+                cfg__err(errs, "%s:%d: keys '%s' and '%s' have the same value", cfg->path, k->line,
+                         o->name, k->name);
+        }
+        slots[at] = (uint32_t)(i + 1);
+    }
+    if (!n_sha || !n_plain)
+        return;
+    for (size_t i = 0; i < cfg->n_keys; i++) {
+        const struct cfg_key *k = &cfg->keys[i];
+        if (!k->key)
+            continue;
+        unsigned char d[SHA256_DIGEST_LENGTH];
+        SHA256((const unsigned char *)k->key, k->key_len, d);
+        for (size_t at = cfg__le64(d) & cfg->sha_mask; cfg->sha_slots[at];
+             at = (at + 1) & cfg->sha_mask) {
+            const struct cfg_key *o = &cfg->keys[cfg->sha_slots[at] - 1];
+            if (!memcmp(o->sha256, d, sizeof(d)))
+                cfg__err(errs, "%s:%d: keys '%s' and '%s' have the same value", cfg->path, o->line,
+                         k->name, o->name);
+        }
+    }
+}
+
 static void cfg__validate(struct config *cfg, struct config_errors *errs)
 {
     if (cfg->n_backends == 0)
@@ -708,13 +797,8 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
                      "%s:%d: key '%s' has neither a value ([keys] %s = ..., or key =) nor "
                      "key_sha256",
                      cfg->path, k->line, k->name, k->name);
-        if (k->key) {
+        if (k->key)
             k->key_len = strlen(k->key);
-            for (size_t j = 0; j < i; j++)
-                if (cfg->keys[j].key && !strcmp(cfg->keys[j].key, k->key))
-                    cfg__err(errs, "%s:%d: keys '%s' and '%s' have the same value", cfg->path,
-                             k->line, cfg->keys[j].name, k->name);
-        }
         if (k->max_concurrency == CFG_UNSET)
             k->max_concurrency = cfg->key_max_concurrency;
         if (k->rpm == CFG_UNSET)
@@ -730,6 +814,7 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
                  (unsigned long long)cfg->max_body_bytes);
     if (cfg->auth && cfg->n_keys == 0)
         cfg__err(errs, "%s: [keys] is present but empty: no client could authenticate", cfg->path);
+    cfg__index_keys(cfg, errs);
     if (cfg->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (unsigned)n : 1;
@@ -812,6 +897,8 @@ void config_free(struct config *cfg)
         cfg__rows_free(&cfg->keys[i], key_rows, N_KEY_ROWS);
     }
     free(cfg->keys);
+    free(cfg->key_slots);
+    free(cfg->sha_slots);
     for (size_t i = 0; i < cfg->n_backends; i++) {
         free(cfg->backends[i].name);
         cfg__rows_free(&cfg->backends[i], backend_rows, N_BACKEND_ROWS);
@@ -1012,29 +1099,33 @@ static int cfg__ct_equal(const char *a, size_t alen, const char *b, size_t blen)
     return diff == 0;
 }
 
+/* One lookup in the index, whatever the number of keys. What its timing depends on is the
+ * presented value's siphash under a random key (or its SHA-256): which slots it probes says
+ * nothing an outsider can use about the values held, and the value itself is compared in
+ * constant time. A plain value is looked up first; SHA-256 (~5,800 instructions) is computed
+ * only when key_sha256 keys exist and no plain one matched. */
 const struct cfg_key *config_key_find(const struct config *cfg, const char *key, size_t len)
 {
-    const struct cfg_key *found = NULL;
-    unsigned char h[SHA256_DIGEST_LENGTH];
-    bool hashed = false;
-    for (size_t i = 0; i < cfg->n_keys; i++) {
-        /* no early exit: every key is compared */
-        const struct cfg_key *k = &cfg->keys[i];
-        bool eq;
-        if (k->key) {
-            eq = cfg__ct_equal(key, len, k->key, k->key_len);
-        } else {
-            if (!hashed) {
-                SHA256((const unsigned char *)key, len, h);
-                hashed = true;
-            }
-            eq = cfg__ct_equal((const char *)h, sizeof(h), (const char *)k->sha256,
-                               sizeof(k->sha256));
+    if (cfg->key_slots) {
+        uint64_t h = siphash24(cfg->key_sip, key, len);
+        for (size_t at = h & cfg->key_mask; cfg->key_slots[at]; at = (at + 1) & cfg->key_mask) {
+            const struct cfg_key *k = &cfg->keys[cfg->key_slots[at] - 1];
+            if (k->hash == h && cfg__ct_equal(key, len, k->key, k->key_len))
+                return k;
         }
-        if (eq)
-            found = k;
     }
-    return found;
+    if (cfg->sha_slots) {
+        unsigned char d[SHA256_DIGEST_LENGTH];
+        SHA256((const unsigned char *)key, len, d);
+        for (size_t at = cfg__le64(d) & cfg->sha_mask; cfg->sha_slots[at];
+             at = (at + 1) & cfg->sha_mask) {
+            const struct cfg_key *k = &cfg->keys[cfg->sha_slots[at] - 1];
+            if (cfg__ct_equal((const char *)d, sizeof(d), (const char *)k->sha256,
+                              sizeof(k->sha256)))
+                return k;
+        }
+    }
+    return NULL;
 }
 
 bool config_admin_ok(const struct config *cfg, const char *key, size_t len)

@@ -57,6 +57,7 @@ struct cfg_key {
     unsigned priority;        /* enum cfg_priority: the highest this key may ask for */
     struct cfg_list models;   /* allowed model ids; n == 0: all */
     int line;                 /* first line that named it, for messages */
+    uint64_t hash;            /* siphash24 of the value under the config's key_sip (key != NULL) */
     struct key_state *st;     /* bound before publication (inference/limits.c) */
 };
 
@@ -100,6 +101,12 @@ struct config {
     bool auth;
     struct cfg_key *keys;
     size_t n_keys;
+    /* The keys' index, built at load (config_key_find): open addressing, slot = index + 1 into
+     * keys, 0 = empty; at most half full. Plain values by siphash24 under key_sip (random per
+     * load); keys known only by key_sha256 by the digest's first 8 bytes. */
+    uint64_t key_sip[2];
+    uint32_t *key_slots, *sha_slots;
+    size_t key_mask, sha_mask;
     /* [backend.*] */
     struct cfg_backend *backends;
     size_t n_backends;

@@ -454,6 +454,70 @@ START_TEST(test_url_trailing_slashes)
 }
 END_TEST
 
+/* The keys' index: 20,000 keys, each found as itself; near misses (one byte changed, a prefix,
+ * one byte more, empty) found as nothing; keys known only by their SHA-256 among them; values
+ * shared between two keys refused in every combination. */
+START_TEST(test_key_index)
+{
+    enum { N = 20000 };
+    size_t cap = 256 + (size_t)N * 64;
+    char *text = malloc(cap);
+    ck_assert_ptr_nonnull(text);
+    size_t at = (size_t)snprintf(text, cap, "[keys]\n");
+    for (int i = 0; i < N; i++)
+        at += (size_t)snprintf(text + at, cap - at, "u%d = sk-%08d-abcdefghij\n", i, i);
+    /* sha256("hello"), sha256("world") */
+    at += (size_t)snprintf(
+        text + at, cap - at,
+        "[key.h]\nkey_sha256 = 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+        "[key.w]\nkey_sha256 = 486ea46224d1bb4fb680f34f7c9ad96a8f24ec88be73ea8e5a6c65260e9cb8a7\n"
+        "[backend.a]\nurl = http://127.0.0.1:1\nmodels = m\n");
+    struct config_errors e = {0};
+    struct config *c = config_load_string("i.ini", text, &e);
+    ck_assert_msg(c != NULL, "%s", e.n ? e.msgs[0] : "");
+    ck_assert_uint_eq(c->n_keys, N + 2);
+    char v[64], name[16];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(v, sizeof(v), "sk-%08d-abcdefghij", i);
+        snprintf(name, sizeof(name), "u%d", i);
+        const struct cfg_key *k = config_key_find(c, v, (size_t)n);
+        ck_assert_msg(k && !strcmp(k->name, name), "key %d", i);
+        v[3] ^= 1; /* one byte changed */
+        ck_assert_ptr_null(config_key_find(c, v, (size_t)n));
+        v[3] ^= 1;
+        ck_assert_ptr_null(config_key_find(c, v, (size_t)n - 1)); /* a prefix */
+        v[n] = 'k';
+        ck_assert_ptr_null(config_key_find(c, v, (size_t)n + 1)); /* one byte more */
+    }
+    ck_assert_ptr_null(config_key_find(c, "", 0));
+    ck_assert_str_eq(config_key_find(c, "hello", 5)->name, "h");
+    ck_assert_str_eq(config_key_find(c, "world", 5)->name, "w");
+    ck_assert_ptr_null(config_key_find(c, "hellp", 5));
+    config_free(c);
+    free(text);
+
+    static const char *const dup[] = {
+        /* two plain values */
+        "[keys]\na = sk-1\nb = sk-2\nc = sk-1\n",
+        /* two digests */
+        "[key.a]\nkey_sha256 = 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n"
+        "[key.c]\nkey_sha256 = 2CF24DBA5FB0A30E26E83B2AC5B9E29E1B161E5C1FA7425E73043362938B9824\n",
+        /* a plain value and its own digest */
+        "[keys]\na = hello\n"
+        "[key.c]\nkey_sha256 = 2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824\n",
+    };
+    for (size_t i = 0; i < sizeof(dup) / sizeof(dup[0]); i++) {
+        char t[512];
+        snprintf(t, sizeof(t), "%s[backend.a]\nurl = http://127.0.0.1:1\nmodels = m\n", dup[i]);
+        struct config_errors d = {0};
+        ck_assert_ptr_null(config_load_string("d.ini", t, &d));
+        ck_assert_msg(has_msg(&d, "keys 'a' and 'c' have the same value"), "case %zu: %s", i,
+                      d.n ? d.msgs[0] : "");
+        config_errors_release(&d);
+    }
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("config");
@@ -462,6 +526,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_errors_have_lines);
     tcase_add_test(tc, test_syntax_and_empty);
     tcase_add_test(tc, test_key_sections);
+    tcase_add_test(tc, test_key_index);
     tcase_add_test(tc, test_env_override);
     tcase_add_test(tc, test_long_line);
     tcase_add_test(tc, test_line_limit);
