@@ -146,6 +146,10 @@ struct cfg_parse {
     FILE *fp;
     int line_error;   /* line of the last error we recorded */
     int section_line; /* line of the last [section] header */
+    /* the keys by name while parsing (a file may name thousands): open addressing, slot =
+     * index + 1 into cfg->keys, at most half full */
+    uint32_t *names;
+    size_t names_mask;
 };
 
 static void cfg__err(struct config_errors *errs, const char *fmt, ...)
@@ -478,12 +482,44 @@ static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, in
     return b;
 }
 
-/* Key NAME, made on first mention ([keys] NAME = ... or [key.NAME]). */
-static struct cfg_key *cfg__key(struct config *cfg, const char *name, int line)
+static size_t cfg__name_slot(const struct cfg_parse *ps, const char *name)
 {
-    for (size_t i = 0; i < cfg->n_keys; i++)
-        if (!strcmp(cfg->keys[i].name, name))
-            return &cfg->keys[i];
+    static const uint64_t zero[2];
+    size_t at = siphash24(zero, name, strlen(name)) & ps->names_mask;
+    while (ps->names[at] && strcmp(ps->cfg->keys[ps->names[at] - 1].name, name) != 0)
+        at = (at + 1) & ps->names_mask;
+    return at;
+}
+
+/* Room for one more name in the index: doubled (and refilled) when half full. */
+static bool cfg__names_room(struct cfg_parse *ps)
+{
+    size_t n = ps->cfg->n_keys;
+    if (ps->names && 2 * (n + 1) <= ps->names_mask + 1)
+        return true;
+    size_t cap = ps->names ? 2 * (ps->names_mask + 1) : 64;
+    uint32_t *t = calloc(cap, sizeof(*t));
+    if (!t || n >= UINT32_MAX / 4) {
+        free(t);
+        return false;
+    }
+    free(ps->names);
+    ps->names = t;
+    ps->names_mask = cap - 1;
+    for (size_t i = 0; i < n; i++)
+        ps->names[cfg__name_slot(ps, ps->cfg->keys[i].name)] = (uint32_t)(i + 1);
+    return true;
+}
+
+/* Key NAME, made on first mention ([keys] NAME = ... or [key.NAME]). */
+static struct cfg_key *cfg__key(struct cfg_parse *ps, const char *name, int line)
+{
+    struct config *cfg = ps->cfg;
+    if (!cfg__names_room(ps))
+        return NULL;
+    size_t slot = cfg__name_slot(ps, name);
+    if (ps->names[slot])
+        return &cfg->keys[ps->names[slot] - 1];
     struct cfg_key *k = realloc(cfg->keys, (cfg->n_keys + 1) * sizeof(*k));
     if (!k)
         return NULL;
@@ -496,6 +532,7 @@ static struct cfg_key *cfg__key(struct config *cfg, const char *name, int line)
     k->max_concurrency = k->rpm = k->tpm = CFG_UNSET;
     cfg__row_defaults(cfg, k, key_rows, N_KEY_ROWS);
     k->line = line;
+    ps->names[slot] = (uint32_t)(cfg->n_keys + 1);
     cfg->n_keys++;
     return k;
 }
@@ -524,7 +561,7 @@ static int cfg__handler(void *user, const char *section, const char *name, const
 
     if (!strcmp(section, "keys")) {
         cfg->auth = true;
-        struct cfg_key *k = *name ? cfg__key(cfg, name, ps->line) : NULL;
+        struct cfg_key *k = *name ? cfg__key(ps, name, ps->line) : NULL;
         if (!*name) {
             snprintf(why, sizeof(why), "an API key needs a name: NAME = KEY");
         } else if (k && k->key) {
@@ -547,7 +584,7 @@ static int cfg__handler(void *user, const char *section, const char *name, const
                    : -1;
         } else {
             cfg->auth = true;
-            struct cfg_key *k = cfg__key(cfg, sname, ps->section_line);
+            struct cfg_key *k = cfg__key(ps, sname, ps->section_line);
             if (k && !strcmp(name, "key") && k->key)
                 snprintf(why, sizeof(why), "API key '%s' is given twice", sname);
             else
@@ -834,6 +871,7 @@ static struct config *cfg__load(const char *name, FILE *fp, const char *text,
     cfg__defaults(cfg);
     struct cfg_parse ps = {.cfg = cfg, .errs = errs, .file = name, .text = text, .fp = fp};
     int rc = ini_parse_stream(cfg__reader, &ps, cfg__handler, &ps);
+    free(ps.names);
     if (rc > 0 && rc != ps.line_error)
         cfg__err(errs, "%s:%d: syntax error (expected [section] or key = value)", name, rc);
     else if (rc < 0)

@@ -1,6 +1,8 @@
 /* limits.c — see limits.h. */
 #include "inference/limits.h"
 
+#include "core/siphash.h"
+
 #include "core/config.h"
 
 #include <pthread.h>
@@ -33,8 +35,51 @@ struct key_state {
 
 struct limits {
     pthread_mutex_t lock; /* the registry: bind and unbind only */
-    struct key_state *head;
+    /* key states by name: chained hash, at most one state per bucket on average */
+    struct key_state **tab;
+    size_t mask, n;
 };
+
+static size_t limits__bucket(const struct limits *l, const char *name)
+{
+    static const uint64_t zero[2];
+    return siphash24(zero, name, strlen(name)) & l->mask;
+}
+
+static struct key_state *limits__find_locked(const struct limits *l, const char *name)
+{
+    if (!l->tab)
+        return NULL;
+    struct key_state *ks = l->tab[limits__bucket(l, name)];
+    while (ks && strcmp(ks->name, name) != 0)
+        ks = ks->next;
+    return ks;
+}
+
+/* Room for one more state: the table doubled (and refilled) when full. false: out of memory. */
+static bool limits__room_locked(struct limits *l)
+{
+    if (l->tab && l->n + 1 <= l->mask + 1)
+        return true;
+    size_t cap = l->tab ? 2 * (l->mask + 1) : 64;
+    struct key_state **t = calloc(cap, sizeof(*t));
+    if (!t)
+        return false;
+    struct key_state **old = l->tab;
+    size_t old_cap = old ? l->mask + 1 : 0;
+    l->tab = t;
+    l->mask = cap - 1;
+    for (size_t i = 0; i < old_cap; i++) {
+        for (struct key_state *ks = old[i], *next; ks; ks = next) {
+            next = ks->next;
+            size_t b = limits__bucket(l, ks->name);
+            ks->next = t[b];
+            t[b] = ks;
+        }
+    }
+    free(old);
+    return true;
+}
 
 static void bucket_init(struct bucket *b, uint64_t cap, uint64_t now)
 {
@@ -94,6 +139,7 @@ void limits_free(struct limits *l)
     if (!l)
         return;
     pthread_mutex_destroy(&l->lock);
+    free(l->tab); /* empty: every configuration was unbound */
     free(l);
 }
 
@@ -117,9 +163,10 @@ static void limits__put_locked(struct limits *l, struct key_state *ks)
 {
     if (--ks->ref)
         return;
-    for (struct key_state **pp = &l->head; *pp; pp = &(*pp)->next) {
+    for (struct key_state **pp = &l->tab[limits__bucket(l, ks->name)]; *pp; pp = &(*pp)->next) {
         if (*pp == ks) {
             *pp = ks->next;
+            l->n--;
             break;
         }
     }
@@ -134,10 +181,10 @@ int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
     size_t i;
     for (i = 0; i < cfg->n_keys; i++) {
         struct cfg_key *ck = &cfg->keys[i];
-        struct key_state *ks = l->head;
-        while (ks && strcmp(ks->name, ck->name) != 0)
-            ks = ks->next;
+        struct key_state *ks = limits__find_locked(l, ck->name);
         if (!ks) {
+            if (!limits__room_locked(l))
+                break;
             ks = calloc(1, sizeof(*ks));
             if (!ks || !(ks->name = strdup(ck->name)) || pthread_mutex_init(&ks->mu, NULL) != 0) {
                 if (ks)
@@ -147,8 +194,10 @@ int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
             }
             bucket_init(&ks->req, ck->rpm, now_ns);
             bucket_init(&ks->tok, ck->tpm, now_ns);
-            ks->next = l->head;
-            l->head = ks;
+            size_t b = limits__bucket(l, ks->name);
+            ks->next = l->tab[b];
+            l->tab[b] = ks;
+            l->n++;
         }
         ks->ref++;
         pthread_mutex_lock(&ks->mu);

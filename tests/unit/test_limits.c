@@ -198,6 +198,73 @@ START_TEST(test_rebind)
 }
 END_TEST
 
+/* Many keys: 6,000 bound, then a file keeping every other one (and 1,000 new): the kept ones
+ * keep their state (a slot held across), the dropped ones are freed when the old config is
+ * unbound (ASan's leak check), and every key of each config has a state of its own. */
+static struct config *many(int first, int step, int n, int extra)
+{
+    size_t cap = 256 + (size_t)(n + extra) * 80;
+    char *t = malloc(cap);
+    ck_assert_ptr_nonnull(t);
+    size_t at = (size_t)snprintf(t, cap, "[limits]\nkey_max_concurrency = 1\n[keys]\n");
+    for (int i = first; i < n; i += step)
+        at += (size_t)snprintf(t + at, cap - at, "k%d = sk-%d\n", i, i);
+    for (int i = 0; i < extra; i++)
+        at += (size_t)snprintf(t + at, cap - at, "new%d = sk-new-%d\n", i, i);
+    snprintf(t + at, cap - at, "[backend.x]\nurl = http://127.0.0.1:1\nmodels = m\n");
+    struct config_errors e = {0};
+    struct config *c = config_load_string("m.ini", t, &e);
+    ck_assert_msg(c != NULL, "%s", e.n ? e.msgs[0] : "");
+    free(t);
+    return c;
+}
+
+START_TEST(test_many_keys)
+{
+    enum { N = 6000 };
+    struct config *c1 = many(0, 1, N, 0);
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c1, 0), 0);
+    uint64_t retry = 0;
+    char v[32];
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(v, sizeof(v), "sk-%d", i);
+        const struct cfg_key *k = config_key_find(c1, v, (size_t)n);
+        ck_assert_ptr_nonnull(k->st);
+        ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK); /* one slot each */
+    }
+    struct config *c2 = many(0, 2, N, 1000);
+    ck_assert_int_eq(limits_bind(l, c2, 0), 0);
+    for (int i = 0; i < N; i += 2) {
+        int n = snprintf(v, sizeof(v), "sk-%d", i);
+        const struct cfg_key *k1 = config_key_find(c1, v, (size_t)n);
+        const struct cfg_key *k2 = config_key_find(c2, v, (size_t)n);
+        ck_assert_ptr_eq(k2->st, k1->st);
+        ck_assert_int_eq(limits_take(l, k2, 1, 0, &retry, NULL), LIM_CONCURRENCY);
+    }
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(v, sizeof(v), "sk-new-%d", i);
+        const struct cfg_key *k = config_key_find(c2, v, (size_t)n);
+        ck_assert_ptr_nonnull(k->st);
+        ck_assert_uint_eq(limits_inflight(l, k), 0);
+    }
+    for (int i = 0; i < N; i++) {
+        int n = snprintf(v, sizeof(v), "sk-%d", i);
+        limits_release(l, config_key_find(c1, v, (size_t)n), 0);
+    }
+    limits_unbind(l, c1);
+    for (int i = 0; i < N; i += 2) {
+        int n = snprintf(v, sizeof(v), "sk-%d", i);
+        const struct cfg_key *k = config_key_find(c2, v, (size_t)n);
+        ck_assert_uint_eq(limits_inflight(l, k), 0);
+    }
+    limits_unbind(l, c2);
+    limits_free(l);
+    config_free(c1);
+    config_free(c2);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("limits");
@@ -207,6 +274,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_concurrency);
     tcase_add_test(tc, test_concurrency_retry);
     tcase_add_test(tc, test_rebind);
+    tcase_add_test(tc, test_many_keys);
     suite_add_tcase(s, tc);
     return s;
 }
