@@ -36,7 +36,9 @@ struct key_state {
 struct limits {
     pthread_mutex_t lock; /* the registry: bind and unbind only */
     /* key states by name: chained hash, at most one state per bucket on average */
-    struct key_state **tab;
+    struct ks_bucket {
+        struct key_state *head;
+    } * tab;
     size_t mask, n;
 };
 
@@ -50,7 +52,7 @@ static struct key_state *limits__find_locked(const struct limits *l, const char 
 {
     if (!l->tab)
         return NULL;
-    struct key_state *ks = l->tab[limits__bucket(l, name)];
+    struct key_state *ks = l->tab[limits__bucket(l, name)].head;
     while (ks && strcmp(ks->name, name) != 0)
         ks = ks->next;
     return ks;
@@ -62,19 +64,19 @@ static bool limits__room_locked(struct limits *l)
     if (l->tab && l->n + 1 <= l->mask + 1)
         return true;
     size_t cap = l->tab ? 2 * (l->mask + 1) : 64;
-    struct key_state **t = calloc(cap, sizeof(*t));
+    struct ks_bucket *t = calloc(cap, sizeof(*t));
     if (!t)
         return false;
-    struct key_state **old = l->tab;
+    struct ks_bucket *old = l->tab;
     size_t old_cap = old ? l->mask + 1 : 0;
     l->tab = t;
     l->mask = cap - 1;
     for (size_t i = 0; i < old_cap; i++) {
-        for (struct key_state *ks = old[i], *next; ks; ks = next) {
+        for (struct key_state *ks = old[i].head, *next; ks; ks = next) {
             next = ks->next;
             size_t b = limits__bucket(l, ks->name);
-            ks->next = t[b];
-            t[b] = ks;
+            ks->next = t[b].head;
+            t[b].head = ks;
         }
     }
     free(old);
@@ -163,7 +165,8 @@ static void limits__put_locked(struct limits *l, struct key_state *ks)
 {
     if (--ks->ref)
         return;
-    for (struct key_state **pp = &l->tab[limits__bucket(l, ks->name)]; *pp; pp = &(*pp)->next) {
+    for (struct key_state **pp = &l->tab[limits__bucket(l, ks->name)].head; *pp;
+         pp = &(*pp)->next) {
         if (*pp == ks) {
             *pp = ks->next;
             l->n--;
@@ -195,8 +198,8 @@ int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
             bucket_init(&ks->req, ck->rpm, now_ns);
             bucket_init(&ks->tok, ck->tpm, now_ns);
             size_t b = limits__bucket(l, ks->name);
-            ks->next = l->tab[b];
-            l->tab[b] = ks;
+            ks->next = l->tab[b].head;
+            l->tab[b].head = ks;
             l->n++;
         }
         ks->ref++;
