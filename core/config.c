@@ -484,8 +484,7 @@ static struct cfg_backend *cfg__backend(struct config *cfg, const char *name, in
 
 static size_t cfg__name_slot(const struct cfg_parse *ps, const char *name)
 {
-    static const uint64_t zero[2];
-    size_t at = siphash24(zero, name, strlen(name)) & ps->names_mask;
+    size_t at = siphash24_name(name) & ps->names_mask;
     while (ps->names[at] && strcmp(ps->cfg->keys[ps->names[at] - 1].name, name) != 0)
         at = (at + 1) & ps->names_mask;
     return at;
@@ -729,11 +728,11 @@ static void cfg__env(struct config *cfg, struct config_errors *errs)
         cfg__env_dynamic(cfg, errs, &cfg->keys[k], "key", cfg->keys[k].name, key_rows, N_KEY_ROWS);
 }
 
-static uint64_t cfg__le64(const unsigned char *p)
+/* A digest's first 8 bytes: its slot in the index (any byte order buckets as well). */
+static uint64_t cfg__digest_prefix(const unsigned char *d)
 {
-    uint64_t v = 0;
-    for (int i = 7; i >= 0; i--)
-        v = (v << 8) | p[i];
+    uint64_t v;
+    memcpy(&v, d, sizeof(v));
     return v;
 }
 
@@ -782,7 +781,7 @@ static void cfg__index_keys(struct config *cfg, struct config_errors *errs)
         if (k->key)
             h = k->hash = siphash24(cfg->key_sip, k->key, k->key_len);
         else if (k->has_sha256)
-            h = cfg__le64(k->sha256);
+            h = cfg__digest_prefix(k->sha256);
         else
             continue;
         size_t at = h & mask;
@@ -805,7 +804,7 @@ static void cfg__index_keys(struct config *cfg, struct config_errors *errs)
             continue;
         unsigned char d[SHA256_DIGEST_LENGTH];
         SHA256((const unsigned char *)k->key, k->key_len, d);
-        for (size_t at = cfg__le64(d) & cfg->sha_mask; cfg->sha_slots[at];
+        for (size_t at = cfg__digest_prefix(d) & cfg->sha_mask; cfg->sha_slots[at];
              at = (at + 1) & cfg->sha_mask) {
             const struct cfg_key *o = &cfg->keys[cfg->sha_slots[at] - 1];
             if (!memcmp(o->sha256, d, sizeof(d)))
@@ -1155,7 +1154,7 @@ const struct cfg_key *config_key_find(const struct config *cfg, const char *key,
     if (cfg->sha_slots) {
         unsigned char d[SHA256_DIGEST_LENGTH];
         SHA256((const unsigned char *)key, len, d);
-        for (size_t at = cfg__le64(d) & cfg->sha_mask; cfg->sha_slots[at];
+        for (size_t at = cfg__digest_prefix(d) & cfg->sha_mask; cfg->sha_slots[at];
              at = (at + 1) & cfg->sha_mask) {
             const struct cfg_key *k = &cfg->keys[cfg->sha_slots[at] - 1];
             if (cfg__ct_equal((const char *)d, sizeof(d), (const char *)k->sha256,

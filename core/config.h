@@ -147,8 +147,9 @@ int config_restart_keep(struct config *dst, const struct config *running);
 size_t config_backends_for(const struct config *cfg, const char *model,
                            const struct cfg_backend **out, size_t max);
 
-/* Returns the key matching `key` (constant time in the number of keys and in their bytes; a
- * key configured by its SHA-256 is compared by the hash of `key`), or NULL. */
+/* Returns the key matching `key`, or NULL: one probe of the keys' index whatever their number
+ * (slots chosen by a keyed hash, the candidate compared in constant time); a key configured by
+ * its SHA-256 is found by the SHA-256 of `key`. */
 const struct cfg_key *config_key_find(const struct config *cfg, const char *key, size_t len);
 
 /* Whether `key` is the [admin] key (constant time in its bytes). */

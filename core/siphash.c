@@ -62,3 +62,9 @@ uint64_t siphash24(const uint64_t key[2], const void *data, size_t len)
     SIPROUND;
     return v0 ^ v1 ^ v2 ^ v3;
 }
+
+uint64_t siphash24_name(const char *name)
+{
+    static const uint64_t zero[2];
+    return siphash24(zero, name, strlen(name));
+}

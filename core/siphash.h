@@ -10,4 +10,7 @@
 /* key: 16 bytes, k0 = bytes 0..7 and k1 = bytes 8..15, little-endian. */
 uint64_t siphash24(const uint64_t key[2], const void *data, size_t len);
 
+/* For tables of names from a trusted source (the config file): a fixed key. */
+uint64_t siphash24_name(const char *name);
+
 #endif

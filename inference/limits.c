@@ -44,8 +44,7 @@ struct limits {
 
 static size_t limits__bucket(const struct limits *l, const char *name)
 {
-    static const uint64_t zero[2];
-    return siphash24(zero, name, strlen(name)) & l->mask;
+    return siphash24_name(name) & l->mask;
 }
 
 static struct key_state *limits__find_locked(const struct limits *l, const char *name)
