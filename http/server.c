@@ -840,7 +840,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
         job->h_status = 429;
         return http__rate_limited(s, conn, job->key, lv, job->request_id, retry_ms);
     }
-    job->lim_taken = true; /* given back by http__completed, whatever the end */
+    job->lim_taken = true;   /* given back by http__completed, whatever the end */
+    job->limits = s->limits; /* its tpm charge is settled by job_settle */
     job->usage_tokens = -1;
     if (job->key && job->key->tpm) { /* tpm is reconciled with the engine's usage */
         job->w_tail = malloc(JOB_TAIL);
@@ -1002,13 +1003,10 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;
     bool finished = job->eof || job->fail != LGE_NONE;
-    int64_t usage = job->usage_tokens;
     unsigned long long bytes = job->bytes_out, events = job->events;
     pthread_mutex_unlock(&job->lock);
     if (job->h_submitted && !finished)
         pool_cancel(s->pool, job);
-    if (job->lim_taken && usage >= 0)
-        limits_reconcile(s->limits, job->key, job->cost, (uint64_t)usage);
     if (cfg->access_log) {
         uint64_t us = (clock_now_ns() - job->t_start_ns) / 1000;
         log_info("access id=%s model=%s stream=%d status=%u key=%s dur_us=%llu bytes=%llu "

@@ -25,6 +25,7 @@ struct job *job_new(size_t max_body, size_t max_stream)
     job->backend = -1;
     job->content_length = -1;
     job->up_clen = -1;
+    job->usage_tokens = -1;
     buf_init(&job->body, max_body);
     buf_init(&job->out, max_stream);
     sse_scan_init(&job->sse);
@@ -41,10 +42,22 @@ void job_ref(struct job *job)
     atomic_fetch_add_explicit(&job->refs, 1, memory_order_relaxed);
 }
 
+void job_settle(struct job *job)
+{
+    if (!job->lim_taken || !job->limits || job->lim_settled)
+        return;
+    job->lim_settled = true;
+    if (job->usage_tokens >= 0)
+        limits_reconcile(job->limits, job->key, job->lim.taken_tokens, (uint64_t)job->usage_tokens);
+    else if (!job->w_sent)
+        limits_reconcile(job->limits, job->key, job->lim.taken_tokens, 0);
+}
+
 void job_unref(struct job *job)
 {
     if (!job || atomic_fetch_sub_explicit(&job->refs, 1, memory_order_acq_rel) != 1)
         return;
+    job_settle(job); /* a job the worker never had */
     job_release_body(job);
     buf_release(&job->out);
     free(job->w_tail);

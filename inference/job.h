@@ -68,8 +68,11 @@ struct job {
     const struct cfg_key *key; /* the caller's API key (in the config), or NULL: auth off */
     const char *key_name;      /* key->name, or NULL */
     bool lim_taken;            /* holds a slot of the key's max_concurrency (http side) */
+    struct limits *limits;     /* the registry lim_taken took from: the tpm charge
+                                * (lim.taken_tokens) is settled by the last job_unref */
     int64_t usage_tokens;      /* the engine's usage (prompt + completion), -1 unknown; set by
-                                * the worker at a successful end, read at completion */
+                                * the worker at a successful end */
+    bool lim_settled;          /* job_settle ran (the worker's end, else the last reference) */
     struct lim_state lim;      /* the key's buckets at admission: x-ratelimit-* headers */
     uint64_t t_start_ns;
     uint64_t deadline_ns; /* t_start + request_s */
@@ -104,6 +107,8 @@ struct job {
     enum job_wstate wstate;
     bool w_cancelled;
     bool w_hdr_done;    /* upstream headers delivered to the HTTP side */
+    bool w_sent;        /* bytes of the request went to an engine: it may have seen it (a
+                         * request that never did is refunded its tpm charge) */
     struct job *w_next; /* waiting list (arrival order; drained at shutdown) */
     struct job *w_prev;
     uint64_t w_wait_deadline_ns;
@@ -175,6 +180,14 @@ struct job *job_new(size_t max_body, size_t max_stream);
  * worker once the upstream transfer is over (nothing reads the body after that), and by the
  * last job_unref. */
 void job_release_body(struct job *job);
+
+/* Settles the key's tpm charge, once (later calls do nothing): by the engine's usage when it
+ * reported one; refunded whole when no engine saw the request (refused while queued or
+ * draining, the engine unreachable, the client gone before the transfer began); otherwise the
+ * estimate stands. Called by the worker when it lets go of the job (before the client has the
+ * last bytes, so its next request sees the settled bucket), and by the last job_unref for a
+ * job no worker had. The job's snapshot, and so the key's state, is pinned meanwhile. */
+void job_settle(struct job *job);
 
 /* Takes one more reference. Any thread. */
 void job_ref(struct job *job);

@@ -12,12 +12,23 @@
 #define MS_PER_MIN 60000ull
 
 /* A bucket of `cap` units refilled at cap per minute, kept in units * 60,000 ("unit-ms"), so
- * a refill is exact integer arithmetic: elapsed ms * cap (cap <= 1e9: no overflow). */
+ * a refill is exact integer arithmetic: elapsed ms * cap (cap <= 1e9: no overflow). The level
+ * may be below zero: tokens used beyond what requests admitted together were charged are owed
+ * (limits_reconcile) and refill first, down to at most BUCKET_DEBT_MINUTES of the cap. */
 struct bucket {
-    uint64_t cap;   /* units; 0 = no limit */
-    uint64_t level; /* unit-ms: units * MS_PER_MIN */
-    uint64_t t_ns;  /* last refill, advanced by whole ms */
+    uint64_t cap;  /* units; 0 = no limit */
+    int64_t level; /* unit-ms: units * MS_PER_MIN; negative: owed */
+    uint64_t t_ns; /* last refill, advanced by whole ms */
 };
+
+/* The most a key may owe: an hour of its tpm (a bound so that no run of overdraws can take
+ * the level out of range; 60 * 1e9 * 60,000 = 3.6e15 unit-ms). */
+#define BUCKET_DEBT_MINUTES 60
+
+static int64_t bucket_full(const struct bucket *b)
+{
+    return (int64_t)(b->cap * MS_PER_MIN);
+}
 
 /* A key's state, named: a reload that keeps the key (its name) keeps it, with its slots in use
  * and its buckets' levels; the limits come from the newest configuration that binds it. */
@@ -85,7 +96,7 @@ static bool limits__room_locked(struct limits *l)
 static void bucket_init(struct bucket *b, uint64_t cap, uint64_t now)
 {
     b->cap = cap;
-    b->level = cap * MS_PER_MIN;
+    b->level = bucket_full(b);
     b->t_ns = now;
 }
 
@@ -93,12 +104,15 @@ static void bucket_refill(struct bucket *b, uint64_t now)
 {
     if (!b->cap || now <= b->t_ns)
         return;
-    uint64_t full = b->cap * MS_PER_MIN, dt = (now - b->t_ns) / 1000000u;
-    if (dt >= MS_PER_MIN || full - b->level <= dt * b->cap) {
+    int64_t full = bucket_full(b);
+    uint64_t dt = (now - b->t_ns) / 1000000u;
+    /* BUCKET_DEBT_MINUTES + 1 refill any debt and the bucket */
+    if (dt >= (BUCKET_DEBT_MINUTES + 1) * MS_PER_MIN ||
+        (uint64_t)(full - b->level) <= dt * b->cap) {
         b->level = full;
         b->t_ns = now;
     } else {
-        b->level += dt * b->cap;
+        b->level += (int64_t)(dt * b->cap);
         b->t_ns += dt * 1000000u;
     }
 }
@@ -106,10 +120,10 @@ static void bucket_refill(struct bucket *b, uint64_t now)
 /* ms until the bucket holds `units` (it refills cap units a minute), at least 1. */
 static uint64_t bucket_wait_ms(const struct bucket *b, uint64_t units)
 {
-    uint64_t want = units * MS_PER_MIN;
+    int64_t want = (int64_t)(units * MS_PER_MIN);
     if (b->level >= want)
         return 1;
-    uint64_t ms = (want - b->level + b->cap - 1) / b->cap;
+    uint64_t ms = ((uint64_t)(want - b->level) + b->cap - 1) / b->cap;
     return ms ? ms : 1;
 }
 
@@ -120,9 +134,26 @@ static uint64_t bucket_need(const struct bucket *b, uint64_t units)
     return units < b->cap ? units : b->cap;
 }
 
+/* Whole units in the bucket, 0 when it owes. */
 static uint64_t bucket_units(const struct bucket *b)
 {
-    return b->level / MS_PER_MIN;
+    return b->level > 0 ? (uint64_t)b->level / MS_PER_MIN : 0;
+}
+
+/* `units` back, never past full. */
+static void bucket_give(struct bucket *b, uint64_t units)
+{
+    int64_t full = bucket_full(b);
+    int64_t back = (int64_t)(bucket_need(b, units) * MS_PER_MIN);
+    b->level = full - b->level < back ? full : b->level + back;
+}
+
+/* `units` more taken: owed when the bucket holds fewer, never past the debt bound. */
+static void bucket_owe(struct bucket *b, uint64_t units)
+{
+    int64_t floor = -(int64_t)BUCKET_DEBT_MINUTES * bucket_full(b);
+    int64_t more = (int64_t)(bucket_need(b, units) * MS_PER_MIN);
+    b->level = b->level - floor < more ? floor : b->level - more;
 }
 
 struct limits *limits_new(void)
@@ -145,7 +176,7 @@ void limits_free(struct limits *l)
 }
 
 /* A bucket given a new capacity: a new limit starts full, a changed one keeps its level
- * (within the new capacity). */
+ * (within the new capacity; a debt stays owed, within the new bound). */
 static void bucket_resize(struct bucket *b, uint64_t cap, uint64_t now)
 {
     if (b->cap == cap)
@@ -155,9 +186,12 @@ static void bucket_resize(struct bucket *b, uint64_t cap, uint64_t now)
         return;
     }
     bucket_refill(b, now);
-    if (b->level > cap * MS_PER_MIN)
-        b->level = cap * MS_PER_MIN;
     b->cap = cap;
+    int64_t full = bucket_full(b);
+    if (b->level > full)
+        b->level = full;
+    if (b->level < -(int64_t)BUCKET_DEBT_MINUTES * full)
+        b->level = -(int64_t)BUCKET_DEBT_MINUTES * full;
 }
 
 static void limits__put_locked(struct limits *l, struct key_state *ks)
@@ -265,13 +299,13 @@ static enum lim_verdict limits__judge(struct key_state *ks, uint64_t tokens, uin
         *retry_ms = ms > 3600000u ? 3600000u : ms;
         return LIM_CONCURRENCY;
     }
-    if (ks->req.cap && ks->req.level < MS_PER_MIN) {
+    if (ks->req.cap && ks->req.level < (int64_t)MS_PER_MIN) {
         *retry_ms = bucket_wait_ms(&ks->req, 1);
         return LIM_RPM;
     }
     if (ks->tok.cap) {
         uint64_t need = bucket_need(&ks->tok, tokens ? tokens : 1);
-        if (ks->tok.level < need * MS_PER_MIN) {
+        if (ks->tok.level < (int64_t)(need * MS_PER_MIN)) {
             *retry_ms = bucket_wait_ms(&ks->tok, need);
             return LIM_TPM;
         }
@@ -304,12 +338,14 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
     if (v == LIM_OK) {
         ks->inflight++;
         if (ks->req.cap)
-            ks->req.level -= MS_PER_MIN;
-        if (ks->tok.cap) {
-            uint64_t take = bucket_need(&ks->tok, tokens) * MS_PER_MIN;
-            ks->tok.level = ks->tok.level > take ? ks->tok.level - take : 0;
+            ks->req.level -= (int64_t)MS_PER_MIN;
+        uint64_t taken = 0;
+        if (ks->tok.cap) { /* judged above: the bucket holds `taken` */
+            taken = bucket_need(&ks->tok, tokens);
+            ks->tok.level -= (int64_t)(taken * MS_PER_MIN);
         }
         if (st) {
+            st->taken_tokens = taken;
             if (ks->req.cap) {
                 st->limit_requests = (unsigned)ks->req.cap;
                 st->remaining_requests = (unsigned)bucket_units(&ks->req);
@@ -326,22 +362,17 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
     return v;
 }
 
-void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charged, uint64_t used)
+void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken, uint64_t used)
 {
     struct key_state *ks = limits__state(l, k);
-    if (!ks || !ks->tok.cap)
+    if (!ks || !taken)
         return;
     pthread_mutex_lock(&ks->mu);
-    charged = bucket_need(&ks->tok, charged); /* what limits_take took */
-    uint64_t full = ks->tok.cap * MS_PER_MIN;
-    if (used > ks->tok.cap)
-        used = ks->tok.cap;
-    if (used < charged) {
-        uint64_t back = (charged - used) * MS_PER_MIN;
-        ks->tok.level = full - ks->tok.level < back ? full : ks->tok.level + back;
-    } else {
-        uint64_t more = (used - charged) * MS_PER_MIN;
-        ks->tok.level = ks->tok.level > more ? ks->tok.level - more : 0;
+    if (ks->tok.cap) { /* a reload may have taken the limit away since */
+        if (used < taken)
+            bucket_give(&ks->tok, taken - used);
+        else
+            bucket_owe(&ks->tok, used - taken);
     }
     pthread_mutex_unlock(&ks->mu);
 }

@@ -9,9 +9,10 @@
  * completion callback: every path ends there).
  *
  * Buckets start full (a key may burst its whole minute at once, as OpenAI's do) and refill
- * continuously. Token cost is an estimate: prompt bytes / 4 + max_tokens (or a default when the
- * request sets none). One mutex per key; any thread. A key's state belongs to its name and
- * survives reloads that keep the name (limits_bind). */
+ * continuously; the tpm bucket may go below zero (tokens used beyond the estimates are owed). Token
+ * cost is an estimate: prompt bytes / 4 + max_tokens (or a default when the request sets none). One
+ * mutex per key; any thread. A key's state belongs to its name and survives reloads that keep the
+ * name (limits_bind). */
 #ifndef LG_LIMITS_H
 #define LG_LIMITS_H
 
@@ -30,6 +31,8 @@ struct lim_state {
     uint64_t reset_requests_ms;                  /* until the rpm bucket is full again */
     unsigned limit_tokens, remaining_tokens;     /* 0/0 when the key has no tpm */
     uint64_t reset_tokens_ms;
+    uint64_t taken_tokens; /* taken from the tpm bucket (the estimate, at most the cap; 0
+                            * without tpm): what limits_reconcile settles */
 };
 
 /* Tokens a request is estimated to cost when it sets no max_tokens. */
@@ -61,9 +64,13 @@ enum lim_verdict limits_check(struct limits *l, const struct cfg_key *k, uint64_
 enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t tokens,
                              uint64_t now_ns, uint64_t *retry_ms, struct lim_state *st);
 
-/* The engine's usage for a request charged `charged` tokens: the difference goes back to (or
- * is taken from) k's tpm bucket, within [0, full]. */
-void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t charged, uint64_t used);
+/* Settles a request's tpm charge once its cost is known: `taken` is what limits_take took
+ * (lim_state.taken_tokens), `used` the engine's usage (0 for a request no engine saw: a refund).
+ * The difference goes back to k's tpm bucket (never past full), or is owed: the bucket goes
+ * below zero and refills from there (at most an hour of the cap is owed), so requests admitted
+ * together that used more than they were charged are not forgiven. Nothing when `taken` is 0,
+ * or when k has no tpm limit any more. Once per admitted request; any thread. */
+void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken, uint64_t used);
 
 /* The end of a request that limits_take admitted, after `held_ns` (0: not measured): its slot
  * back. The time held, smoothed, gives the Retry-After of a refusal for max_concurrency (one of

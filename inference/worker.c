@@ -252,6 +252,9 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
 static void worker__teardown(struct worker *w, struct job *job, bool reusable)
 {
     if (job->easy) {
+        long sent = 0; /* request bytes written to the engine, this transfer */
+        if (curl_easy_getinfo(job->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent > 0)
+            job->w_sent = true;
         curl_multi_remove_handle(w->multi, job->easy);
         if (reusable && w->n_spare < WORKER_SPARE_EASY)
             w->spare[w->n_spare++] = job->easy;
@@ -270,6 +273,7 @@ static void worker__teardown(struct worker *w, struct job *job, bool reusable)
 static void worker__done(struct worker *w, struct job *job)
 {
     job->wstate = JW_DONE;
+    job_settle(job);
     atomic_fetch_sub(&w->pool->active, 1);
     job_unref(job);
 }

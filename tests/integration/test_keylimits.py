@@ -8,7 +8,7 @@ import re
 import threading
 import time
 
-from harness import CTX, HOST, OwnTest, Raw, build_request, chat_body, request, t
+from harness import CTX, HOST, OwnTest, Raw, build_request, chat_body, free_port, in_thread, request, t
 
 CTX_SLOW = bool(CTX.sanitizer)  # ASan: a slower gateway, the same order
 
@@ -356,3 +356,95 @@ class TestExactCounts(OwnTest):
         m = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
         for g in ("llmgate_inflight", "llmgate_queued"):
             self.assertRegex(m, r"(?m)^%s 0$" % g)
+
+
+class TestTpmHonest(OwnTest):
+    """tpm is charged by estimate at admission and settled once per request: a request no
+    engine saw (the engine unreachable, a queue timeout, a client that left while queued) gets
+    its charge back; tokens used beyond the estimates of requests admitted together are owed
+    (the bucket goes below zero), not forgiven. One key per test: each starts with a full
+    bucket of 1000."""
+
+    TPM_KEYS = {"free": "sk-free-0123", "unreach": "sk-unreach-0123", "qto": "sk-qto-0123",
+                "left": "sk-left-0123", "debt": "sk-debt-0123"}
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 3)
+        cls.gw = cls.own_gateway(
+            {"m": (cls.mock.url, ["mock-model"], 1),
+             "dead": ("http://%s:%d" % (HOST, free_port()), ["dead-model"])},
+            keys=cls.TPM_KEYS, limits={"queue_timeout_ms": 400},
+            extra=[("health", {"interval_ms": 0})] +
+                  [("key.%s" % k, {"tpm": 1000}) for k in cls.TPM_KEYS if k != "free"],
+            name="llmgate-tpm")
+
+    def rq(self, key, body, timeout=20):
+        with Raw(HOST, self.gw.port, t(timeout)) as c:
+            c.send_request("POST", CHAT, body, headers={"Authorization": "Bearer " + self.TPM_KEYS[key]})
+            return c.read_response(tolerate_reset=True)
+
+    def hold_slot(self, ms):
+        """The engine's only slot held by a key without limits for `ms`."""
+        th, res = in_thread(self.rq, "free", chat_body("hold", mock={"ttft_ms": ms}))
+        self.mock.wait_stats(lambda s: s["active"] == 1, t(5), "the slot held")
+        return th, res
+
+    def assert_whole(self, key):
+        """The key's bucket holds (nearly) its 1000 again: 900 more are admitted."""
+        deadline = time.monotonic() + t(3)
+        while True:  # the charge is settled when the request's last reference goes
+            r = self.rq(key, chat_body("t", max_tokens=900))
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(r.status, 200, r)
+
+    def test_refund_engine_unreachable(self):
+        r = self.rq("unreach", chat_body("t", model="dead-model", max_tokens=900))
+        self.assertErrorEnvelope(r, 502, "upstream_error", "bad_gateway")
+        self.assert_whole("unreach")
+
+    def test_refund_queue_timeout(self):
+        th, res = self.hold_slot(1500)
+        try:
+            r = self.rq("qto", chat_body("t", max_tokens=900))
+            self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_timeout", retry_after=True)
+        finally:
+            th.join()
+        self.assertEqual(res["result"].status, 200, res)
+        self.assert_whole("qto")
+
+    def test_refund_client_left_while_queued(self):
+        before = self.mock.stats()["requests"]
+        th, res = self.hold_slot(1500)
+        try:
+            with Raw(HOST, self.gw.port, t(10)) as c:
+                c.send_request("POST", CHAT, chat_body("t", max_tokens=900),
+                               headers={"Authorization": "Bearer " + self.TPM_KEYS["left"]})
+                time.sleep(0.2)  # queued behind the held slot; then the client goes
+        finally:
+            th.join()
+        self.assertEqual(res["result"].status, 200, res)
+        time.sleep(0.2)
+        self.assertEqual(self.mock.stats()["requests"], before + 1)  # only the hold
+        self.assert_whole("left")
+
+    def test_overdraw_is_owed(self):
+        """Two requests estimated at about 20 tokens each, admitted together, that used 600
+        each: 1200 of 1000 used, 200 owed. One token more is 12 s away (201 tokens at 1000 a
+        minute), not the 60 ms a bucket clamped at zero would say."""
+        body = chat_body("d", max_tokens=10, mock={"ttft_ms": 300, "tokens": 600})
+        ths = [in_thread(self.rq, "debt", body) for _ in range(2)]
+        for th, res in ths:
+            th.join()
+            self.assertEqual(res["result"].status, 200, res)
+        deadline = time.monotonic() + t(3)
+        while True:
+            r = self.rq("debt", chat_body("d", max_tokens=1))
+            if r.status == 429 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assert429(r, "tpm", 9000, 13000)
+
+    assert429 = TestKeyLimits.assert429

@@ -6,6 +6,9 @@
 
 #define MS 1000000ull
 
+/* what limits_reconcile is told was charged: what limits_take took */
+#define TAKEN(st, est) ((st).taken_tokens)
+
 static const char text[] = "[keys]\nA = sk-a\nB = sk-b\nC = sk-c\n"
                            "[key.A]\nrpm = 60\n"
                            "[key.B]\ntpm = 1000\n"
@@ -86,6 +89,88 @@ START_TEST(test_tpm)
     limits_unbind(l, c);
     limits_free(l);
     config_free(c);
+}
+END_TEST
+
+/* Overdraw by concurrent requests is carried as debt: the bucket goes below zero and refills
+ * from there; nothing is forgiven. */
+START_TEST(test_tpm_debt)
+{
+    struct config *c = load();
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
+    const struct cfg_key *b = config_key_find(c, "sk-b", 4);
+    uint64_t t0 = 5 * MS, retry = 0;
+    struct lim_state s1, s2;
+    /* two requests estimated at 500 each, admitted together, each really used 900 */
+    ck_assert_int_eq(limits_take(l, b, 500, t0, &retry, &s1), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 500, t0, &retry, &s2), LIM_OK);
+    ck_assert_uint_eq(s2.remaining_tokens, 0);
+    limits_reconcile(l, b, TAKEN(s1, 500), 900);
+    limits_reconcile(l, b, TAKEN(s2, 500), 900);
+    limits_release(l, b, 0);
+    limits_release(l, b, 0);
+    /* 800 owed: one token is there again once 801 have refilled, 48.06 s at 1000 a minute */
+    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_TPM);
+    ck_assert_uint_eq(retry, 48060);
+    ck_assert_int_eq(limits_check(l, b, t0 + 48000 * MS, &retry), LIM_TPM);
+    ck_assert_uint_eq(retry, 60);
+    ck_assert_int_eq(limits_check(l, b, t0 + 48060 * MS, &retry), LIM_OK);
+    /* refilled from the debt, not from zero: a minute later 200 are there, not 1000 */
+    ck_assert_int_eq(limits_take(l, b, 201, t0 + 60000 * MS, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_uint_eq(s1.remaining_tokens, 0);
+    limits_release(l, b, 0);
+    /* a refund (the engine never saw it) gives back what was taken, never past the cap */
+    limits_reconcile(l, b, TAKEN(s1, 200), 0);
+    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_uint_eq(s1.remaining_tokens, 0);
+    limits_release(l, b, 0);
+    limits_reconcile(l, b, TAKEN(s1, 200), 0);
+    limits_reconcile(l, b, 1000, 0); /* 200 there: full, not 1200 */
+    ck_assert_int_eq(limits_take(l, b, 1, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_uint_eq(s1.remaining_tokens, 999);
+    limits_release(l, b, 0);
+    limits_unbind(l, c);
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
+/* A reload that changes the tpm cap: what a request in progress gives back at its end is at
+ * most what was taken from the bucket at its admission, under whatever cap now holds. */
+START_TEST(test_tpm_rebind_refund)
+{
+    struct config *c1 = load();
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c1, 0), 0);
+    const struct cfg_key *b1 = config_key_find(c1, "sk-b", 4);
+    uint64_t t = 5 * MS, retry = 0;
+    struct lim_state st;
+    /* estimated at 5000 against a cap of 1000: the whole bucket is taken, 1000 */
+    ck_assert_int_eq(limits_take(l, b1, 5000, t, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_tokens, 0);
+    struct config_errors e = {0};
+    struct config *c2 = config_load_string(
+        "l2.ini",
+        "[keys]\nB = sk-b\n[key.B]\ntpm = 10000\n[backend.x]\nurl = http://127.0.0.1:1\n"
+        "models = m\n",
+        &e);
+    ck_assert_ptr_nonnull(c2);
+    ck_assert_int_eq(limits_bind(l, c2, t), 0);
+    const struct cfg_key *b2 = config_key_find(c2, "sk-b", 4);
+    /* it used 3: 997 of the 1000 taken come back, not 4997 of the 5000 estimated */
+    limits_reconcile(l, b1, TAKEN(st, 5000), 3);
+    limits_release(l, b1, 0);
+    ck_assert_int_eq(limits_take(l, b2, 998, t, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b2, 997, t, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_tokens, 0);
+    limits_release(l, b2, 0);
+    limits_unbind(l, c1);
+    limits_unbind(l, c2);
+    limits_free(l);
+    config_free(c1);
+    config_free(c2);
 }
 END_TEST
 
@@ -271,6 +356,8 @@ Suite *make_suite(void)
     TCase *tc = tcase_create("limits");
     tcase_add_test(tc, test_rpm);
     tcase_add_test(tc, test_tpm);
+    tcase_add_test(tc, test_tpm_debt);
+    tcase_add_test(tc, test_tpm_rebind_refund);
     tcase_add_test(tc, test_concurrency);
     tcase_add_test(tc, test_concurrency_retry);
     tcase_add_test(tc, test_rebind);
