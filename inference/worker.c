@@ -829,6 +829,8 @@ static void worker__probes_refresh(struct worker *w)
         long total = cfg->health_interval_ms < 5000 ? (long)cfg->health_interval_ms : 5000L;
         curl_easy_setopt(pr->easy, CURLOPT_URL, pr->url);
         curl_easy_setopt(pr->easy, CURLOPT_NOSIGNAL, 1L);
+        /* as real transfers (worker__easy): the engine directly, whatever *_proxy says */
+        curl_easy_setopt(pr->easy, CURLOPT_PROXY, "");
         curl_easy_setopt(pr->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
         curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
         curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);

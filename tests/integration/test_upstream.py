@@ -10,7 +10,7 @@ import socket
 import threading
 import time
 
-from harness import HOST, OwnTest, chat_body, raw_exchange, request, t
+from harness import HOST, OwnTest, chat_body, free_port, raw_exchange, request, t
 
 CHAT = "/v1/chat/completions"
 BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "py-model",
@@ -139,3 +139,31 @@ class TestBrokenHead(OwnTest):
                              timeout=t(5))
             self.assertErrorEnvelope(r, 502, "upstream_error", "bad_gateway")
         self.assertEqual(self.upstream_errors(), before + 2)
+
+
+class TestProbesIgnoreProxy(OwnTest):
+    """The gateway's environment names a proxy (http_proxy, https_proxy, all_proxy) on a port
+    nobody listens on. Engines are reached directly by real transfers and by the health probes
+    alike: the probes (every 100 ms) keep the backend up, and requests are served."""
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
+        dead = "http://%s:%d" % (HOST, free_port())
+        cls.gw = cls.own_gateway(
+            {"m": (cls.mock.url, ["mock-model"])}, extra=[("health", {"interval_ms": 100})],
+            env={"http_proxy": dead, "https_proxy": dead, "all_proxy": dead, "no_proxy": ""},
+            name="llmgate-proxyenv")
+
+    def up(self):
+        body = request(HOST, self.gw.port, "GET", "/metrics", timeout=t(5)).body.decode()
+        m = re.search(r'^llmgate_backend_up\{backend="m"\} (\d+)$', body, re.M)
+        return m and int(m.group(1))
+
+    def test_probes_keep_the_backend_up(self):
+        self.gw.proc.wait_log(r"backend m is up", t(10))
+        time.sleep(0.5)  # several rounds of probes
+        self.assertEqual(self.up(), 1)
+        self.assertNotRegex(self.gw.proc.log_text(), r"backend m is down")
+        r = request(HOST, self.gw.port, "POST", CHAT, chat_body("via no proxy"), timeout=t(10))
+        self.assertEqual(r.status, 200, r)
