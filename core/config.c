@@ -814,6 +814,56 @@ static void cfg__index_keys(struct config *cfg, struct config_errors *errs)
     }
 }
 
+/* A model on more than CFG_MODEL_BACKENDS_MAX backends is an error (a request would only ever
+ * be routed among the first ones), named once with its count, at the first backend past the
+ * bound. Models are counted in a hash table by name: linear in the models listed. */
+static void cfg__check_model_backends(struct config *cfg, struct config_errors *errs)
+{
+    size_t total = 0, cap = 16;
+    for (size_t i = 0; i < cfg->n_backends; i++)
+        total += cfg->backends[i].models.n;
+    if (total <= CFG_MODEL_BACKENDS_MAX)
+        return;
+    while (cap < 2 * total)
+        cap *= 2;
+    struct mslot {
+        const char *model;
+        size_t count, last; /* backends naming it; the last one + 1 */
+        size_t over;        /* the first backend past the bound + 1 */
+    } *t = calloc(cap, sizeof(*t));
+    if (!t) {
+        cfg__err(errs, "%s: out of memory", cfg->path);
+        return;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (size_t i = 0; i < cfg->n_backends; i++) {
+            const struct cfg_backend *b = &cfg->backends[i];
+            for (size_t m = 0; m < b->models.n; m++) {
+                const char *name = b->models.v[m];
+                struct mslot *s = &t[siphash24_name(name) & (cap - 1)];
+                while (s->model && strcmp(s->model, name) != 0)
+                    s = s + 1 < t + cap ? s + 1 : t;
+                s->model = name;
+                if (pass == 1) { /* counted: report once, at the backend past the bound */
+                    if (s->over == i + 1 && s->last != 0) {
+                        cfg__err(errs,
+                                 "%s:%d: [backend.%s]: model '%s' is on %zu backends, at most %d "
+                                 "(a request is routed among at most %d of its model's backends)",
+                                 cfg->path, b->line, b->name, name, s->count,
+                                 CFG_MODEL_BACKENDS_MAX, CFG_MODEL_BACKENDS_MAX);
+                        s->last = 0;
+                    }
+                } else if (s->last != i + 1) { /* a backend listing it twice counts once */
+                    s->last = i + 1;
+                    if (++s->count == CFG_MODEL_BACKENDS_MAX + 1)
+                        s->over = i + 1;
+                }
+            }
+        }
+    }
+    free(t);
+}
+
 static void cfg__validate(struct config *cfg, struct config_errors *errs)
 {
     if (cfg->n_backends == 0)
@@ -826,6 +876,7 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
         if (b->models.n == 0)
             cfg__err(errs, "%s:%d: [backend.%s] has no models", cfg->path, b->line, b->name);
     }
+    cfg__check_model_backends(cfg, errs);
     for (size_t i = 0; i < cfg->n_keys; i++) {
         struct cfg_key *k = &cfg->keys[i];
         if (!k->key && !k->has_sha256)

@@ -40,6 +40,10 @@ struct cfg_backend {
 
 enum cfg_priority { PRIO_HIGH = 0, PRIO_NORMAL, PRIO_LOW, PRIO__COUNT };
 
+/* The most backends one model may be on: a request is routed among its model's backends, and
+ * each request holds them as its candidates (JOB_MAX_CANDIDATES). More is a load error. */
+#define CFG_MODEL_BACKENDS_MAX 8
+
 /* A numeric key limit not written for the key: [limits]' default applies. */
 #define CFG_UNSET 0xFFFFFFFFu
 

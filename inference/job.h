@@ -13,6 +13,7 @@
 #define LG_JOB_H
 
 #include "core/buf.h"
+#include "core/config.h"
 #include "core/heap.h"
 #include "core/errors.h"
 #include "core/sse.h"
@@ -49,7 +50,9 @@ struct job_msg {
 /* Worker-side phase (worker thread only). */
 enum job_wstate { JW_NEW, JW_WAITING, JW_RUNNING, JW_DONE };
 
-#define JOB_MAX_CANDIDATES 8
+/* Candidates a job holds inline: every backend of its model (the configuration refuses a
+ * model on more, CFG_MODEL_BACKENDS_MAX). */
+#define JOB_MAX_CANDIDATES CFG_MODEL_BACKENDS_MAX
 
 struct job {
     atomic_uint refs;

@@ -412,6 +412,40 @@ START_TEST(test_dump_semicolon)
 END_TEST
 
 /* "http://" lost its trailing slashes and loaded as the url "http:", which has no scheme. */
+/* A request is routed among at most 8 backends of its model (JOB_MAX_CANDIDATES): a model
+ * on more is an error naming it and the count, not a 9th backend silently never used. 8 is
+ * fine; a backend that lists a model twice counts once; a model on 8 beside one on 9 is not
+ * named. */
+START_TEST(test_model_backends_max)
+{
+    char text[4096];
+    struct config_errors e = {0};
+    for (int n = 8; n <= 10; n++) {
+        size_t at = 0;
+        for (int i = 0; i < n; i++)
+            at += (size_t)snprintf(text + at, sizeof(text) - at,
+                                   "[backend.b%d]\nurl = http://h:%d\nmodels = big, big%s\n", i,
+                                   1000 + i, i < 8 ? ", eight" : "");
+        struct config *c = config_load_string("many.ini", text, &e);
+        if (n == 8) {
+            ck_assert_msg(c != NULL, "%s", e.n ? e.msgs[0] : "");
+            const struct cfg_backend *out[16];
+            ck_assert_uint_eq(config_backends_for(c, "big", out, 16), 8);
+            config_free(c);
+            continue;
+        }
+        ck_assert_ptr_null(c);
+        char want[160];
+        snprintf(want, sizeof(want),
+                 "many.ini:25: [backend.b8]: model 'big' is on %d backends, at most 8", n);
+        ck_assert_msg(has_msg(&e, want), "%s", e.n ? e.msgs[0] : "no message");
+        ck_assert(!has_msg(&e, "'eight'"));
+        ck_assert_uint_eq(e.n, 1);
+        config_errors_release(&e);
+    }
+}
+END_TEST
+
 START_TEST(test_url_needs_host)
 {
     static const char *const urls[] = {"http://", "https:///", "http:///v1", "https://"};
@@ -536,6 +570,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_dump_loads_again);
     tcase_add_test(tc, test_dump_semicolon);
     tcase_add_test(tc, test_url_needs_host);
+    tcase_add_test(tc, test_model_backends_max);
     tcase_add_test(tc, test_url_no_blanks);
     tcase_add_test(tc, test_url_trailing_slashes);
     suite_add_tcase(s, tc);
