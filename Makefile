@@ -110,7 +110,7 @@ FUZZ_DEPS_fuzz_config := core/config.c core/log.c core/siphash.c
 FUZZ_PKGS_fuzz_config := inih libcrypto
 FUZZ_DEPS_fuzz_escape := core/esc.c core/errors.c core/buf.c
 FUZZ_DEPS_fuzz_framing := http/framing.c
-FUZZ_DEPS_fuzz_usage  := inference/usage.c
+FUZZ_DEPS_fuzz_usage  := inference/usage.c core/buf.c
 FUZZ_DEPS_fuzz_reqid  := http/request.c core/jscan.c
 FUZZ_PKGS_fuzz_reqid  := libcurl liburcu-cds # inference/job.h, included by http/request.h
 

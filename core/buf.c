@@ -73,6 +73,22 @@ int buf_append(struct buf *b, const void *p, size_t n)
     return 0;
 }
 
+int buf_splice(struct buf *b, size_t at, size_t del, const void *p, size_t n)
+{
+    size_t used = buf_len(b);
+    if (at > used || del > used - at)
+        return -1;
+    if (n > del && (!buf_fits(b, n - del) || buf__reserve(b, n - del, 1) != 0))
+        return -1;
+    if (n == 0 && del == 0)
+        return 0;
+    char *d = b->data + b->off; /* not NULL: there were bytes to delete, or room was made */
+    memmove(d + at + n, d + at + del, used - at - del);
+    memcpy(d + at, p, n);
+    b->len = b->len - del + n;
+    return 0;
+}
+
 void buf_consume(struct buf *b, size_t n)
 {
     b->off += n;

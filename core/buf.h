@@ -47,6 +47,11 @@ static inline size_t buf_len(const struct buf *b)
     return b->len - b->off;
 }
 
+/* Replaces the `del` unread bytes at offset `at` by p[0..n) (an insertion when del is 0).
+ * Returns 0, or -1 when the span is not inside the data, the ceiling would be passed or memory
+ * ran out (nothing changed then). */
+int buf_splice(struct buf *b, size_t at, size_t del, const void *p, size_t n);
+
 /* Drops the first n unread bytes (n <= buf_len). */
 void buf_consume(struct buf *b, size_t n);
 

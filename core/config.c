@@ -106,6 +106,10 @@ static const struct cfg_row backend_rows[] = {
      "the engine's parallel slots"},
     {"backend", "api_key", CT_SECRET, BF(api_key), 0, 0, NULL,
      "sent upstream as Authorization: Bearer"},
+    {"backend", "stream_usage", CT_BOOL, BF(stream_usage), 0, 0, "true",
+     "for a key with tpm, ask for a stream's usage (stream_options.include_usage, its chunk not "
+     "relayed) when the client did not; false for an engine that refuses the field: the "
+     "stream's events are counted instead"},
 };
 #define N_BACKEND_ROWS (sizeof(backend_rows) / sizeof(backend_rows[0]))
 

@@ -29,7 +29,8 @@ struct cfg_backend {
     char *url;  /* base URL without trailing '/' */
     struct cfg_list models;
     unsigned max_concurrency;
-    char *api_key; /* sent upstream as Bearer, or NULL */
+    char *api_key;     /* sent upstream as Bearer, or NULL */
+    bool stream_usage; /* may be sent stream_options.include_usage when the client did not */
     unsigned index;
     int line; /* of its [backend.NAME] header, for messages */
     /* Bound by the inference layer before the configuration is published, never after. */

@@ -81,10 +81,26 @@ enum lg_err request_validate(enum job_endpoint kind, const char *body, size_t le
         }
         out->stream = v->type == JSCAN_TRUE;
     }
-    if ((v = jscan_top(&doc, body, "stream_options")) != NULL && v->type == JSCAN_OBJECT) {
-        struct jscan_span iu;
-        out->include_usage =
-            jscan_member(body, v, "include_usage", &iu) == 0 && iu.type == JSCAN_TRUE;
+    v = jscan_top(&doc, body, "stream_options");
+    struct jscan_span iu;
+    bool has_iu = v && v->type == JSCAN_OBJECT && jscan_member(body, v, "include_usage", &iu) == 0;
+    out->include_usage = has_iu && iu.type == JSCAN_TRUE;
+    if (out->stream && !out->include_usage) {
+        if (!v) { /* before the top-level object's '}': it has members ("model") */
+            out->ask_off = doc.root.off + doc.root.len - 1;
+            out->ask_ins = ",\"stream_options\":{\"include_usage\":true}";
+        } else if (v->type == JSCAN_NULL) {
+            out->ask_off = v->off;
+            out->ask_del = v->len;
+            out->ask_ins = "{\"include_usage\":true}";
+        } else if (has_iu) { /* false, null, ...: the value replaced */
+            out->ask_off = iu.off;
+            out->ask_del = iu.len;
+            out->ask_ins = "true";
+        } else if (v->type == JSCAN_OBJECT) { /* after its '{' */
+            out->ask_off = v->off + 1;
+            out->ask_ins = v->count ? "\"include_usage\":true," : "\"include_usage\":true";
+        }
     }
     int64_t mct = -1;
     if (req__count(body, jscan_top(&doc, body, "max_tokens"), &out->max_tokens) != 0 ||

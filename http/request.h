@@ -21,6 +21,13 @@ struct req_info {
     size_t prompt_bytes; /* raw size of messages / prompt / input */
     uint32_t user_off;   /* "user": its string span in the body (quotes included), or 0/0 */
     uint32_t user_len;
+    /* How to ask the engine for a stream's usage when the client did not: the body's bytes
+     * [ask_off, ask_off + ask_del) replaced by ask_ins (a literal), which makes
+     * stream_options.include_usage true and keeps the body valid JSON without a duplicate key.
+     * ask_ins is NULL when not a stream, the client asked itself, or stream_options is
+     * neither an object nor null (the engine refuses such a body anyway). */
+    uint32_t ask_off, ask_del;
+    const char *ask_ins;
 };
 
 /* Validates `body` (len bytes, need not be NUL-terminated) for endpoint `kind`.

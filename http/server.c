@@ -846,6 +846,10 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     if (job->key && job->key->tpm) { /* tpm is reconciled with the engine's usage */
         job->w_tail = malloc(JOB_TAIL);
         job->w_track_usage = job->w_tail != NULL;
+        job->prompt_est = limits_estimate(info.prompt_bytes, 0);
+        job->ask_off = info.ask_off; /* a stream's usage: asked for, if the backend takes it */
+        job->ask_del = info.ask_del;
+        job->ask_ins = job->w_track_usage ? info.ask_ins : NULL;
     }
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);

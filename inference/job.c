@@ -2,6 +2,7 @@
 #include "inference/job.h"
 
 #include "inference/snap.h"
+#include "inference/usage.h"
 
 #include <microhttpd.h>
 #include <stdlib.h>
@@ -51,6 +52,11 @@ void job_settle(struct job *job)
         limits_reconcile(job->limits, job->key, job->lim.taken_tokens, (uint64_t)job->usage_tokens);
     else if (!job->w_sent)
         limits_reconcile(job->limits, job->key, job->lim.taken_tokens, 0);
+    else if (job->stream && job->up_status >= 200 && job->up_status < 300 && job->events)
+        /* a stream without usage (an engine not to be asked, or one that ignored the
+         * question): about a token per event (vLLM, llama.cpp and Ollama send one each) */
+        limits_reconcile(job->limits, job->key, job->lim.taken_tokens,
+                         job->prompt_est + job->events);
 }
 
 void job_unref(struct job *job)
@@ -61,6 +67,7 @@ void job_unref(struct job *job)
     job_release_body(job);
     buf_release(&job->out);
     free(job->w_tail);
+    usage_strip_free(job->w_strip);
     free(job->model);
     pthread_mutex_destroy(&job->lock);
     snap_put(job->snap);

@@ -31,6 +31,7 @@ struct cfg_backend;
 struct job;
 struct rpool;
 struct snap;
+struct usage_strip;
 
 /* The proxied endpoints. The same index selects the upstream path in job_paths. */
 enum job_endpoint { JOB_CHAT = 0, JOB_COMPLETIONS, JOB_EMBEDDINGS, JOB__ENDPOINTS };
@@ -77,6 +78,11 @@ struct job {
                                 * the worker at a successful end */
     bool lim_settled;          /* job_settle ran (the worker's end, else the last reference) */
     struct lim_state lim;      /* the key's buckets at admission: x-ratelimit-* headers */
+    uint64_t prompt_est;       /* the estimate's prompt part: a stream without usage is settled
+                                * by it plus the events relayed */
+    uint32_t ask_off, ask_del; /* a stream of a key with tpm whose client did not ask for usage:
+                                * the body edit that asks for it (struct req_info) */
+    const char *ask_ins;       /* NULL: not to be asked */
     uint64_t t_start_ns;
     uint64_t deadline_ns; /* t_start + request_s */
     const struct cfg_backend *candidates[JOB_MAX_CANDIDATES];
@@ -135,7 +141,9 @@ struct job {
     /* The engine's last body bytes, kept only for a key with tpm: its "usage" is there (the
      * end of a plain answer; a stream's last chunk with stream_options.include_usage). */
 #define JOB_TAIL 1024
-    bool w_track_usage; /* w_tail is allocated (JOB_TAIL bytes) */
+    bool w_track_usage;          /* w_tail is allocated (JOB_TAIL bytes) */
+    struct usage_strip *w_strip; /* the usage was asked for (the body edited): its chunk is
+                                  * taken out of what the client receives */
     size_t w_tail_len;
     char *w_tail;
     uint64_t t_first_event_ns;

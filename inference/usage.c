@@ -2,6 +2,7 @@
 #include "inference/usage.h"
 
 #include <stdbool.h>
+#include <stdlib.h>
 #include <string.h>
 
 static bool usage__ws(char c)
@@ -110,4 +111,135 @@ int64_t usage_tokens(const char *buf, size_t len)
         return (prompt > 0 ? prompt : 0) + (completion > 0 ? completion : 0);
     }
     return -1;
+}
+
+struct usage_strip {
+    size_t n;     /* bytes held: the current event so far (while !passing) */
+    bool passing; /* the current event outgrew the hold: passed on unchecked */
+    bool cr;      /* the last byte was '\r' (a '\n' after it ends nothing more) */
+    bool bol;     /* at the beginning of a line */
+    char held[USAGE_STRIP_HOLD];
+};
+
+struct usage_strip *usage_strip_new(void)
+{
+    struct usage_strip *f = malloc(sizeof(*f));
+    if (f) {
+        f->n = 0;
+        f->passing = f->cr = false;
+        f->bol = true;
+    }
+    return f;
+}
+
+void usage_strip_free(struct usage_strip *f)
+{
+    free(f);
+}
+
+size_t usage_strip_held(const struct usage_strip *f)
+{
+    return f->n;
+}
+
+/* At p: optional blanks, then c. Returns the byte after c, or NULL. */
+static const char *usage__after(const char *p, const char *lim, char c)
+{
+    while (p < lim && usage__ws(*p))
+        p++;
+    return p < lim && *p == c ? p + 1 : NULL;
+}
+
+/* The quoted key `key` (with its quotes) followed by ':' and the byte `open` somewhere in
+ * [p, lim). Inside a JSON string a quote is escaped, so a match starts at a real key. */
+static bool usage__has(const char *p, const char *lim, const char *key, char open, char close)
+{
+    size_t kl = strlen(key);
+    for (const char *q = p; (size_t)(lim - q) >= kl; q++) {
+        q = memchr(q, key[0], (size_t)(lim - q) - kl + 1);
+        if (!q)
+            return false;
+        if (memcmp(q, key, kl) != 0)
+            continue;
+        const char *v = usage__after(q + kl, lim, ':');
+        v = v ? usage__after(v, lim, open) : NULL;
+        if (v && (!close || usage__after(v, lim, close)))
+            return true;
+    }
+    return false;
+}
+
+/* A whole event: its usage-only chunk? */
+static bool usage__only(const char *p, size_t n)
+{
+    const char *lim = p + n;
+    return usage__has(p, lim, "\"choices\"", '[', ']') && usage__has(p, lim, "\"usage\"", '{', 0);
+}
+
+int usage_strip_feed(struct usage_strip *f, const char *p, size_t n, struct buf *out)
+{
+    size_t start = 0; /* the current event's first byte in p (or held, from before) */
+    for (size_t i = 0; i < n; i++) {
+        char c = p[i];
+        bool eol = false;
+        if (c == '\n') {
+            eol = !f->cr;
+            f->cr = false;
+        } else if (c == '\r') {
+            eol = true;
+            f->cr = true;
+        } else {
+            f->cr = false;
+            f->bol = false;
+        }
+        if (!eol)
+            continue;
+        if (!f->bol) {
+            f->bol = true; /* a line ended; the event goes on */
+            continue;
+        }
+        /* a blank line: the event [start, i] (after what is held) is complete */
+        size_t len = i + 1 - start;
+        if (f->passing) {
+            if (buf_append(out, p + start, len) != 0)
+                return -1;
+        } else if (f->n) {
+            bool drop = false;
+            if (f->n + len <= USAGE_STRIP_HOLD) {
+                memcpy(f->held + f->n, p + start, len);
+                drop = usage__only(f->held, f->n + len);
+                if (!drop && buf_append(out, f->held, f->n + len) != 0)
+                    return -1;
+            } else if (buf_append(out, f->held, f->n) != 0 ||
+                       buf_append(out, p + start, len) != 0) {
+                return -1;
+            }
+        } else if (!usage__only(p + start, len) && buf_append(out, p + start, len) != 0) {
+            return -1;
+        }
+        f->n = 0;
+        f->passing = false;
+        start = i + 1;
+    }
+    /* the rest starts an event: held while it may still be a usage chunk */
+    size_t rest = n - start;
+    if (!rest)
+        return 0;
+    if (!f->passing && f->n + rest <= USAGE_STRIP_HOLD) {
+        memcpy(f->held + f->n, p + start, rest);
+        f->n += rest;
+        return 0;
+    }
+    if (!f->passing && (buf_append(out, f->held, f->n) != 0))
+        return -1;
+    f->n = 0;
+    f->passing = true;
+    return buf_append(out, p + start, rest);
+}
+
+int usage_strip_flush(struct usage_strip *f, struct buf *out)
+{
+    size_t n = f->n;
+    f->n = 0;
+    return n ? buf_append(out, f->held, n) : 0;
 }

@@ -393,19 +393,23 @@ static size_t worker__on_body(char *data, size_t size, size_t n, void *arg)
     /* Counted on a copy of the scanner: bytes refused with PAUSE come again later. */
     struct sse_scan sc = job->sse;
     size_t ev = job->stream ? sse_scan_feed(&sc, data, len) : 0;
+    /* the usage we asked for is not relayed (an engine's error answer is, whole) */
+    struct usage_strip *strip =
+        job->w_strip && job->up_status < 300 && worker__is_sse(job->up_ctype) ? job->w_strip : NULL;
     pthread_mutex_lock(&job->lock);
     if (job->client_gone) {
         pthread_mutex_unlock(&job->lock);
         return 0; /* abort: nobody is listening */
     }
-    if (!buf_fits(&job->out, len)) {
+    if (!buf_fits(&job->out, strip ? usage_strip_held(strip) + len : len)) {
         job->up_paused = true;
         if (!job->headers_ready) /* a large non-stream body: start sending it */
             worker__deliver_headers_locked(w, job);
         pthread_mutex_unlock(&job->lock);
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (buf_append(&job->out, data, len) != 0) {
+    if ((strip ? usage_strip_feed(strip, data, len, &job->out)
+               : buf_append(&job->out, data, len)) != 0) {
         pthread_mutex_unlock(&job->lock);
         return 0; /* out of memory: abort the transfer */
     }
@@ -584,6 +588,20 @@ static CURL *worker__easy(struct worker *w)
     return e;
 }
 
+/* A stream of a key with tpm whose client did not ask for usage: the body is edited to ask
+ * (a few bytes spliced in where the request scan found room, not re-serialised), and the usage
+ * chunk is filtered out of what the client receives. Without room under the body's ceiling or
+ * memory, the stream goes as it came (settled by its events). */
+static void worker__ask_usage(struct job *job)
+{
+    struct usage_strip *f = usage_strip_new();
+    if (f &&
+        buf_splice(&job->body, job->ask_off, job->ask_del, job->ask_ins, strlen(job->ask_ins)) == 0)
+        job->w_strip = f;
+    else
+        usage_strip_free(f);
+}
+
 static void worker__start(struct worker *w, struct job *job)
 {
     const struct config *cfg = job->snap->cfg;
@@ -611,6 +629,8 @@ static void worker__start(struct worker *w, struct job *job)
         job->hdr[i].data = lines[i];
         job->hdr[i].next = i + 1 < n ? &job->hdr[i + 1] : NULL;
     }
+    if (job->ask_ins && !job->w_strip && cfg->backends[job->backend].stream_usage)
+        worker__ask_usage(job);
     curl_easy_setopt(e, CURLOPT_CURLU, up->curlu[job->endpoint]);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, buf_data(&job->body));
@@ -893,6 +913,8 @@ static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc
         int64_t usage = job->w_track_usage ? usage_tokens(job->w_tail, job->w_tail_len) : -1;
         pthread_mutex_lock(&job->lock);
         job->usage_tokens = usage;
+        if (job->w_strip && usage_strip_flush(job->w_strip, &job->out) != 0)
+            job->eof_error = true; /* an unterminated last event that no longer fits */
         if (!job->headers_ready) {
             job->eof = true; /* status, headers and the whole body in one hand-over */
             worker__deliver_headers_locked(w, job);

@@ -366,7 +366,8 @@ class TestTpmHonest(OwnTest):
     bucket of 1000."""
 
     TPM_KEYS = {"free": "sk-free-0123", "unreach": "sk-unreach-0123", "qto": "sk-qto-0123",
-                "left": "sk-left-0123", "debt": "sk-debt-0123"}
+                "left": "sk-left-0123", "debt": "sk-debt-0123", "strm": "sk-strm-0123",
+                "own": "sk-own-0123", "count": "sk-count-0123"}
 
     @classmethod
     def fixture(cls):
@@ -375,7 +376,9 @@ class TestTpmHonest(OwnTest):
             {"m": (cls.mock.url, ["mock-model"], 1),
              "dead": ("http://%s:%d" % (HOST, free_port()), ["dead-model"])},
             keys=cls.TPM_KEYS, limits={"queue_timeout_ms": 400},
-            extra=[("health", {"interval_ms": 0})] +
+            extra=[("health", {"interval_ms": 0}),
+                   ("backend.nousage", {"url": cls.mock.url, "models": "plain-model",
+                                        "stream_usage": "false"})] +
                   [("key.%s" % k, {"tpm": 1000}) for k in cls.TPM_KEYS if k != "free"],
             name="llmgate-tpm")
 
@@ -448,3 +451,40 @@ class TestTpmHonest(OwnTest):
         self.assert429(r, "tpm", 9000, 13000)
 
     assert429 = TestKeyLimits.assert429
+
+    def events(self, r):
+        self.assertEqual(r.status, 200, r)
+        return [e[len("data: "):] for e in r.body.decode().split("\n\n") if e.startswith("data: ")]
+
+    def test_stream_usage_asked_and_not_relayed(self):
+        """A stream whose client did not ask for usage: the gateway asks the engine (the mock
+        sends its usage chunk only when asked), settles the charge by it (900 more go through
+        at once), and the client receives the stream without that chunk."""
+        r = self.rq("strm", chat_body("s", stream=True, max_tokens=900, mock={"tokens": 3}))
+        ev = self.events(r)
+        self.assertEqual(ev[-1], "[DONE]", ev)
+        self.assertNotIn(b'"usage"', r.body)
+        chunks = [json.loads(e) for e in ev[:-1]]
+        self.assertTrue(all(c["choices"] for c in chunks), chunks)
+        self.assertEqual("".join(c["choices"][0]["delta"].get("content", "") for c in chunks),
+                         "tok0 tok1 tok2 ")
+        self.assert_whole("strm")
+
+    def test_client_usage_is_relayed(self):
+        """A client that asked for usage itself gets the usage chunk (empty choices, usage)."""
+        r = self.rq("own", chat_body("s", stream=True, max_tokens=900, mock={"tokens": 3},
+                                     stream_options={"include_usage": True}))
+        last = json.loads(self.events(r)[-2])
+        self.assertEqual(last["choices"], [])
+        self.assertEqual(last["usage"]["completion_tokens"], 3)
+        self.assert_whole("own")
+
+    def test_stream_usage_off_counts_events(self):
+        """[backend] stream_usage = false (an engine that refuses stream_options): the body
+        goes as it came (the mock, not asked, sends no usage) and the stream is settled by its
+        events (about a token each), not by its estimate of 900."""
+        r = self.rq("count", chat_body("s", model="plain-model", stream=True, max_tokens=900,
+                                       mock={"tokens": 3}))
+        self.assertEqual(len(self.events(r)), 5, r.body)  # 3 tokens, the stop, [DONE]
+        self.assertNotIn(b'"usage"', r.body)
+        self.assert_whole("count")

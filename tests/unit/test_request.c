@@ -2,6 +2,7 @@
 #include "http/request.h"
 #include "unit.h"
 
+#include <stdio.h>
 #include <string.h>
 
 static enum lg_err check(enum job_endpoint k, const char *body, struct req_info *info,
@@ -149,6 +150,59 @@ START_TEST(test_fields)
 }
 END_TEST
 
+/* Asking for a stream's usage: the edit applied to the body gives valid JSON (validated again,
+ * duplicate keys refused) whose stream_options.include_usage is true, and nothing else moved. */
+START_TEST(test_ask_usage)
+{
+    static const char *const cases[][2] = {
+        {"{\"model\":\"m\",\"messages\":[1],\"stream\":true} \n",
+         "{\"model\":\"m\",\"messages\":[1],\"stream\":true,\"stream_options\":{\"include_usage\":"
+         "true}} \n"},
+        {"{\"model\":\"m\",\"messages\":[1],\"stream\":true,\"stream_options\":null}",
+         "{\"model\":\"m\",\"messages\":[1],\"stream\":true,\"stream_options\":{\"include_usage\":"
+         "true}}"},
+        {"{\"model\":\"m\",\"stream_options\":{ },\"messages\":[1],\"stream\":true}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true },\"messages\":[1],"
+         "\"stream\":true}"},
+        {"{\"model\":\"m\",\"stream_options\":{\"x\":1},\"messages\":[1],\"stream\":true}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\":true,\"x\":1},\"messages\":[1],"
+         "\"stream\":true}"},
+        {"{\"model\":\"m\",\"stream_options\":{\"include_usage\" : false},\"messages\":[1],"
+         "\"stream\":true}",
+         "{\"model\":\"m\",\"stream_options\":{\"include_usage\" : true},\"messages\":[1],"
+         "\"stream\":true}"},
+    };
+    struct req_info info, again;
+    const char *param;
+    char out[512];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *in = cases[i][0];
+        ck_assert_int_eq(check(JOB_CHAT, in, &info, &param), LGE_NONE);
+        ck_assert_ptr_nonnull(info.ask_ins);
+        ck_assert(!info.include_usage);
+        snprintf(out, sizeof(out), "%.*s%s%s", (int)info.ask_off, in, info.ask_ins,
+                 in + info.ask_off + info.ask_del);
+        ck_assert_str_eq(out, cases[i][1]);
+        ck_assert_int_eq(check(JOB_CHAT, out, &again, &param), LGE_NONE);
+        ck_assert(again.include_usage);
+        ck_assert_ptr_null(again.ask_ins); /* asked already */
+        free(info.model);
+        free(again.model);
+    }
+    /* not a stream, or stream_options of another type: nothing to ask */
+    ck_assert_int_eq(check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1]}", &info, &param),
+                     LGE_NONE);
+    ck_assert_ptr_null(info.ask_ins);
+    free(info.model);
+    ck_assert_int_eq(
+        check(JOB_CHAT, "{\"model\":\"m\",\"messages\":[1],\"stream\":true,\"stream_options\":1}",
+              &info, &param),
+        LGE_NONE);
+    ck_assert_ptr_null(info.ask_ins);
+    free(info.model);
+}
+END_TEST
+
 START_TEST(test_request_ids)
 {
     ck_assert(request_id_valid("abc-123_x.y:z"));
@@ -173,6 +227,7 @@ Suite *make_suite(void)
     Suite *s = suite_create("request");
     TCase *tc = tcase_create("validate");
     tcase_add_test(tc, test_valid);
+    tcase_add_test(tc, test_ask_usage);
     tcase_add_test(tc, test_invalid);
     tcase_add_test(tc, test_duplicates);
     tcase_add_test(tc, test_stricter_than_json_c);
