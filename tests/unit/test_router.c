@@ -27,7 +27,7 @@ static size_t n_granted;
 static void on_grant(struct job *job, void *arg)
 {
     (void)arg;
-    granted[n_granted++] = job;
+    granted[n_granted++ % N] = job; /* the latest N (some tests grant thousands) */
 }
 
 static struct config *load(const char *t)
@@ -60,7 +60,7 @@ static struct job *next(struct router *r, struct job *running)
 {
     size_t before = n_granted;
     router_release(r, running);
-    return n_granted > before ? granted[n_granted - 1] : NULL;
+    return n_granted > before ? granted[(n_granted - 1) % N] : NULL;
 }
 
 START_TEST(test_fair_and_priority)
