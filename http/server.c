@@ -833,6 +833,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     /* the key's slot and its buckets, atomically with their check */
     uint64_t retry_ms;
     job->cost = limits_estimate(info.prompt_bytes, info.max_tokens);
+    job->cost_open = info.max_tokens < 0 && job->endpoint != JOB_EMBEDDINGS; /* rqueue.h */
     enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->key ? clock_now_ns() : 0,
                                       &retry_ms, &job->lim);
     if (lv != LIM_OK) {

@@ -30,6 +30,7 @@ struct MHD_Connection;
 struct cfg_backend;
 struct job;
 struct rpool;
+struct rq_flow;
 struct snap;
 struct usage_strip;
 
@@ -101,10 +102,13 @@ struct job {
     unsigned h_status;     /* status sent to the client */
 
     /* --- router (under the job's pool lock) ---------------------------------------------- */
-    struct job *r_next, *r_prev; /* in the router's waiting list of its priority */
+    struct job *r_next, *r_prev; /* in its flow's waiting list (inference/rqueue.c) */
+    struct rq_flow *r_flow;      /* that flow, while waiting */
     unsigned prio;               /* enum cfg_priority: the key's, or lower by X-Priority */
-    uint64_t cost;               /* estimated tokens: what fair queuing charges */
+    uint64_t cost;               /* estimated tokens: what fair queuing charges (capped) */
+    bool cost_open;              /* no max_tokens: fair queuing charges its ceiling */
     uint64_t r_tag;              /* start tag (start-time fair queuing), while waiting */
+    uint64_t r_finish;           /* its finish tag: what its key was charged up to */
     bool r_waiting;
     bool r_granted;
     struct rpool *r_pool;           /* the pool it asked (set by router_acquire) */

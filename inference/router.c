@@ -4,38 +4,25 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "inference/job.h"
+#include "inference/rqueue.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 
-/* Fair queuing: start-time fair queuing (Goyal et al.) per priority class of a pool. A waiting
- * job's start tag is max(class virtual time, its key's last finish tag); its key's finish tag
- * then grows by cost / weight. The runnable waiter with the smallest start tag is served first,
- * and the class's virtual time becomes its tag. A key that floods gets ever later tags; a key
- * with one request gets the current virtual time: it is served within about one service time,
- * whatever is queued. The scan over the pool's waiting list (bounded by its capacity) also lets
- * a waiter whose backends are free pass waiters whose backends are busy: no head-of-line
- * blocking across the models of one pool. */
-#define TAG_SCALE 1024u /* cost units per tag unit at weight 1 */
-
-struct key_rt {
-    uint64_t finish[PRIO__COUNT]; /* last finish tag per class */
-    unsigned queued;
-};
+/* Fair queuing (start-time fair queuing per priority class, charged by estimated tokens) and
+ * the waiters' order live in inference/rqueue.c: every grant, refusal and count there costs
+ * O(log keys) plus a look at each of the pool's candidate sets, whatever is queued. */
 
 struct rpool {
     pthread_mutex_t lock;
     struct router *r;
     const struct config *cfg; /* the configuration it belongs to: its keys' index space */
-    struct job *head[PRIO__COUNT], *tail[PRIO__COUNT];
-    uint64_t vtime[PRIO__COUNT];
-    struct key_rt *keys;   /* by index in cfg->keys; [n_keys] is the anonymous key (auth off) */
-    unsigned queued;       /* under lock */
-    atomic_uint n_waiting; /* the same, for looks without the lock */
-    atomic_bool starved;   /* a waiter stopped for want of a gateway slot (max_inflight) */
-    unsigned cap;          /* its waiting requests at most */
-    struct backend **be;   /* its backends (each lists this pool) */
+    struct rqueue q;          /* its waiters (q.queued of them) */
+    atomic_uint n_waiting;    /* q.queued, for looks without the lock */
+    atomic_bool starved;      /* a waiter stopped for want of a gateway slot (max_inflight) */
+    unsigned cap;             /* its waiting requests at most */
+    struct backend **be;      /* its backends (each lists this pool) */
     unsigned n_be;
     struct rpool *next_all, *prev_all; /* the router's list of every live pool */
 };
@@ -53,6 +40,8 @@ struct router {
     struct rpool *all;
     unsigned n_all;
 };
+
+static void pool__dispatch(struct rpool *p);
 
 struct router *router_new(router_grant_fn grant, void *arg)
 {
@@ -84,6 +73,18 @@ void router_apply(struct router *r, const struct config *cfg)
     atomic_store(&r->queue_cap, cfg->queue_capacity);
     atomic_store(&r->pool_cap, cfg->pool_queue_capacity);
     atomic_store(&r->prior_ms, cfg->service_time_prior_ms);
+    /* Slots the new limits add (a backend's max_concurrency, set by backends_bind, or
+     * max_inflight) go to the requests waiting now, not at the next release or their timeout;
+     * a starved mark left by waiters that are gone is cleared on the way. */
+    pthread_mutex_lock(&r->list_lock);
+    for (struct rpool *p = r->all; p; p = p->next_all) {
+        if (!atomic_load(&p->n_waiting) && !atomic_load(&p->starved))
+            continue;
+        pthread_mutex_lock(&p->lock);
+        pool__dispatch(p);
+        pthread_mutex_unlock(&p->lock);
+    }
+    pthread_mutex_unlock(&r->list_lock);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -99,7 +100,7 @@ static unsigned uf_find(unsigned *parent, unsigned i)
 static void pool__free(struct rpool *p)
 {
     pthread_mutex_destroy(&p->lock);
-    free(p->keys);
+    rq_release(&p->q);
     free(p->be);
     free(p);
 }
@@ -227,9 +228,8 @@ int router_bind(struct router *r, struct config *cfg)
         p->cap = cfg->pool_queue_capacity && cfg->pool_queue_capacity < cfg->queue_capacity
                      ? cfg->pool_queue_capacity
                      : cfg->queue_capacity;
-        p->keys = calloc(cfg->n_keys + 1, sizeof(*p->keys));
         p->be = calloc(n, sizeof(struct backend *));
-        if (!p->keys || !p->be) {
+        if (rq_init(&p->q, cfg) != 0 || !p->be) {
             pool__free(p);
             rc = -1;
             break;
@@ -322,64 +322,25 @@ static enum take_rc pool__take(struct router *r, struct job *job)
     }
 }
 
-static struct key_rt *pool__key(struct rpool *p, const struct job *job)
+static bool pool__runnable(const struct job *job)
 {
-    size_t n = p->cfg->n_keys;
-    size_t i = job->key ? (size_t)(job->key - p->cfg->keys) : n;
-    return &p->keys[i <= n ? i : n];
-}
-
-static unsigned router__prio(const struct job *job)
-{
-    return job->prio < PRIO__COUNT ? job->prio : PRIO_NORMAL;
-}
-
-static void pool__unlink(struct rpool *p, struct job *job)
-{
-    unsigned c = router__prio(job);
-    if (job->r_prev)
-        job->r_prev->r_next = job->r_next;
-    else
-        p->head[c] = job->r_next;
-    if (job->r_next)
-        job->r_next->r_prev = job->r_prev;
-    else
-        p->tail[c] = job->r_prev;
-    job->r_next = job->r_prev = NULL;
-    job->r_waiting = false;
-    p->queued--;
-    atomic_fetch_sub(&p->n_waiting, 1);
-    atomic_fetch_sub(&p->r->queued, 1);
-    pool__key(p, job)->queued--;
-}
-
-/* Queues job with its start tag. Pool lock held; its place in the queue is reserved. */
-static void pool__enqueue(struct rpool *p, struct job *job)
-{
-    unsigned c = router__prio(job);
-    struct key_rt *k = pool__key(p, job);
-    unsigned weight = job->key && job->key->weight ? job->key->weight : 1;
-    uint64_t start = p->vtime[c] > k->finish[c] ? p->vtime[c] : k->finish[c];
-    uint64_t cost = job->cost ? job->cost : 1;
-    k->finish[c] = start + (cost * TAG_SCALE + weight - 1) / weight;
-    job->r_tag = start;
-    job->r_waiting = true;
-    job->r_prev = p->tail[c];
-    job->r_next = NULL;
-    if (p->tail[c])
-        p->tail[c]->r_next = job;
-    else
-        p->head[c] = job;
-    p->tail[c] = job;
-    p->queued++;
-    atomic_fetch_add(&p->n_waiting, 1);
-    k->queued++;
+    return pool__pick(job) != NULL;
 }
 
 static void pool__set_starved(struct rpool *p, bool on)
 {
     if (atomic_exchange(&p->starved, on) != on)
         atomic_fetch_add(&p->r->starved, on ? 1u : (unsigned)-1);
+}
+
+/* Takes job out of p's queue: granted, or gone without a grant. Pool lock held. */
+static void pool__unlink(struct rpool *p, struct job *job, bool granted)
+{
+    rq_remove(&p->q, job, granted);
+    atomic_fetch_sub(&p->n_waiting, 1);
+    atomic_fetch_sub(&p->r->queued, 1);
+    if (p->q.queued == 0)
+        pool__set_starved(p, false); /* nobody left to starve: no newcomer queues for it */
 }
 
 /* Grants every waiter of p that can run now: by priority class, then smallest start tag. A
@@ -389,21 +350,13 @@ static void pool__set_starved(struct rpool *p, bool on)
 static void pool__dispatch(struct rpool *p)
 {
     struct router *r = p->r;
-    while (p->queued) {
+    while (p->q.queued) {
         if (global_full(r)) {
             pool__set_starved(p, true);
             if (global_full(r))
                 return;
         }
-        struct job *best = NULL;
-        for (unsigned c = 0; c < PRIO__COUNT && !best; c++) {
-            for (struct job *w = p->head[c]; w; w = w->r_next) {
-                if (best && w->r_tag >= best->r_tag)
-                    continue;
-                if (pool__pick(w))
-                    best = w;
-            }
-        }
+        struct job *best = rq_best(&p->q, pool__runnable);
         if (!best)
             break;
         enum take_rc t = pool__take(r, best);
@@ -411,10 +364,7 @@ static void pool__dispatch(struct rpool *p)
             continue; /* marks the pool starved above, or finds the slot freed */
         if (t == TAKE_BACKEND)
             continue; /* its backend was taken by another pool meanwhile: look again */
-        unsigned c = router__prio(best);
-        if (best->r_tag > p->vtime[c])
-            p->vtime[c] = best->r_tag;
-        pool__unlink(p, best);
+        pool__unlink(p, best, true);
         r->grant(best, r->grant_arg);
     }
     pool__set_starved(p, false);
@@ -432,12 +382,8 @@ static bool pool__over_share(struct rpool *p, const struct job *job, unsigned ca
 {
     if (!job->key)
         return false;
-    unsigned active = 0;
-    for (size_t i = 0; i <= p->cfg->n_keys; i++)
-        active += p->keys[i].queued > 0;
-    const struct key_rt *k = pool__key(p, job);
-    if (k->queued == 0)
-        active++;
+    const struct rq_key *k = rq_key_of(&p->q, job);
+    unsigned active = p->q.active_keys + (k->queued == 0);
     return active >= 2 && k->queued >= cap / active;
 }
 
@@ -449,20 +395,27 @@ enum router_rc router_acquire(struct router *r, struct job *job)
     job->r_pool = p;
     enum router_rc rc;
     pthread_mutex_lock(&p->lock);
+    /* A mark left by waiters that are gone, or slots added since (a reload): look again */
+    if (atomic_load(&p->starved))
+        pool__dispatch(p);
     /* A free backend slot of its own means nobody waiting can use it (each release grants
      * what it frees): take it at once. Unless waiters here wait for a gateway slot: then the
      * newcomer queues behind them. */
     if (!atomic_load(&p->starved) && pool__take(r, job) == TAKE_OK) {
         rc = ROUTER_OK;
-    } else if (p->queued >= p->cap || !router__reserve(r)) {
+    } else if (p->q.queued >= p->cap || !router__reserve(r)) {
         atomic_fetch_add_explicit(&r->rejected_total, 1, memory_order_relaxed);
-        unsigned cap = p->queued >= p->cap ? p->cap : atomic_load(&r->queue_cap);
+        unsigned cap = p->q.queued >= p->cap ? p->cap : atomic_load(&r->queue_cap);
         rc = pool__over_share(p, job, cap) ? ROUTER_FAIR_SHARE : ROUTER_FULL;
+    } else if (rq_push(&p->q, job) != 0) { /* out of memory */
+        atomic_fetch_sub(&r->queued, 1);
+        atomic_fetch_add_explicit(&r->rejected_total, 1, memory_order_relaxed);
+        rc = ROUTER_FULL;
     } else {
         /* queued (its place reserved above), then a look: it may pass the waiters whose
          * backends are busy, or a slot was freed meanwhile. A grant made now comes through
          * the callback like any later one. */
-        pool__enqueue(p, job);
+        atomic_fetch_add(&p->n_waiting, 1);
         pool__dispatch(p);
         rc = ROUTER_QUEUED;
     }
@@ -479,7 +432,7 @@ bool router_cancel(struct router *r, struct job *job)
     pthread_mutex_lock(&p->lock);
     bool was_waiting = job->r_waiting;
     if (was_waiting)
-        pool__unlink(p, job);
+        pool__unlink(p, job, false);
     pthread_mutex_unlock(&p->lock);
     return was_waiting;
 }
@@ -535,6 +488,14 @@ void router_release(struct router *r, struct job *job)
 /* ---------------------------------------------------------------------------------------- */
 /* Retry-After and looks                                                                      */
 
+/* Waiters of p (other than `self`) that compete for the backends in `cands`: O(candidate sets
+ * of the pool), not O(waiters). Pool lock held. */
+static unsigned router__ahead(struct rpool *p, const struct cfg_backend *const *cands, unsigned n,
+                              const struct job *self)
+{
+    return rq_ahead(&p->q, cands, n, self);
+}
+
 /* The pool of `cands`: its slots, its hold-time step, the latest time told, and the waiters
  * (other than `self`) that compete for it. Pool lock held. */
 static void router__pool(struct router *r, struct rpool *p, const struct cfg_backend *const *cands,
@@ -562,16 +523,7 @@ static void router__pool(struct router *r, struct rpool *p, const struct cfg_bac
         slots = maxin;
     if (slots == 0)
         slots = 1;
-    uint64_t ahead = 0;
-    for (unsigned c = 0; c < PRIO__COUNT; c++) {
-        for (const struct job *w = p->head[c]; w; w = w->r_next) {
-            bool overlap = false;
-            for (unsigned i = 0; i < w->n_candidates && !overlap; i++)
-                for (unsigned j = 0; j < n && !overlap; j++)
-                    overlap = w->candidates[i] == cands[j];
-            ahead += w != self && overlap;
-        }
-    }
+    uint64_t ahead = router__ahead(p, cands, n, self);
     *slots_out = slots;
     *step_out = hold / slots; /* one permit frees this often, on average */
     *told_out = told;
@@ -643,7 +595,7 @@ unsigned router_key_queued(struct router *r, const struct config *cfg, const str
         if (!p || seen)
             continue;
         pthread_mutex_lock(&p->lock);
-        n += p->keys[ki].queued;
+        n += p->q.keys[ki].queued;
         pthread_mutex_unlock(&p->lock);
     }
     return n;

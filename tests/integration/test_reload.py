@@ -567,6 +567,50 @@ class TestReload(ReloadTest):
         self.assertErrorEnvelope(self.chat(gw, body=chat_body("b?", model="b-model")), 404,
                                  "invalid_request_error", "model_not_found")
 
+    def test_reload_adding_slots_wakes_waiters(self):
+        """max_concurrency 2 -> 8 while 100 requests wait behind two slow ones (6 s): the
+        reload grants six of them at once, and the 100 quick ones (50 ms) are all served long
+        before the slow ones end — not when a slot is next released, nor at their timeout."""
+        gw = self.start({"a": (self.mock.url, ["mock-model"], 2)},
+                        limits={"queue_timeout_ms": 30000, "queue_capacity": 200})
+        slow_ms, n = 6000, 100
+        done = {}
+        lock = threading.Lock()
+
+        def send(i, ttft):
+            r = self.chat(gw, body=chat_body("w%d" % i, mock={"ttft_ms": ttft}), timeout=t(40))
+            with lock:
+                done[i] = (r.status, time.monotonic())
+
+        ths = [threading.Thread(target=send, args=(i, slow_ms)) for i in range(2)]
+        for th in ths:
+            th.start()
+        try:
+            self.wait_metric(gw, "llmgate_inflight", 2)
+            t_start = time.monotonic()
+            waiters = [threading.Thread(target=send, args=(i, 50)) for i in range(2, 2 + n)]
+            for th in waiters:
+                th.start()
+            ths += waiters
+            self.wait_metric(gw, "llmgate_queued", n, timeout=t(10))
+            self.rewrite(gw, backends={"a": (self.mock.url, ["mock-model"], 8)},
+                         limits={"queue_timeout_ms": 30000, "queue_capacity": 200})
+            self.assertReloaded(self.reload(gw), 2, 1, 0)
+            t_reload = time.monotonic()
+            self.assertLess(t_reload - t_start, slow_ms / 1000 - 2, "too slow to measure")
+            self.wait_metric(gw, "llmgate_inflight", 8, timeout=1.0)
+        finally:
+            for th in ths:
+                th.join(t(40))
+        self.assertEqual(len(done), n + 2)
+        self.assertEqual(sorted(set(st for st, _ in done.values())), [200], done)
+        quick = [at - t_reload for i, (st, at) in done.items() if i >= 2]
+        slow_end = min(at for i, (st, at) in done.items() if i < 2)
+        # 100 x 50 ms over 6 slots: ~1 s after the reload, and before the first slot is freed
+        self.assertLess(max(quick), t(3), "waiters served %.2f s after the reload" % max(quick))
+        self.assertLess(max(quick) + t_reload, slow_end, "waiters waited for a release")
+        self.wait_permits_zero(gw)
+
     def test_key_state_carries_over(self):
         """A key that stays keeps its state: `conc` holds 2 slow requests of its 2 slots; a
         reload raises max_concurrency to 3: its in-flight count stays 2 (not reset), one more
