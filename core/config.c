@@ -80,8 +80,9 @@ static const struct cfg_row cfg_rows[] = {
      "model cannot fill the gateway's queue; 0 = queue_capacity"},
     {"limits", "queue_timeout_ms", CT_UINT, F(queue_timeout_ms), 1, 3600000, "30000",
      "longest wait for a slot; expiry -> 503 queue_timeout"},
-    {"limits", "service_time_prior_ms", CT_UINT, F(service_time_prior_ms), 1, 3600000, "10000",
-     "how long a request holds an engine slot, assumed for Retry-After before any is measured"},
+    {"limits", "service_time_prior_ms", CT_UINT, F(service_time_prior_ms), 1, 3600000, "500",
+     "Retry-After's first guess of how long a request holds an engine slot, before any has "
+     "ended (then twice the age of the requests in flight, if larger)"},
     {"limits", "key_max_concurrency", CT_UINT, F(key_max_concurrency), 0, 1000000, "0",
      "default for every key: its requests at once; beyond -> 429; 0 = no limit"},
     {"limits", "key_rpm", CT_UINT, F(key_rpm), 0, 100000000, "0",

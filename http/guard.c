@@ -435,6 +435,11 @@ bool guard_touch(struct guard_conn *c)
     return guard_enter(c, G_BODY);
 }
 
+uint64_t guard_conn_id(const struct guard_conn *c)
+{
+    return c && c->seq != UINT64_MAX ? c->seq : 0;
+}
+
 enum guard_phase guard_phase_of(const struct guard_conn *c)
 {
     return c ? W_PHASE(atomic_load(&((struct guard_conn *)c)->word)) : G_BUSY;

@@ -78,6 +78,9 @@ void guard_request_line(struct guard_conn *c);
 /* Body progress: restarts the G_BODY deadline. False when cut. */
 bool guard_touch(struct guard_conn *c);
 /* The connection's phase (G_CUT once cut). */
+/* c's accept order: names the connection for the process's life (0: NULL, or none given). */
+uint64_t guard_conn_id(const struct guard_conn *c);
+
 enum guard_phase guard_phase_of(const struct guard_conn *c);
 
 void guard_get_stats(struct guard *g, struct guard_stats *out);

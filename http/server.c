@@ -834,8 +834,9 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     uint64_t retry_ms;
     job->cost = limits_estimate(info.prompt_bytes, info.max_tokens);
     job->cost_open = info.max_tokens < 0 && job->endpoint != JOB_EMBEDDINGS; /* rqueue.h */
-    enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->key ? clock_now_ns() : 0,
-                                      &retry_ms, &job->lim);
+    job->lim_at_ns = job->key ? clock_now_ns() : 0;
+    enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->lim_at_ns,
+                                      guard_conn_id(http__gconn(conn)), &retry_ms, &job->lim);
     if (lv != LIM_OK) {
         job->h_state = H_DONE;
         job->h_status = 429;
@@ -855,6 +856,7 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     job->client_fd = ci ? ci->connect_fd : -1;
+    job->client_id = guard_conn_id(http__gconn(conn));
     job->conn = conn;
     job->pool = s->pool;
     job->deadline_ns = job->t_start_ns + (uint64_t)cfg->request_s * NS_PER_S;
@@ -961,7 +963,8 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     else if ((prio = http__priority(conn, key)) < 0)
         early = http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
                             NULL, rid, 0);
-    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, &retry_ms)) != LIM_OK)
+    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0,
+                                guard_conn_id(http__gconn(conn)), &retry_ms)) != LIM_OK)
         early = http__rate_limited(s, conn, key, lv, rid, retry_ms);
     else if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > cfg->max_body_bytes))
         early = http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
@@ -1003,7 +1006,7 @@ static void http__completed(void *cls, struct MHD_Connection *conn, void **con_c
         return;
     *con_cls = NULL;
     if (job->lim_taken)
-        limits_release(s->limits, job->key, clock_now_ns() - job->t_start_ns);
+        limits_release(s->limits, job->key, job->lim_at_ns, job->key ? clock_now_ns() : 0);
     const struct config *cfg = job->snap->cfg;
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;

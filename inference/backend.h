@@ -9,6 +9,8 @@
 #ifndef LG_BACKEND_H
 #define LG_BACKEND_H
 
+#include "inference/eta.h"
+
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -23,12 +25,14 @@ struct backend {
     char *url;
     atomic_uint ref; /* configurations binding it */
     atomic_int health;
-    atomic_uint inflight;          /* permits held on it */
-    atomic_uint max;               /* its max_concurrency, from the newest configuration */
-    atomic_uint_fast64_t hold_ns;  /* smoothed time a permit is held (0: no history yet) */
-    atomic_uint_fast64_t told_ns;  /* the latest time a refused client was told to come back */
-    atomic_uint_fast64_t granted;  /* permits granted on it, ever */
-    atomic_uint_fast64_t failures; /* transfers that failed on it (connect, broken, timeout) */
+    atomic_uint inflight;              /* permits held on it */
+    atomic_uint max;                   /* its max_concurrency, from the newest configuration */
+    atomic_uint_fast64_t hold_ns;      /* smoothed time a permit is held (0: no history yet) */
+    atomic_uint_fast64_t grant_us_sum; /* sum of the grant times (µs) of the permits held: their
+                                        * mean age, for Retry-After (inference/eta.h) */
+    struct eta eta;                    /* promises told to clients refused on it (Retry-After) */
+    atomic_uint_fast64_t granted;      /* permits granted on it, ever */
+    atomic_uint_fast64_t failures;     /* transfers that failed on it (connect, broken, timeout) */
     /* the admission pools (one per live configuration) whose waiters a freed permit on it may
      * serve: a request of an old configuration gives its permit back to the new one's queue */
     pthread_mutex_t plock;

@@ -62,6 +62,7 @@ struct job {
     /* --- set by the HTTP thread before submit; read-only afterwards --------------------- */
     struct MHD_Connection *conn;
     int client_fd;
+    uint64_t client_id; /* its connection, unique for the process's life (0: unknown) */
     enum job_endpoint endpoint;
     bool stream; /* request asked for "stream": true */
     char *model;
@@ -78,6 +79,7 @@ struct job {
     int64_t usage_tokens;      /* the engine's usage (prompt + completion), -1 unknown; set by
                                 * the worker at a successful end */
     bool lim_settled;          /* job_settle ran (the worker's end, else the last reference) */
+    uint64_t lim_at_ns;        /* when limits_take admitted it (its now_ns) */
     struct lim_state lim;      /* the key's buckets at admission: x-ratelimit-* headers */
     uint64_t prompt_est;       /* the estimate's prompt part: a stream without usage is settled
                                 * by it plus the events relayed */

@@ -4,6 +4,7 @@
 #include "core/siphash.h"
 
 #include "core/config.h"
+#include "inference/eta.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -35,9 +36,10 @@ static int64_t bucket_full(const struct bucket *b)
 struct key_state {
     pthread_mutex_t mu;
     unsigned inflight, max_inflight;
-    uint64_t hold_ns;  /* smoothed time its requests hold a slot (0: no history yet) */
-    uint64_t prior_ns; /* assumed before any history ([limits] service_time_prior_ms) */
-    uint64_t told_ns;  /* the latest time a client refused for concurrency was told */
+    uint64_t hold_ns;      /* smoothed time its requests hold a slot (0: no history yet) */
+    uint64_t prior_ns;     /* assumed before any history ([limits] service_time_prior_ms) */
+    uint64_t start_us_sum; /* sum of the admission times (µs) of those in progress: their age */
+    struct eta eta;        /* promises told to its clients refused for concurrency */
     struct bucket req, tok;
     char *name;
     unsigned ref; /* configurations binding it (registry lock) */
@@ -45,7 +47,8 @@ struct key_state {
 };
 
 struct limits {
-    pthread_mutex_t lock; /* the registry: bind and unbind only */
+    pthread_mutex_t lock;  /* the registry: bind and unbind only */
+    struct eta_seen *seen; /* promises by connection (Retry-After of max_concurrency) */
     /* key states by name: chained hash, at most one state per bucket on average */
     struct ks_bucket {
         struct key_state *head;
@@ -159,7 +162,11 @@ static void bucket_owe(struct bucket *b, uint64_t units)
 struct limits *limits_new(void)
 {
     struct limits *l = calloc(1, sizeof(*l));
-    if (l && pthread_mutex_init(&l->lock, NULL) != 0) {
+    if (!l)
+        return NULL;
+    l->seen = eta_seen_new(4096);
+    if (!l->seen || pthread_mutex_init(&l->lock, NULL) != 0) {
+        eta_seen_free(l->seen);
         free(l);
         return NULL;
     }
@@ -171,6 +178,7 @@ void limits_free(struct limits *l)
     if (!l)
         return;
     pthread_mutex_destroy(&l->lock);
+    eta_seen_free(l->seen);
     free(l->tab); /* empty: every configuration was unbound */
     free(l);
 }
@@ -279,24 +287,37 @@ static struct key_state *limits__state(struct limits *l, const struct cfg_key *k
     return k ? k->st : NULL;
 }
 
+/* When key ks's client `client`, refused now for max_concurrency, should come back
+ * (inference/eta.h: one of its slots frees every hold / max_concurrency; the promises ahead of
+ * it; a client refused again before its time is told the rest of it). Holds ks->mu. */
+static uint64_t limits__told(struct limits *l, struct key_state *ks, uint64_t now, uint64_t client)
+{
+    uint64_t at;
+    if (eta_seen_get(l->seen, client, ks, now, &at))
+        return at;
+    struct eta_view v = {
+        .slots = ks->max_inflight,
+        .inflight = ks->inflight,
+        .hold_ns = ks->hold_ns,
+        .prior_ns = ks->prior_ns,
+    };
+    uint64_t now_us = now / 1000;
+    if (ks->inflight && ks->start_us_sum / ks->inflight <= now_us)
+        v.age_ns = (now_us - ks->start_us_sum / ks->inflight) * 1000;
+    struct eta *e = &ks->eta;
+    at = eta_tell(&e, 1, &v, now, 0, false);
+    eta_seen_put(l->seen, client, ks, at, now);
+    return at;
+}
+
 /* The verdict for `tokens` (0: only what the headers can tell). Holds ks->mu. */
-static enum lim_verdict limits__judge(struct key_state *ks, uint64_t tokens, uint64_t now,
-                                      uint64_t *retry_ms)
+static enum lim_verdict limits__judge(struct limits *l, struct key_state *ks, uint64_t tokens,
+                                      uint64_t now, uint64_t client, uint64_t *retry_ms)
 {
     bucket_refill(&ks->req, now);
     bucket_refill(&ks->tok, now);
     if (ks->max_inflight && ks->inflight >= ks->max_inflight) {
-        /* one of its slots frees every hold / max_inflight on average; clients refused in a
-         * row are told times one such step apart, so that they do not all come back at once */
-        uint64_t step = (ks->hold_ns ? ks->hold_ns : ks->prior_ns) / ks->max_inflight;
-        if (step < 1000000u)
-            step = 1000000u;
-        uint64_t at = now + step;
-        if (ks->told_ns > now && ks->told_ns + step > at)
-            at = ks->told_ns + step;
-        ks->told_ns = at;
-        uint64_t ms = (at - now + 999999u) / 1000000u;
-        *retry_ms = ms > 3600000u ? 3600000u : ms;
+        *retry_ms = eta_ms(limits__told(l, ks, now, client), now);
         return LIM_CONCURRENCY;
     }
     if (ks->req.cap && ks->req.level < (int64_t)MS_PER_MIN) {
@@ -314,19 +335,20 @@ static enum lim_verdict limits__judge(struct key_state *ks, uint64_t tokens, uin
 }
 
 enum lim_verdict limits_check(struct limits *l, const struct cfg_key *k, uint64_t now_ns,
-                              uint64_t *retry_ms)
+                              uint64_t client, uint64_t *retry_ms)
 {
     struct key_state *ks = limits__state(l, k);
     if (!ks)
         return LIM_OK;
     pthread_mutex_lock(&ks->mu);
-    enum lim_verdict v = limits__judge(ks, 0, now_ns, retry_ms);
+    enum lim_verdict v = limits__judge(l, ks, 0, now_ns, client, retry_ms);
     pthread_mutex_unlock(&ks->mu);
     return v;
 }
 
 enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t tokens,
-                             uint64_t now_ns, uint64_t *retry_ms, struct lim_state *st)
+                             uint64_t now_ns, uint64_t client, uint64_t *retry_ms,
+                             struct lim_state *st)
 {
     struct key_state *ks = limits__state(l, k);
     if (st)
@@ -334,9 +356,10 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
     if (!ks)
         return LIM_OK;
     pthread_mutex_lock(&ks->mu);
-    enum lim_verdict v = limits__judge(ks, tokens, now_ns, retry_ms);
+    enum lim_verdict v = limits__judge(l, ks, tokens, now_ns, client, retry_ms);
     if (v == LIM_OK) {
         ks->inflight++;
+        ks->start_us_sum += now_ns / 1000;
         if (ks->req.cap)
             ks->req.level -= (int64_t)MS_PER_MIN;
         uint64_t taken = 0;
@@ -377,16 +400,21 @@ void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken,
     pthread_mutex_unlock(&ks->mu);
 }
 
-void limits_release(struct limits *l, const struct cfg_key *k, uint64_t held_ns)
+void limits_release(struct limits *l, const struct cfg_key *k, uint64_t taken_ns, uint64_t now_ns)
 {
     struct key_state *ks = limits__state(l, k);
     if (!ks)
         return;
     pthread_mutex_lock(&ks->mu);
-    if (ks->inflight)
+    if (ks->inflight) {
         ks->inflight--;
-    if (held_ns)
+        uint64_t us = taken_ns / 1000;
+        ks->start_us_sum = ks->inflight && ks->start_us_sum > us ? ks->start_us_sum - us : 0;
+    }
+    if (taken_ns && now_ns > taken_ns) {
+        uint64_t held_ns = now_ns - taken_ns;
         ks->hold_ns = ks->hold_ns ? (ks->hold_ns * 7 + held_ns) / 8 : held_ns;
+    }
     pthread_mutex_unlock(&ks->mu);
 }
 

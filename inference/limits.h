@@ -55,14 +55,18 @@ void limits_unbind(struct limits *l, struct config *cfg);
 uint64_t limits_estimate(uint64_t prompt_bytes, int64_t max_tokens);
 
 /* Before the body: would key k be refused now? *retry_ms: when to come back (>= 1). NULL k or
- * a key without limits: LIM_OK. Takes nothing. */
+ * a key without limits: LIM_OK. Takes nothing, but a refusal for max_concurrency is a promise
+ * (inference/eta.h): `client` names the connection (0: unknown), so that one refused again
+ * before its time is told the rest of it instead of a new place. */
 enum lim_verdict limits_check(struct limits *l, const struct cfg_key *k, uint64_t now_ns,
-                              uint64_t *retry_ms);
+                              uint64_t client, uint64_t *retry_ms);
 
 /* At admission: takes a slot, a request and `tokens` from k's buckets, or nothing and returns
- * why not (with *retry_ms). LIM_OK also fills *st when st is not NULL. */
+ * why not (with *retry_ms; `client` as for limits_check). LIM_OK also fills *st when st is not
+ * NULL; limits_release must be given the same now_ns. */
 enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t tokens,
-                             uint64_t now_ns, uint64_t *retry_ms, struct lim_state *st);
+                             uint64_t now_ns, uint64_t client, uint64_t *retry_ms,
+                             struct lim_state *st);
 
 /* Settles a request's tpm charge once its cost is known: `taken` is what limits_take took
  * (lim_state.taken_tokens), `used` the engine's usage (0 for a request no engine saw: a refund).
@@ -72,11 +76,12 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
  * or when k has no tpm limit any more. Once per admitted request; any thread. */
 void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken, uint64_t used);
 
-/* The end of a request that limits_take admitted, after `held_ns` (0: not measured): its slot
- * back. The time held, smoothed, gives the Retry-After of a refusal for max_concurrency (one of
- * the key's slots frees every hold / max_concurrency; [limits] service_time_prior_ms before any
- * history), staggered for clients refused in a row. */
-void limits_release(struct limits *l, const struct cfg_key *k, uint64_t held_ns);
+/* The end, at now_ns, of a request that limits_take admitted at taken_ns (the now_ns it was
+ * given; 0 and 0: not measured): its slot back. The time held, smoothed, and the age of those
+ * still in progress give the Retry-After of a refusal for max_concurrency (inference/eta.h: one
+ * of the key's slots frees every hold / max_concurrency; [limits] service_time_prior_ms, or
+ * twice the age in progress, before any history), staggered for clients refused in a row. */
+void limits_release(struct limits *l, const struct cfg_key *k, uint64_t taken_ns, uint64_t now_ns);
 
 /* Requests of key k in progress (for /metrics and the tests). */
 unsigned limits_inflight(struct limits *l, const struct cfg_key *k);

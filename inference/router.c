@@ -3,8 +3,11 @@
 
 #include "core/clock.h"
 #include "core/config.h"
+#include "core/errors.h"
+#include "inference/eta.h"
 #include "inference/job.h"
 #include "inference/rqueue.h"
+#include "inference/snap.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -35,7 +38,8 @@ struct router {
     atomic_uint max_inflight, queue_cap, pool_cap, prior_ms;
     atomic_uint starved; /* pools with `starved` set */
     atomic_uint_fast64_t granted_total, rejected_total;
-    atomic_uint turn; /* where the next walk over starved pools starts */
+    atomic_uint turn;      /* where the next walk over starved pools starts */
+    struct eta_seen *seen; /* promises by connection (Retry-After) */
     pthread_mutex_t list_lock;
     struct rpool *all;
     unsigned n_all;
@@ -52,10 +56,16 @@ struct router *router_new(router_grant_fn grant, void *arg)
         free(r);
         return NULL;
     }
+    r->seen = eta_seen_new(4096);
+    if (!r->seen) {
+        pthread_mutex_destroy(&r->list_lock);
+        free(r);
+        return NULL;
+    }
     r->grant = grant;
     r->grant_arg = arg;
     atomic_init(&r->max_inflight, 1);
-    atomic_init(&r->prior_ms, 10000);
+    atomic_init(&r->prior_ms, 500);
     return r;
 }
 
@@ -64,6 +74,7 @@ void router_free(struct router *r)
     if (!r)
         return;
     pthread_mutex_destroy(&r->list_lock);
+    eta_seen_free(r->seen);
     free(r);
 }
 
@@ -318,6 +329,7 @@ static enum take_rc pool__take(struct router *r, struct job *job)
         job->r_be = cb;
         job->r_granted = true;
         job->t_granted_ns = clock_now_ns();
+        atomic_fetch_add_explicit(&b->grant_us_sum, job->t_granted_ns / 1000, memory_order_relaxed);
         return TAKE_OK;
     }
 }
@@ -444,6 +456,7 @@ void router_release(struct router *r, struct job *job)
     struct backend *b = job->r_be->be;
     struct rpool *own = job->r_pool;
     backend_hold_sample(b, clock_now_ns() - job->t_granted_ns);
+    atomic_fetch_sub_explicit(&b->grant_us_sum, job->t_granted_ns / 1000, memory_order_relaxed);
     job->backend = -1;
     job->r_be = NULL;
     atomic_fetch_sub(&b->inflight, 1);
@@ -496,65 +509,66 @@ static unsigned router__ahead(struct rpool *p, const struct cfg_backend *const *
     return rq_ahead(&p->q, cands, n, self);
 }
 
-/* The pool of `cands`: its slots, its hold-time step, the latest time told, and the waiters
- * (other than `self`) that compete for it. Pool lock held. */
-static void router__pool(struct router *r, struct rpool *p, const struct cfg_backend *const *cands,
-                         unsigned n, const struct job *self, uint64_t *step_out, uint64_t *told_out,
-                         uint64_t *ahead_out, uint64_t *slots_out, unsigned *inflight_out)
+/* What is known of the permits `cands` offer (inference/eta.h). */
+static void router__view(struct router *r, const struct cfg_backend *const *cands, unsigned n,
+                         uint64_t now, struct eta_view *v, struct eta **es)
 {
-    uint64_t slots = 0, hold = 0, told = 0;
-    unsigned inflight = 0;
-    uint64_t prior = (uint64_t)atomic_load(&r->prior_ms) * NS_PER_MS;
+    uint64_t slots = 0, inflight = 0, sum_us = 0, hold = 0;
     for (unsigned i = 0; i < n; i++) {
         struct backend *b = cands[i]->be;
         slots += atomic_load(&b->max);
         inflight += atomic_load(&b->inflight);
+        sum_us += atomic_load_explicit(&b->grant_us_sum, memory_order_relaxed);
         uint64_t h = atomic_load_explicit(&b->hold_ns, memory_order_relaxed);
-        if (!h)
-            h = prior;
         if (h > hold)
             hold = h;
-        uint64_t t = atomic_load_explicit(&b->told_ns, memory_order_relaxed);
-        if (t > told)
-            told = t;
+        es[i] = &b->eta;
     }
     unsigned maxin = atomic_load(&r->max_inflight);
-    if (slots > maxin)
-        slots = maxin;
-    if (slots == 0)
-        slots = 1;
-    uint64_t ahead = router__ahead(p, cands, n, self);
-    *slots_out = slots;
-    *step_out = hold / slots; /* one permit frees this often, on average */
-    *told_out = told;
-    *ahead_out = ahead;
-    *inflight_out = inflight;
+    *v = (struct eta_view){
+        .slots = slots > maxin ? maxin : slots,
+        .inflight = inflight,
+        .hold_ns = hold,
+        .prior_ns = (uint64_t)atomic_load(&r->prior_ms) * NS_PER_MS,
+    };
+    /* the counters are read one by one: a grant or release in between can make them disagree
+     * for a moment; a mean older than the clock allows is none */
+    uint64_t now_us = now / 1000;
+    if (inflight && sum_us / inflight <= now_us)
+        v->age_ns = (now_us - sum_us / inflight) * 1000;
 }
 
-static uint64_t router__ms(uint64_t ns)
-{
-    uint64_t ms = (ns + NS_PER_MS - 1) / NS_PER_MS;
-    return ms < 1 ? 1 : ms > 3600000 ? 3600000 : ms;
-}
-
-uint64_t router_retry_after_ms(struct router *r, const struct job *job)
+uint64_t router_retry_after_ms(struct router *r, const struct job *job, enum lg_err why)
 {
     struct rpool *p = job->n_candidates ? job->candidates[0]->pool : NULL;
     if (!p)
         return 1000;
-    uint64_t now = clock_now_ns(), slots, step, told, ahead;
-    unsigned inflight;
+    uint64_t now = clock_now_ns(), at;
+    /* promised by backend object: a reload keeps its promises */
+    const void *scope = job->candidates[0]->be;
+    /* refused again before its time (it ignores Retry-After): the rest of its wait, and no
+     * second place promised */
+    if (eta_seen_get(r->seen, job->client_id, scope, now, &at))
+        return eta_ms(at, now);
+    struct eta_view v;
+    struct eta *es[JOB_MAX_CANDIDATES];
+    unsigned n = job->n_candidates;
+    bool promise = why == LGE_QUEUE_FULL || why == LGE_QUEUE_TIMEOUT || why == LGE_RATE_LIMITED;
+    uint64_t extra = 0;
     pthread_mutex_lock(&p->lock);
-    router__pool(r, p, job->candidates, job->n_candidates, job, &step, &told, &ahead, &slots,
-                 &inflight);
-    uint64_t at = now + (ahead + 1) * step;
-    /* a crowd refused together is told staggered times: each one slot after the last told */
-    if (told + step > at)
-        at = told + step;
-    for (unsigned i = 0; i < job->n_candidates; i++)
-        atomic_store_explicit(&job->candidates[i]->be->told_ns, at, memory_order_relaxed);
+    router__view(r, job->candidates, n, now, &v, es);
+    if (why == LGE_QUEUE_TIMEOUT && job->snap) {
+        /* it waited its whole queue_timeout: back in the queue it would again wait behind
+         * those ahead; come back when that wait fits in the timeout */
+        uint64_t behind = (router__ahead(p, job->candidates, n, job) + 1) * eta_step_ns(&v);
+        uint64_t qt = (uint64_t)job->snap->cfg->queue_timeout_ms * NS_PER_MS;
+        extra = behind > qt ? behind - qt : 0;
+    }
+    at = eta_tell(es, n, &v, now, extra, !promise);
     pthread_mutex_unlock(&p->lock);
-    return router__ms(at - now);
+    if (promise)
+        eta_seen_put(r->seen, job->client_id, scope, at, now);
+    return eta_ms(at, now);
 }
 
 void router_pool_stats(struct router *r, const struct cfg_backend *const *cands, unsigned n,
@@ -565,19 +579,24 @@ void router_pool_stats(struct router *r, const struct cfg_backend *const *cands,
         *out = (struct router_pool_stats){0};
         return;
     }
-    uint64_t now = clock_now_ns(), slots, step, told, ahead;
-    unsigned inflight;
+    uint64_t now = clock_now_ns(), ahead;
+    struct eta_view v;
+    struct eta *es[JOB_MAX_CANDIDATES];
+    n = n > JOB_MAX_CANDIDATES ? JOB_MAX_CANDIDATES : n;
     pthread_mutex_lock(&p->lock);
-    router__pool(r, p, cands, n, NULL, &step, &told, &ahead, &slots, &inflight);
+    router__view(r, cands, n, now, &v, es);
+    ahead = router__ahead(p, cands, n, NULL);
+    bool full = p->q.queued >= p->cap || atomic_load(&r->queued) >= atomic_load(&r->queue_cap);
     pthread_mutex_unlock(&p->lock);
-    uint64_t at = now + (ahead + 1) * step;
-    if (told + step > at)
-        at = told + step;
-    out->inflight = inflight;
-    out->slots = (unsigned)slots;
+    out->inflight = (unsigned)v.inflight;
+    out->slots = (unsigned)v.slots;
     out->queued = (unsigned)ahead;
-    /* nothing to wait for while a slot is free and nobody waits */
-    out->wait_ms = inflight < slots && ahead == 0 ? 0 : router__ms(at - now);
+    if (v.inflight < v.slots && ahead == 0)
+        out->wait_ms = 0; /* nothing to wait for while a slot is free and nobody waits */
+    else if (full)        /* refused now: what it would be told (not counted as told) */
+        out->wait_ms = eta_ms(eta_tell(es, n, &v, now, 0, true), now);
+    else /* queued behind those ahead */
+        out->wait_ms = eta_ms(now + eta_first_ns(&v) + ahead * eta_step_ns(&v), now);
 }
 
 unsigned router_key_queued(struct router *r, const struct config *cfg, const struct cfg_key *k)

@@ -21,6 +21,7 @@
 #ifndef LG_ROUTER_H
 #define LG_ROUTER_H
 
+#include "core/errors.h"
 #include "inference/backend.h"
 
 #include <stdbool.h>
@@ -77,12 +78,15 @@ bool router_cancel(struct router *r, struct job *job);
 /* Returns the permit `job` holds and grants waiting jobs that can now run. */
 void router_release(struct router *r, struct job *job);
 
-/* Milliseconds job's client, refused now, should wait before a retry is likely to get in: its
- * position among the waiters that compete for the same backends × the pool's smoothed permit
- * hold time ÷ its slots (the backends' max_concurrency, capped by max_inflight), with
- * [limits] service_time_prior_ms before any history. Clients refused in a row are told times
- * one slot apart, so that a crowd coming back when told finds room. In [1, 3600000]. */
-uint64_t router_retry_after_ms(struct router *r, const struct job *job);
+/* Milliseconds job's client, refused now for `why` (LGE_QUEUE_FULL, LGE_QUEUE_TIMEOUT, a 429
+ * LGE_RATE_LIMITED for its fair share, or another 503), should wait before a retry is likely to
+ * get in: the first place on its backends not promised to another refused client
+ * (inference/eta.h: hold time measured, or the prior / the age of what runs before any; promises
+ * spaced one place apart, retired as time passes). A queue_timeout adds the time until the wait
+ * behind those queued fits in the timeout. The three refusals are recorded as promises (a
+ * client refused again before its time is told the rest of it); other 503s only look. In
+ * [1, 3600000]. */
+uint64_t router_retry_after_ms(struct router *r, const struct job *job, enum lg_err why);
 
 /* A pool's live state for GET /v1/queue: the backends in `cands` (a model's candidates), their
  * requests in flight and slots, the waiters that compete for them, and the wait a new request

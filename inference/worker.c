@@ -217,7 +217,7 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
 {
     /* computed before taking the job lock: the router lock is never taken under it */
     uint64_t retry_ms = err_info(err)->status == 503 || err_info(err)->status == 429
-                            ? router_retry_after_ms(w->pool->router, job)
+                            ? router_retry_after_ms(w->pool->router, job, err)
                             : 0;
     pthread_mutex_lock(&job->lock);
     if (!job->headers_ready) {

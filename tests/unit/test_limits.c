@@ -32,25 +32,25 @@ START_TEST(test_rpm)
     uint64_t t0 = 1000 * MS, retry = 0;
     struct lim_state st;
     for (int i = 0; i < 60; i++) {
-        ck_assert_int_eq(limits_take(l, a, 10, t0, &retry, &st), LIM_OK);
-        limits_release(l, a, 0);
+        ck_assert_int_eq(limits_take(l, a, 10, t0, 0, &retry, &st), LIM_OK);
+        limits_release(l, a, 0, 0);
     }
     ck_assert_uint_eq(st.limit_requests, 60);
     ck_assert_uint_eq(st.remaining_requests, 0);
     ck_assert_uint_eq(st.reset_requests_ms, 60000);
     ck_assert_uint_eq(st.limit_tokens, 0); /* no tpm for A */
     /* empty: the next request in 1 s (60 a minute), checked before the body too */
-    ck_assert_int_eq(limits_check(l, a, t0, &retry), LIM_RPM);
+    ck_assert_int_eq(limits_check(l, a, t0, 0, &retry), LIM_RPM);
     ck_assert_uint_eq(retry, 1000);
-    ck_assert_int_eq(limits_take(l, a, 10, t0 + 400 * MS, &retry, NULL), LIM_RPM);
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 400 * MS, 0, &retry, NULL), LIM_RPM);
     ck_assert_uint_eq(retry, 600);
-    ck_assert_int_eq(limits_take(l, a, 10, t0 + 1000 * MS, &retry, &st), LIM_OK);
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 1000 * MS, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 0);
-    limits_release(l, a, 0);
+    limits_release(l, a, 0, 0);
     /* a long pause refills to the cap, not beyond */
-    ck_assert_int_eq(limits_take(l, a, 10, t0 + 3600000 * MS, &retry, &st), LIM_OK);
+    ck_assert_int_eq(limits_take(l, a, 10, t0 + 3600000 * MS, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 59);
-    limits_release(l, a, 0);
+    limits_release(l, a, 0, 0);
     limits_unbind(l, c);
     limits_free(l);
     config_free(c);
@@ -65,25 +65,25 @@ START_TEST(test_tpm)
     const struct cfg_key *b = config_key_find(c, "sk-b", 4);
     uint64_t t0 = 5 * MS, retry = 0;
     struct lim_state st;
-    ck_assert_int_eq(limits_take(l, b, 600, t0, &retry, &st), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 600, t0, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.limit_tokens, 1000);
     ck_assert_uint_eq(st.remaining_tokens, 400);
     ck_assert_uint_eq(st.reset_tokens_ms, 36000); /* 600 tokens at 1000 a minute */
-    limits_release(l, b, 0);
+    limits_release(l, b, 0, 0);
     /* 600 more need 200 more than the 400 left: 12 s */
-    ck_assert_int_eq(limits_take(l, b, 600, t0, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b, 600, t0, 0, &retry, NULL), LIM_TPM);
     ck_assert_uint_eq(retry, 12000);
     /* the headers alone cannot tell a cost: one token left is enough to go on */
-    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_OK);
-    ck_assert_int_eq(limits_take(l, b, 400, t0, &retry, NULL), LIM_OK);
-    limits_release(l, b, 0);
-    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_TPM);
+    ck_assert_int_eq(limits_check(l, b, t0, 0, &retry), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 400, t0, 0, &retry, NULL), LIM_OK);
+    limits_release(l, b, 0, 0);
+    ck_assert_int_eq(limits_check(l, b, t0, 0, &retry), LIM_TPM);
     ck_assert_uint_eq(retry, 60); /* one token */
     /* a request larger than the whole bucket waits for a full one, then goes */
-    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 30000 * MS, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 30000 * MS, 0, &retry, NULL), LIM_TPM);
     ck_assert_uint_eq(retry, 30000);
-    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 60000 * MS, &retry, NULL), LIM_OK);
-    limits_release(l, b, 0);
+    ck_assert_int_eq(limits_take(l, b, 5000, t0 + 60000 * MS, 0, &retry, NULL), LIM_OK);
+    limits_release(l, b, 0, 0);
     ck_assert_uint_eq(limits_estimate(400, 100), 200);
     ck_assert_uint_eq(limits_estimate(1, -1), 1 + LIM_DEFAULT_MAX_TOKENS);
     limits_unbind(l, c);
@@ -103,34 +103,34 @@ START_TEST(test_tpm_debt)
     uint64_t t0 = 5 * MS, retry = 0;
     struct lim_state s1, s2;
     /* two requests estimated at 500 each, admitted together, each really used 900 */
-    ck_assert_int_eq(limits_take(l, b, 500, t0, &retry, &s1), LIM_OK);
-    ck_assert_int_eq(limits_take(l, b, 500, t0, &retry, &s2), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 500, t0, 0, &retry, &s1), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 500, t0, 0, &retry, &s2), LIM_OK);
     ck_assert_uint_eq(s2.remaining_tokens, 0);
     limits_reconcile(l, b, TAKEN(s1, 500), 900);
     limits_reconcile(l, b, TAKEN(s2, 500), 900);
-    limits_release(l, b, 0);
-    limits_release(l, b, 0);
+    limits_release(l, b, 0, 0);
+    limits_release(l, b, 0, 0);
     /* 800 owed: one token is there again once 801 have refilled, 48.06 s at 1000 a minute */
-    ck_assert_int_eq(limits_check(l, b, t0, &retry), LIM_TPM);
+    ck_assert_int_eq(limits_check(l, b, t0, 0, &retry), LIM_TPM);
     ck_assert_uint_eq(retry, 48060);
-    ck_assert_int_eq(limits_check(l, b, t0 + 48000 * MS, &retry), LIM_TPM);
+    ck_assert_int_eq(limits_check(l, b, t0 + 48000 * MS, 0, &retry), LIM_TPM);
     ck_assert_uint_eq(retry, 60);
-    ck_assert_int_eq(limits_check(l, b, t0 + 48060 * MS, &retry), LIM_OK);
+    ck_assert_int_eq(limits_check(l, b, t0 + 48060 * MS, 0, &retry), LIM_OK);
     /* refilled from the debt, not from zero: a minute later 200 are there, not 1000 */
-    ck_assert_int_eq(limits_take(l, b, 201, t0 + 60000 * MS, &retry, NULL), LIM_TPM);
-    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 201, t0 + 60000 * MS, 0, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, 0, &retry, &s1), LIM_OK);
     ck_assert_uint_eq(s1.remaining_tokens, 0);
-    limits_release(l, b, 0);
+    limits_release(l, b, 0, 0);
     /* a refund (the engine never saw it) gives back what was taken, never past the cap */
     limits_reconcile(l, b, TAKEN(s1, 200), 0);
-    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 200, t0 + 60000 * MS, 0, &retry, &s1), LIM_OK);
     ck_assert_uint_eq(s1.remaining_tokens, 0);
-    limits_release(l, b, 0);
+    limits_release(l, b, 0, 0);
     limits_reconcile(l, b, TAKEN(s1, 200), 0);
     limits_reconcile(l, b, 1000, 0); /* 200 there: full, not 1200 */
-    ck_assert_int_eq(limits_take(l, b, 1, t0 + 60000 * MS, &retry, &s1), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b, 1, t0 + 60000 * MS, 0, &retry, &s1), LIM_OK);
     ck_assert_uint_eq(s1.remaining_tokens, 999);
-    limits_release(l, b, 0);
+    limits_release(l, b, 0, 0);
     limits_unbind(l, c);
     limits_free(l);
     config_free(c);
@@ -148,7 +148,7 @@ START_TEST(test_tpm_rebind_refund)
     uint64_t t = 5 * MS, retry = 0;
     struct lim_state st;
     /* estimated at 5000 against a cap of 1000: the whole bucket is taken, 1000 */
-    ck_assert_int_eq(limits_take(l, b1, 5000, t, &retry, &st), LIM_OK);
+    ck_assert_int_eq(limits_take(l, b1, 5000, t, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_tokens, 0);
     struct config_errors e = {0};
     struct config *c2 = config_load_string(
@@ -161,11 +161,11 @@ START_TEST(test_tpm_rebind_refund)
     const struct cfg_key *b2 = config_key_find(c2, "sk-b", 4);
     /* it used 3: 997 of the 1000 taken come back, not 4997 of the 5000 estimated */
     limits_reconcile(l, b1, TAKEN(st, 5000), 3);
-    limits_release(l, b1, 0);
-    ck_assert_int_eq(limits_take(l, b2, 998, t, &retry, NULL), LIM_TPM);
-    ck_assert_int_eq(limits_take(l, b2, 997, t, &retry, &st), LIM_OK);
+    limits_release(l, b1, 0, 0);
+    ck_assert_int_eq(limits_take(l, b2, 998, t, 0, &retry, NULL), LIM_TPM);
+    ck_assert_int_eq(limits_take(l, b2, 997, t, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_tokens, 0);
-    limits_release(l, b2, 0);
+    limits_release(l, b2, 0, 0);
     limits_unbind(l, c1);
     limits_unbind(l, c2);
     limits_free(l);
@@ -183,20 +183,20 @@ START_TEST(test_concurrency)
     const struct cfg_key *a = config_key_find(c, "sk-a", 4);
     uint64_t retry = 0;
 
-    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
-    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, 0, &retry, NULL), LIM_OK);
     ck_assert_uint_eq(limits_inflight(l, k), 2);
-    ck_assert_int_eq(limits_check(l, k, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_CONCURRENCY);
+    ck_assert_int_eq(limits_check(l, k, 0, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, 0, &retry, NULL), LIM_CONCURRENCY);
     ck_assert_uint_eq(limits_inflight(l, k), 2); /* a refusal takes nothing */
     /* another key is not affected; no key (auth off) has no limits */
-    ck_assert_int_eq(limits_take(l, a, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, a, 0);
-    ck_assert_int_eq(limits_take(l, NULL, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, k, 0);
-    ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK);
-    limits_release(l, k, 0);
-    limits_release(l, k, 0);
+    ck_assert_int_eq(limits_take(l, a, 1, 0, 0, &retry, NULL), LIM_OK);
+    limits_release(l, a, 0, 0);
+    ck_assert_int_eq(limits_take(l, NULL, 1, 0, 0, &retry, NULL), LIM_OK);
+    limits_release(l, k, 0, 0);
+    ck_assert_int_eq(limits_take(l, k, 1, 0, 0, &retry, NULL), LIM_OK);
+    limits_release(l, k, 0, 0);
+    limits_release(l, k, 0, 0);
     ck_assert_uint_eq(limits_inflight(l, k), 0);
     ck_assert_str_eq(limits_name(LIM_CONCURRENCY), "max_concurrency");
     ck_assert_str_eq(limits_name(LIM_RPM), "rpm");
@@ -207,8 +207,10 @@ START_TEST(test_concurrency)
 }
 END_TEST
 
-/* A refusal for max_concurrency says when one of the key's slots frees: the prior (10 s) / 2
- * slots before any history, then its smoothed hold time / 2; refusals in a row one step apart. */
+/* A refusal for max_concurrency says when a slot of the key frees for the client
+ * (inference/eta.h): before any history the prior (500 ms by default) or twice the age of what
+ * runs; refusals in a row one step (hold / 2 slots) apart; a connection refused again before its
+ * time is told the rest of it; then the measured hold time, at least the age in progress. */
 START_TEST(test_concurrency_retry)
 {
     struct config *c = load();
@@ -216,20 +218,37 @@ START_TEST(test_concurrency_retry)
     ck_assert_int_eq(limits_bind(l, c, 0), 0);
     const struct cfg_key *k = config_key_find(c, "sk-c", 4);
     uint64_t retry = 0, t = 1000 * MS;
-    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
-    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
-    ck_assert_int_eq(limits_check(l, k, t, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 5000);
-    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 10000); /* the next one refused: one step later */
-    limits_release(l, k, 400 * MS);  /* its requests take 400 ms */
-    ck_assert_int_eq(limits_take(l, k, 1, t, &retry, NULL), LIM_OK);
-    /* once the staggered times have passed, the step is 400 / 2 ms */
-    t += 20000 * MS;
-    ck_assert_int_eq(limits_check(l, k, t, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 200);
-    limits_release(l, k, 0);
-    limits_release(l, k, 0);
+    ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_check(l, k, t, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 500); /* both just began: the prior's whole hold */
+    ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 750); /* the next one refused: one step (500 / 2) later */
+    ck_assert_int_eq(limits_check(l, k, t, 7, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 1000);
+    /* connection 7 again before its time: the rest of its wait, no second place */
+    ck_assert_int_eq(limits_check(l, k, t + 100 * MS, 7, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 900);
+    ck_assert_int_eq(limits_check(l, k, t + 100 * MS, 8, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 1150); /* a new one: after connection 7's place */
+    /* no history yet, and what runs has run 1 s: twice that (2 s, a step of 1 s), the
+     * promise still ahead rescaled to it */
+    ck_assert_int_eq(limits_check(l, k, t + 1000 * MS, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 2000);        /* connection 8 still has 250 ms, a step: 1 s now */
+    limits_release(l, k, t, t + 400 * MS); /* its requests take 400 ms */
+    limits_release(l, k, t, t + 400 * MS);
+    uint64_t t2 = t + 20000 * MS; /* every promise has come due */
+    ck_assert_int_eq(limits_take(l, k, 1, t2, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_take(l, k, 1, t2, 0, &retry, NULL), LIM_OK);
+    ck_assert_int_eq(limits_check(l, k, t2, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 400); /* measured: the oldest ends in 400 ms */
+    ck_assert_int_eq(limits_check(l, k, t2 + 300 * MS, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 300); /* one step (200 ms) after the place promised at +400 */
+    /* what runs has run 2 s, longer than the 400 ms measured: the engine got slower */
+    ck_assert_int_eq(limits_check(l, k, t2 + 2000 * MS, 0, &retry), LIM_CONCURRENCY);
+    ck_assert_uint_eq(retry, 1000);
+    limits_release(l, k, t2, t2 + 2000 * MS);
+    limits_release(l, k, t2, t2 + 2000 * MS);
     limits_unbind(l, c);
     limits_free(l);
     config_free(c);
@@ -247,10 +266,10 @@ START_TEST(test_rebind)
     const struct cfg_key *k1 = config_key_find(c1, "sk-c", 4);
     uint64_t retry = 0, t = 1000 * MS;
     for (int i = 0; i < 30; i++) {
-        ck_assert_int_eq(limits_take(l, a1, 1, t, &retry, NULL), LIM_OK);
-        limits_release(l, a1, 0);
+        ck_assert_int_eq(limits_take(l, a1, 1, t, 0, &retry, NULL), LIM_OK);
+        limits_release(l, a1, 0, 0);
     }
-    ck_assert_int_eq(limits_take(l, k1, 1, t, &retry, NULL), LIM_OK); /* held across */
+    ck_assert_int_eq(limits_take(l, k1, 1, t, 0, &retry, NULL), LIM_OK); /* held across */
     struct config_errors e = {0};
     struct config *c2 = config_load_string(
         "l2.ini",
@@ -265,17 +284,17 @@ START_TEST(test_rebind)
     ck_assert_ptr_eq(k2->st, k1->st);
     ck_assert_uint_eq(limits_inflight(l, k2), 1);
     /* now max_concurrency 1: the slot held since before the reload fills it */
-    ck_assert_int_eq(limits_take(l, k2, 1, t, &retry, NULL), LIM_CONCURRENCY);
+    ck_assert_int_eq(limits_take(l, k2, 1, t, 0, &retry, NULL), LIM_CONCURRENCY);
     struct lim_state st;
-    ck_assert_int_eq(limits_take(l, a2, 1, t, &retry, &st), LIM_OK);
+    ck_assert_int_eq(limits_take(l, a2, 1, t, 0, &retry, &st), LIM_OK);
     ck_assert_uint_eq(st.remaining_requests, 29); /* 30 of 60 were used before the reload */
-    limits_release(l, a2, 0);
-    limits_release(l, k1, 0); /* the old request ends, on the state it shares */
+    limits_release(l, a2, 0, 0);
+    limits_release(l, k1, 0, 0); /* the old request ends, on the state it shares */
     ck_assert_uint_eq(limits_inflight(l, k2), 0);
     limits_unbind(l, c1); /* then the old config (B was only there) */
     ck_assert_ptr_nonnull(k2->st);
-    ck_assert_int_eq(limits_take(l, k2, 1, t, &retry, NULL), LIM_OK);
-    limits_release(l, k2, 0);
+    ck_assert_int_eq(limits_take(l, k2, 1, t, 0, &retry, NULL), LIM_OK);
+    limits_release(l, k2, 0, 0);
     limits_unbind(l, c2);
     limits_free(l);
     config_free(c1);
@@ -316,7 +335,7 @@ START_TEST(test_many_keys)
         int n = snprintf(v, sizeof(v), "sk-%d", i);
         const struct cfg_key *k = config_key_find(c1, v, (size_t)n);
         ck_assert_ptr_nonnull(k->st);
-        ck_assert_int_eq(limits_take(l, k, 1, 0, &retry, NULL), LIM_OK); /* one slot each */
+        ck_assert_int_eq(limits_take(l, k, 1, 0, 0, &retry, NULL), LIM_OK); /* one slot each */
     }
     struct config *c2 = many(0, 2, N, 1000);
     ck_assert_int_eq(limits_bind(l, c2, 0), 0);
@@ -325,7 +344,7 @@ START_TEST(test_many_keys)
         const struct cfg_key *k1 = config_key_find(c1, v, (size_t)n);
         const struct cfg_key *k2 = config_key_find(c2, v, (size_t)n);
         ck_assert_ptr_eq(k2->st, k1->st);
-        ck_assert_int_eq(limits_take(l, k2, 1, 0, &retry, NULL), LIM_CONCURRENCY);
+        ck_assert_int_eq(limits_take(l, k2, 1, 0, 0, &retry, NULL), LIM_CONCURRENCY);
     }
     for (int i = 0; i < 1000; i++) {
         int n = snprintf(v, sizeof(v), "sk-new-%d", i);
@@ -335,7 +354,7 @@ START_TEST(test_many_keys)
     }
     for (int i = 0; i < N; i++) {
         int n = snprintf(v, sizeof(v), "sk-%d", i);
-        limits_release(l, config_key_find(c1, v, (size_t)n), 0);
+        limits_release(l, config_key_find(c1, v, (size_t)n), 0, 0);
     }
     limits_unbind(l, c1);
     for (int i = 0; i < N; i += 2) {

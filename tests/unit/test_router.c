@@ -459,7 +459,7 @@ START_TEST(test_cost_independent_of_queue)
     ck_assert_uint_eq(
         router__ahead(c->backends[0].pool, js[3].candidates, js[3].n_candidates, &js[3]), W - 1);
     pthread_mutex_unlock(&c->backends[0].pool->lock);
-    (void)router_retry_after_ms(r, &js[3]); /* what a timed-out waiter is told */
+    (void)router_retry_after_ms(r, &js[3], LGE_QUEUE_FULL); /* what a refused client is told */
     if (q->steps - s0 > worst)
         worst = q->steps - s0;
     /* a third leave (every third from the newest), then every release grants one */
