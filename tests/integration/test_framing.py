@@ -142,9 +142,11 @@ class TestFramingBytes(OwnTest):
         refusal, then the close."""
         good = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
         post = CHAT + b"Content-Length: %d\r\n\r\n" % len(B) + B
-        (r1, r2, r3), closed = self.exchange(good + post + b"GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", n=3)
-        self.assertEqual((r1.status, r2.status), (200, 200))
+        (r1, r2, r3), closed = self.exchange(good + post + b"GET /healthz HTTP/1.1\r\nHost: x\r\nX Y: z\r\n\r\n",
+                                             n=3)
+        self.assertEqual((r1.status, r1.body, r2.status), (200, b"OK", 200))
         self.assertErrorEnvelope(r3, 400, "invalid_request_error", "invalid_request")
+        self.assertIn("not a token character", r3.json()["error"]["message"])
         self.assertTrue(closed)
 
     def test_limits_are_below_libmicrohttpds(self):
