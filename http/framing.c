@@ -110,12 +110,12 @@ static bool scan__refuse(struct framing_scan *s, unsigned status, const char *wh
     return false;
 }
 
-/* RFC 9110 5.6.2 tchar */
+/* RFC 9110 5.6.2 tchar: ALPHA, DIGIT and !#$%&'*+-.^_`|~ (a bit per byte) */
+static const uint32_t scan__tchars[8] = {0, 0x03ff6cfa, 0xc7fffffe, 0x57ffffff, 0, 0, 0, 0};
+
 static bool scan__tchar(unsigned char b)
 {
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-    return (b >= '0' && b <= '9') || ((b | 0x20) >= 'a' && (b | 0x20) <= 'z') ||
-           (b && memchr(extra, b, sizeof(extra) - 1));
+    return (scan__tchars[b >> 5] >> (b & 31)) & 1u;
 }
 
 static bool scan__hex(unsigned char b, unsigned *d)
@@ -267,6 +267,18 @@ bool framing_scan(struct framing_scan *s, const void *buf, size_t n)
                     s->st = S_DATA_CR;
             }
             continue;
+        }
+        if (s->st == S_VALUE && (s->hdr == HDR_OTHER || s->hdr == HDR_HOST)) {
+            /* most of a head's bytes: a value no framing reads, up to its CR */
+            const unsigned char *q = p;
+            while (q < end && *q != '\r' && *q != '\n' && *q != '\0')
+                q++;
+            if (q > p) {
+                if (!scan__cost(s, (unsigned)(q - p)))
+                    return false;
+                p = q;
+                continue;
+            }
         }
         unsigned char b = *p++;
         bool head = s->st <= S_END_LF;
