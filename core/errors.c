@@ -38,6 +38,12 @@ static const struct err_info err_table[LGE__COUNT] = {
     [LGE_INTERNAL] = {500, "server_error", "internal_error", "internal error"},
     [LGE_CLIENT_CLOSED] = {499, "client_closed", "client_closed",
                            "the client closed the connection"},
+    [LGE_URI_TOO_LONG] = {414, "invalid_request_error", "uri_too_long",
+                          "the request line is too long"},
+    [LGE_HEADERS_TOO_LARGE] = {431, "invalid_request_error", "request_header_fields_too_large",
+                               "the request's header fields are too large"},
+    [LGE_HTTP_VERSION] = {505, "invalid_request_error", "http_version_not_supported",
+                          "only HTTP/1.x is supported"},
 };
 
 const struct err_info *err_info(enum lg_err e)

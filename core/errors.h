@@ -24,7 +24,10 @@ enum lg_err {
     LGE_OVERLOADED, /* 503: request bodies in flight hold [server] max_body_memory */
     LGE_TIMEOUT,
     LGE_INTERNAL,
-    LGE_CLIENT_CLOSED, /* 499: logged only, the client is gone */
+    LGE_CLIENT_CLOSED,     /* 499: logged only, the client is gone */
+    LGE_URI_TOO_LONG,      /* 414: request line over its limit (http/framing.h) */
+    LGE_HEADERS_TOO_LARGE, /* 431: header fields (or trailers) over their limit */
+    LGE_HTTP_VERSION,      /* 505: a major HTTP version other than 1 */
     LGE__COUNT
 };
 

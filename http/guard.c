@@ -3,6 +3,7 @@
 
 #include "core/errors.h"
 #include "core/log.h"
+#include "http/framing.h"
 #include "http/request.h"
 
 #include <errno.h>
@@ -34,6 +35,13 @@ struct guard_conn {
     int fd;
     uint64_t seq; /* accept order; the list is kept in it (under g->mu) */
     struct guard_conn *prev, *next;
+    struct guard *g;
+    /* The bytes its client sent, followed by http/framing.c's scanner (in the recv() below,
+     * on the connection's thread only), and a refusal held back while a response is being
+     * produced (given at G_IDLE). */
+    struct framing_scan scan;
+    uint64_t answered; /* requests whose response is out (G_IDLE entries) */
+    _Atomic bool refused;
 };
 
 struct guard {
@@ -63,10 +71,15 @@ struct guard {
 enum { HOLD_NONE = 0, HOLD_EOF = 1, HOLD_HELD = 2 };
 static _Atomic unsigned char *guard_hold; /* by descriptor number */
 static size_t guard_hold_n;
+/* The connection on each client descriptor (NULL: not a client connection), as long. */
+static _Atomic(struct guard_conn *) *guard_conns;
+static ssize_t guard__scan(int fd, const void *buf, ssize_t r);
 
 ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
     ssize_t r = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+    if (r > 0 && fd >= 0 && (size_t)fd < guard_hold_n && !(flags & MSG_PEEK))
+        return guard__scan(fd, buf, r);
     if (r == 0 && n > 0 && fd >= 0 && (size_t)fd < guard_hold_n) {
         unsigned char want = HOLD_EOF;
         if (atomic_compare_exchange_strong(&guard_hold[fd], &want, HOLD_HELD) ||
@@ -142,6 +155,26 @@ static bool guard__data_ever(int fd)
     return !guard__tcp_info(fd, &ti) || ti.tcpi_bytes_received > 0;
 }
 
+static const char *guard__reason(unsigned status)
+{
+    switch (status) {
+    case 400:
+        return "Bad Request";
+    case 408:
+        return "Request Timeout";
+    case 413:
+        return "Content Too Large";
+    case 414:
+        return "URI Too Long";
+    case 431:
+        return "Request Header Fields Too Large";
+    case 505:
+        return "HTTP Version Not Supported";
+    default:
+        return "Service Unavailable";
+    }
+}
+
 /* Writes a whole reply for `e` straight to the socket (best effort: the socket buffer is empty
  * in the phases the guard cuts, so one send takes it). */
 static void guard__reply(struct guard *g, int fd, enum lg_err e, const char *message,
@@ -158,8 +191,7 @@ static void guard__reply(struct guard *g, int fd, enum lg_err e, const char *mes
     int h = snprintf(out, sizeof(out),
                      "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
                      "Connection: close\r\nX-Request-ID: %s\r\n%s\r\n",
-                     ei->status, ei->status == 408 ? "Request Timeout" : "Service Unavailable",
-                     blen, id, retry);
+                     ei->status, guard__reason(ei->status), blen, id, retry);
     if (h <= 0 || (size_t)h + blen > sizeof(out))
         return;
     memcpy(out + h, body, blen);
@@ -180,6 +212,68 @@ static bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enu
     /* libmicrohttpd's next read on it returns 0 and it closes the connection */
     shutdown(c->fd, SHUT_RDWR);
     return true;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* framing: what the client sent is checked before libmicrohttpd parses it (http/framing.h)   */
+
+static enum lg_err guard__framing_err(unsigned status)
+{
+    switch (status) {
+    case 413:
+        return LGE_TOO_LARGE;
+    case 414:
+        return LGE_URI_TOO_LONG;
+    case 431:
+        return LGE_HEADERS_TOO_LARGE;
+    case 505:
+        return LGE_HTTP_VERSION;
+    default:
+        return LGE_INVALID_REQUEST;
+    }
+}
+
+/* The scanner refused what c's client sent: the envelope, then the close (unless the watchdog
+ * cut it first). On c's thread, so c->fd is open. */
+static void guard__refuse(struct guard_conn *c)
+{
+    enum lg_err e = guard__framing_err(c->scan.status);
+    uint64_t w = atomic_load(&c->word);
+    while (W_PHASE(w) != G_CUT && !guard__cut(c->g, c, w, e, c->scan.why, 0))
+        w = atomic_load(&c->word);
+}
+
+/* recv()'s look at r bytes a client connection's descriptor gave: what libmicrohttpd is to get.
+ * A refusal is answered at once, and libmicrohttpd gets the end of file (it closes) -- unless
+ * requests received before the refused one are not answered yet (pipelined): then
+ * libmicrohttpd gets the bytes up to the refused request, what comes after is dropped, and
+ * the refusal is answered when the last of those responses is out (guard_enter G_IDLE).
+ * An early answer (401, 413, ... from the headers) is for the request being read, so its
+ * refusal is immediate; after an early answer libmicrohttpd reads nothing more from the
+ * socket, so no reply can cross it. */
+static ssize_t guard__scan(int fd, const void *buf, ssize_t r)
+{
+    struct guard_conn *c = atomic_load_explicit(&guard_conns[fd], memory_order_acquire);
+    if (!c)
+        return r;
+    if (atomic_load_explicit(&c->refused, memory_order_relaxed)) {
+        errno = EAGAIN;
+        return -1;
+    }
+    if (framing_scan(&c->scan, buf, (size_t)r))
+        return r;
+    enum guard_phase p = W_PHASE(atomic_load(&c->word));
+    if (p == G_CUT)
+        return r;
+    if (c->scan.complete > c->answered || p == G_BUSY) {
+        atomic_store_explicit(&c->refused, true, memory_order_relaxed);
+        if (c->scan.msg_off > 0)
+            return (ssize_t)c->scan.msg_off;
+        errno = EAGAIN;
+        return -1;
+    }
+    guard__refuse(c);
+    return 0;
 }
 
 /* The watchdog's look at one connection. Holds g->mu. */
@@ -251,7 +345,8 @@ struct guard *guard_new(const struct guard_limits *l)
                                                                             : (size_t)rl.rlim_cur;
         /* once per process, never freed: recv() may run on any thread at any time */
         guard_hold = calloc(n, 1);
-        guard_hold_n = guard_hold ? n : 0;
+        guard_conns = guard_hold ? calloc(n, sizeof(*guard_conns)) : NULL;
+        guard_hold_n = guard_conns ? n : 0;
     }
     if (g->lim.tick_ms == 0) {
         /* a deadline is met within a quarter of the shortest one (and 250 ms) */
@@ -342,6 +437,8 @@ struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uin
         return NULL;
     uint64_t now = guard_now_ms();
     c->fd = fd;
+    c->g = g;
+    framing_scan_init(&c->scan);
     c->seq = seq ? seq : UINT64_MAX;
     atomic_init(&c->word,
                 W_MAKE(G_HEADER, 1, accepted_ms && accepted_ms <= now ? accepted_ms : now));
@@ -379,6 +476,8 @@ struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uin
         }
     }
     pthread_mutex_unlock(&g->mu);
+    if (fd >= 0 && (size_t)fd < guard_hold_n)
+        atomic_store_explicit(&guard_conns[fd], c, memory_order_release);
     return c;
 }
 
@@ -395,8 +494,10 @@ void guard_close(struct guard *g, struct guard_conn *c)
         c->next->prev = c->prev;
     g->n--;
     pthread_mutex_unlock(&g->mu);
-    if (c->fd >= 0 && (size_t)c->fd < guard_hold_n)
+    if (c->fd >= 0 && (size_t)c->fd < guard_hold_n) {
         atomic_store(&guard_hold[c->fd], HOLD_NONE);
+        atomic_store_explicit(&guard_conns[c->fd], NULL, memory_order_release);
+    }
     free(c);
 }
 
@@ -411,6 +512,9 @@ bool guard_enter(struct guard_conn *c, enum guard_phase p)
             return false;
     } while (!atomic_compare_exchange_weak(&c->word, &w, W_MAKE(p, 0, now)));
     guard__hold(c, p);
+    if (p == G_IDLE && ++c->answered >= c->scan.complete &&
+        atomic_load_explicit(&c->refused, memory_order_relaxed))
+        guard__refuse(c); /* a pipelined request refused while earlier ones were served */
     return true;
 }
 

@@ -613,7 +613,7 @@ static const char *http__framing(struct MHD_Connection *conn, const char *versio
 {
     struct framing f = {0};
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__hdr_scan, &f);
-    return framing_verdict(&f, !strcmp(version, MHD_HTTP_VERSION_1_1));
+    return framing_verdict(&f, framing_http11(version));
 }
 
 /* Marks requests the gateway answers itself (con_cls). */
@@ -990,7 +990,7 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
     job->key_name = key ? key->name : NULL;
     job->prio = (unsigned)prio;
     job->h_state = H_BODY;
-    job->http11 = !strcmp(version, MHD_HTTP_VERSION_1_1); /* before the job is shared */
+    job->http11 = framing_http11(version); /* 1.1 to 1.9; before the job is shared */
     *con_cls = job;
     return MHD_YES;
 }
