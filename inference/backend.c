@@ -115,7 +115,10 @@ void backends_unbind(struct backends *reg, struct config *cfg)
 
 void backend_hold_sample(struct backend *b, uint64_t held_ns)
 {
-    /* an exponentially weighted average (1/8); concurrent samples may lose one: harmless */
+    /* smoothed with its deviation (eta_smooth); concurrent samples may lose one: harmless */
     uint64_t h = atomic_load_explicit(&b->hold_ns, memory_order_relaxed);
-    atomic_store_explicit(&b->hold_ns, h ? (h * 7 + held_ns) / 8 : held_ns, memory_order_relaxed);
+    uint64_t d = atomic_load_explicit(&b->hold_dev_ns, memory_order_relaxed);
+    eta_smooth(&h, &d, held_ns);
+    atomic_store_explicit(&b->hold_ns, h, memory_order_relaxed);
+    atomic_store_explicit(&b->hold_dev_ns, d, memory_order_relaxed);
 }

@@ -28,6 +28,7 @@ struct backend {
     atomic_uint inflight;              /* permits held on it */
     atomic_uint max;                   /* its max_concurrency, from the newest configuration */
     atomic_uint_fast64_t hold_ns;      /* smoothed time a permit is held (0: no history yet) */
+    atomic_uint_fast64_t hold_dev_ns;  /* its smoothed deviation (inference/eta.h) */
     atomic_uint_fast64_t grant_us_sum; /* sum of the grant times (µs) of the permits held: their
                                         * mean age, for Retry-After (inference/eta.h) */
     struct eta eta;                    /* promises told to clients refused on it (Retry-After) */

@@ -21,10 +21,29 @@ uint64_t eta_hold_ns(const struct eta_view *v)
     return h > ETA_MAX_NS ? ETA_MAX_NS : h;
 }
 
+void eta_smooth(uint64_t *hold_ns, uint64_t *dev_ns, uint64_t sample_ns)
+{
+    uint64_t h = *hold_ns;
+    if (!h) {
+        *hold_ns = sample_ns;
+        *dev_ns = 0;
+        return;
+    }
+    uint64_t d = sample_ns > h ? sample_ns - h : h - sample_ns;
+    *dev_ns = (*dev_ns * 3 + d) / 4;
+    *hold_ns = (h * 7 + sample_ns) / 8;
+}
+
 uint64_t eta_step_ns(const struct eta_view *v)
 {
     uint64_t slots = v->slots ? v->slots : 1;
-    uint64_t s = eta_hold_ns(v) / slots;
+    uint64_t margin = 0;
+    if (v->hold_ns) {
+        margin = v->hold_ns / 32;
+        if (margin < 4 * v->dev_ns)
+            margin = 4 * v->dev_ns;
+    }
+    uint64_t s = (eta_hold_ns(v) + margin) / slots;
     return s < ETA_MIN_STEP_NS ? ETA_MIN_STEP_NS : s;
 }
 
@@ -45,8 +64,8 @@ uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns)
     uint64_t s = atomic_load_explicit(&e->step_ns, memory_order_relaxed);
     if (f <= now || s == 0)
         return 0;
-    double ahead = (double)(f - now) * ((double)step_ns / (double)s);
-    return ahead >= (double)ETA_MAX_NS ? ETA_MAX_NS : (uint64_t)ahead;
+    unsigned __int128 ahead = (unsigned __int128)(f - now) * step_ns / s; /* exact */
+    return ahead >= ETA_MAX_NS ? ETA_MAX_NS : (uint64_t)ahead;
 }
 
 void eta_promise(struct eta *e, uint64_t at_ns, uint64_t step_ns)
@@ -64,9 +83,12 @@ uint64_t eta_tell(struct eta *const *es, unsigned n, const struct eta_view *v, u
         if (a > ahead)
             ahead = a;
     }
-    uint64_t wait = ahead ? ahead + step : 0; /* one step past the last place promised */
-    if (wait < first)
-        wait = first;
+    /* one step past the last place promised; the first one half a step after its place
+     * frees (so is every later one), not on the instant: a client that comes back a moment
+     * early, or a slot that frees a moment late, must not turn a promise kept into a refusal */
+    uint64_t wait = ahead ? ahead + step : 0;
+    if (wait < first + step / 2)
+        wait = first + step / 2;
     wait += extra_ns;
     if (wait > ETA_MAX_NS)
         wait = ETA_MAX_NS;

@@ -4,9 +4,13 @@
  *
  * A refused client needs a place (a permit or a place in the queue), not a slot: a retry gets
  * in when one has freed for it. With S slots each held H on average, a place frees every
- * step = H / S; the first one when the oldest request in flight ends. Each refusal is a promise:
- * the client is told the time of the first place not yet promised to another refused client,
- * so a crowd is told staggered times one step apart and, coming back when told, finds room.
+ * step = (H + a margin) / S; the first one when the oldest request in flight ends. Each refusal
+ * is a promise: the client is told the first place not yet promised to another refused client,
+ * half a step after it frees (not on the instant), so a crowd is told staggered times one step
+ * apart and, coming back when told, finds room. The margin (once H is measured: 4 deviations
+ * of the hold, at least H / 32) is there because a kept promise starts a new hold: the slot it
+ * took frees again when the promise S places later falls due, and without slack every such
+ * promise races that release.
  * Promises are kept per resource (a backend, a key) as a frontier: the latest time promised and
  * the step it was spaced with, i.e. (frontier - now) / step promises still ahead. Time passing
  * retires them (a promise whose time has come was kept or not: either way it no longer holds a
@@ -46,13 +50,22 @@ struct eta_view {
     uint64_t inflight; /* of them, held now */
     uint64_t age_ns;   /* mean age of the held ones (0: none held) */
     uint64_t hold_ns;  /* smoothed hold time measured; 0: none yet */
+    uint64_t dev_ns;   /* its smoothed deviation (eta_smooth) */
     uint64_t prior_ns; /* the first guess before any measurement */
 };
+
+/* One hold sample into the smoothed time and deviation (TCP's SRTT and RTTVAR, gains 1/8 and
+ * 1/4; the first sample is the time, with no deviation). */
+void eta_smooth(uint64_t *hold_ns, uint64_t *dev_ns, uint64_t sample_ns);
 
 /* The hold time to plan with (see above); >= 1 ms. */
 uint64_t eta_hold_ns(const struct eta_view *v);
 
-/* A place frees every eta_step_ns(v) (hold / slots; >= 1 ms). */
+/* A place frees every eta_step_ns(v): (hold + margin) / slots, >= 1 µs. The margin, once a hold
+ * is measured, is max(4 x deviation, hold / 32): a promised client takes its slot when it comes
+ * back, so that slot frees again a hold later, exactly when the promise S places on falls due;
+ * without a margin every such promise races the slot's release (and the client's own way back,
+ * which the gateway does not see). */
 uint64_t eta_step_ns(const struct eta_view *v);
 
 /* From now until the first place frees: the rest of the oldest request's hold (estimated from

@@ -37,6 +37,7 @@ struct key_state {
     pthread_mutex_t mu;
     unsigned inflight, max_inflight;
     uint64_t hold_ns;      /* smoothed time its requests hold a slot (0: no history yet) */
+    uint64_t hold_dev_ns;  /* its smoothed deviation (inference/eta.h) */
     uint64_t prior_ns;     /* assumed before any history ([limits] service_time_prior_ms) */
     uint64_t start_us_sum; /* sum of the admission times (µs) of those in progress: their age */
     struct eta eta;        /* promises told to its clients refused for concurrency */
@@ -299,6 +300,7 @@ static uint64_t limits__told(struct limits *l, struct key_state *ks, uint64_t no
         .slots = ks->max_inflight,
         .inflight = ks->inflight,
         .hold_ns = ks->hold_ns,
+        .dev_ns = ks->hold_dev_ns,
         .prior_ns = ks->prior_ns,
     };
     uint64_t now_us = now / 1000;
@@ -413,7 +415,7 @@ void limits_release(struct limits *l, const struct cfg_key *k, uint64_t taken_ns
     }
     if (taken_ns && now_ns > taken_ns) {
         uint64_t held_ns = now_ns - taken_ns;
-        ks->hold_ns = ks->hold_ns ? (ks->hold_ns * 7 + held_ns) / 8 : held_ns;
+        eta_smooth(&ks->hold_ns, &ks->hold_dev_ns, held_ns);
     }
     pthread_mutex_unlock(&ks->mu);
 }

@@ -513,15 +513,17 @@ static unsigned router__ahead(struct rpool *p, const struct cfg_backend *const *
 static void router__view(struct router *r, const struct cfg_backend *const *cands, unsigned n,
                          uint64_t now, struct eta_view *v, struct eta **es)
 {
-    uint64_t slots = 0, inflight = 0, sum_us = 0, hold = 0;
+    uint64_t slots = 0, inflight = 0, sum_us = 0, hold = 0, dev = 0;
     for (unsigned i = 0; i < n; i++) {
         struct backend *b = cands[i]->be;
         slots += atomic_load(&b->max);
         inflight += atomic_load(&b->inflight);
         sum_us += atomic_load_explicit(&b->grant_us_sum, memory_order_relaxed);
         uint64_t h = atomic_load_explicit(&b->hold_ns, memory_order_relaxed);
-        if (h > hold)
+        if (h > hold) { /* the slowest of them, with its deviation */
             hold = h;
+            dev = atomic_load_explicit(&b->hold_dev_ns, memory_order_relaxed);
+        }
         es[i] = &b->eta;
     }
     unsigned maxin = atomic_load(&r->max_inflight);
@@ -529,6 +531,7 @@ static void router__view(struct router *r, const struct cfg_backend *const *cand
         .slots = slots > maxin ? maxin : slots,
         .inflight = inflight,
         .hold_ns = hold,
+        .dev_ns = dev,
         .prior_ns = (uint64_t)atomic_load(&r->prior_ms) * NS_PER_MS,
     };
     /* the counters are read one by one: a grant or release in between can make them disagree

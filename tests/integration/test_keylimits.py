@@ -5,6 +5,7 @@ slot given back."""
 
 import json
 import re
+import signal
 import threading
 import time
 
@@ -324,6 +325,8 @@ class TestRetryAfterTrue(OwnTest):
     SERVICE_MS = 440
     SLOTS = 4
     CROWD = 50
+    REFUSED = 503  # what a refusal is
+    HEADERS = None
 
     @classmethod
     def fixture(cls):
@@ -335,7 +338,7 @@ class TestRetryAfterTrue(OwnTest):
 
     def one(self, content):
         with Raw(HOST, self.gw.port, t(60)) as c:
-            c.send_request("POST", CHAT, chat_body(content))
+            c.send_request("POST", CHAT, chat_body(content), headers=self.HEADERS)
             return c.read_response()
 
     def crowd(self, tag, start, out):
@@ -347,7 +350,7 @@ class TestRetryAfterTrue(OwnTest):
             for attempt in range(8):
                 r = self.one("%s %d %d" % (tag, i, attempt))
                 tries.append(r.status)
-                if r.status != 503:
+                if r.status != self.REFUSED:
                     break
                 ms = int(r.headers["retry-after-ms"])
                 told.append(ms)
@@ -361,7 +364,7 @@ class TestRetryAfterTrue(OwnTest):
         return ths
 
     def figures(self, name, out, work):
-        refused = [x for x in out if x[0][0] == 503]
+        refused = [x for x in out if x[0][0] == self.REFUSED]
         first_retry_in = sum(1 for x in refused if len(x[0]) > 1 and x[0][1] == 200)
         served = sum(1 for x in out if x[0][-1] == 200)
         longest = max(max(x[1]) for x in refused)
@@ -382,6 +385,37 @@ class TestRetryAfterTrue(OwnTest):
         self.figures("first crowd", a, self.CROWD)
         # the second crowd arrives behind what is left of the first: ~8 of it served by then
         self.figures("second crowd", b, 2 * self.CROWD - 8)
+
+
+class TestKeyRetryAfterTrue(TestRetryAfterTrue):
+    """The same for a key's max_concurrency 429 (its promises live on the key): key `crowd`
+    holds 4 slots of an engine with 16; a crowd of 40 of its clients from a cold start, then,
+    after a reload (SIGHUP: the key's state and promises carry over), a second crowd."""
+
+    CROWD = 40
+    REFUSED = 429
+    HEADERS = {"Authorization": "Bearer sk-crowd-0123456789"}
+
+    @classmethod
+    def fixture(cls):
+        cls.mock = cls.own_mock("--ttft-ms", cls.SERVICE_MS, "--itl-ms", 0, "--tokens", 2)
+        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"], 16)},
+                                 keys={"crowd": "sk-crowd-0123456789"},
+                                 extra=[("key.crowd", {"max_concurrency": cls.SLOTS})],
+                                 limits={"max_inflight": 16, "queue_capacity": 16,
+                                         "queue_timeout_ms": 60000},
+                                 name="llmgate-key-retry-true")
+
+    def test_two_crowds_from_cold(self):
+        a, b = [None] * self.CROWD, [None] * self.CROWD
+        for th in self.crowd("a", time.monotonic(), a):
+            th.join()
+        self.figures("first crowd", a, self.CROWD)
+        self.gw.proc.signal(signal.SIGHUP)
+        time.sleep(0.5)
+        for th in self.crowd("b", time.monotonic(), b):
+            th.join()
+        self.figures("second crowd, after a reload", b, self.CROWD)
 
 
 class TestExactCounts(OwnTest):

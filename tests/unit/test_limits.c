@@ -209,8 +209,9 @@ END_TEST
 
 /* A refusal for max_concurrency says when a slot of the key frees for the client
  * (inference/eta.h): before any history the prior (500 ms by default) or twice the age of what
- * runs; refusals in a row one step (hold / 2 slots) apart; a connection refused again before its
- * time is told the rest of it; then the measured hold time, at least the age in progress. */
+ * runs; half a step after the place frees, refusals in a row one step (hold / 2 slots) apart; a
+ * connection refused again before its time is told the rest of it; then the measured hold time
+ * (spaced with a margin of hold / 32), at least the age in progress. */
 START_TEST(test_concurrency_retry)
 {
     struct config *c = load();
@@ -221,32 +222,33 @@ START_TEST(test_concurrency_retry)
     ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_check(l, k, t, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 500); /* both just began: the prior's whole hold */
+    ck_assert_uint_eq(retry, 625); /* both just began: the prior's hold + half a step */
     ck_assert_int_eq(limits_take(l, k, 1, t, 0, &retry, NULL), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 750); /* the next one refused: one step (500 / 2) later */
+    ck_assert_uint_eq(retry, 875); /* the next one refused: one step (500 / 2) later */
     ck_assert_int_eq(limits_check(l, k, t, 7, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 1000);
+    ck_assert_uint_eq(retry, 1125);
     /* connection 7 again before its time: the rest of its wait, no second place */
     ck_assert_int_eq(limits_check(l, k, t + 100 * MS, 7, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 900);
+    ck_assert_uint_eq(retry, 1025);
     ck_assert_int_eq(limits_check(l, k, t + 100 * MS, 8, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 1150); /* a new one: after connection 7's place */
+    ck_assert_uint_eq(retry, 1275); /* a new one: after connection 7's place */
     /* no history yet, and what runs has run 1 s: twice that (2 s, a step of 1 s), the
      * promise still ahead rescaled to it */
     ck_assert_int_eq(limits_check(l, k, t + 1000 * MS, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 2000);        /* connection 8 still has 250 ms, a step: 1 s now */
+    ck_assert_uint_eq(retry, 2500);        /* connection 8 still has 375 ms, 1.5 steps: 1.5 s now */
     limits_release(l, k, t, t + 400 * MS); /* its requests take 400 ms */
     limits_release(l, k, t, t + 400 * MS);
     uint64_t t2 = t + 20000 * MS; /* every promise has come due */
     ck_assert_int_eq(limits_take(l, k, 1, t2, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_take(l, k, 1, t2, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_check(l, k, t2, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 400); /* measured: the oldest ends in 400 ms */
+    ck_assert_uint_eq(retry,
+                      504); /* measured: the oldest ends in 400 ms, + half a step (of 412.5 / 2) */
     ck_assert_int_eq(limits_check(l, k, t2 + 300 * MS, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 300); /* one step (200 ms) after the place promised at +400 */
+    ck_assert_uint_eq(retry, 410); /* one step (206.25 ms) after the place promised at +503 */
     /* what runs has run 2 s, longer than the 400 ms measured: the engine got slower */
     ck_assert_int_eq(limits_check(l, k, t2 + 2000 * MS, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 1000);
+    ck_assert_uint_eq(retry, 1510);
     limits_release(l, k, t2, t2 + 2000 * MS);
     limits_release(l, k, t2, t2 + 2000 * MS);
     limits_unbind(l, c);

@@ -132,18 +132,19 @@ START_TEST(test_router_admission)
     ck_assert_uint_eq(st.inflight, 3);
     ck_assert_uint_eq(st.queued, 2);
     /* Retry-After for j[5] (model n: backend b, 2 slots held since just now, no history: the
-     * 500 ms prior): a place frees when the first of them ends, in 500 ms; the next client
-     * refused is told one place (500 / 2 ms) later; a client of m (backend a, 1 slot) is told
-     * when a's request ends: it needs a place in the queue, not the slot (those queued for a
-     * are no matter); the grants were a moment ago (the tests may run slowly) */
+     * 500 ms prior): a place frees when the first of them ends, in 500 ms, and the client is
+     * told half a step (125 ms) after it; the next client refused one place (500 / 2 ms) later; a
+     * client of m (backend a, 1 slot) is told when a's request ends: it needs a place in the queue,
+     * not the slot (those queued for a are no matter); the grants were a moment ago (the tests may
+     * run slowly) */
     uint64_t ra = router_retry_after_ms(r, j[5], LGE_QUEUE_FULL);
-    ck_assert(ra > 450 && ra <= 500);
+    ck_assert(ra > 575 && ra <= 625);
     ra = router_retry_after_ms(r, j[5], LGE_QUEUE_FULL);
-    ck_assert(ra > 700 && ra <= 750);
+    ck_assert(ra > 825 && ra <= 875);
     struct job *jm = job_new(16, 16);
     jm->n_candidates = (unsigned)config_backends_for(c, "m", jm->candidates, 8);
     ra = router_retry_after_ms(r, jm, LGE_QUEUE_FULL);
-    ck_assert(ra > 450 && ra <= 500);
+    ck_assert(ra > 700 && ra <= 750);
     job_unref(jm);
 
     ck_assert(router_cancel(r, j[2])); /* still waiting: taken back */
