@@ -68,7 +68,8 @@ uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns)
     return ahead >= ETA_MAX_NS ? ETA_MAX_NS : (uint64_t)ahead;
 }
 
-void eta_promise(struct eta *e, uint64_t at_ns, uint64_t step_ns)
+/* Records a promise at at_ns, spaced step_ns. */
+static void eta_promise(struct eta *e, uint64_t at_ns, uint64_t step_ns)
 {
     atomic_store_explicit(&e->frontier_ns, at_ns, memory_order_relaxed);
     atomic_store_explicit(&e->step_ns, step_ns, memory_order_relaxed);

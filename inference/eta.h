@@ -76,9 +76,6 @@ uint64_t eta_first_ns(const struct eta_view *v);
  * old step's units times the new step. 0 when none. */
 uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns);
 
-/* Records a promise at `at_ns` spaced `step_ns` on e: the frontier moves to at_ns if later. */
-void eta_promise(struct eta *e, uint64_t at_ns, uint64_t step_ns);
-
 /* The whole rule for a request that competes for the resources es[0..n-1] (the promises ahead
  * are the most any of them has): the time (absolute, monotonic ns) the next refused client is
  * told, extra_ns later than the first unpromised place (extra_ns: e.g. a queue to drain first),

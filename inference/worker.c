@@ -252,8 +252,10 @@ static void worker__answer(struct worker *w, struct job *job, enum lg_err err, c
 static void worker__teardown(struct worker *w, struct job *job, bool reusable)
 {
     if (job->easy) {
-        long sent = 0; /* request bytes written to the engine, this transfer */
-        if (curl_easy_getinfo(job->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent > 0)
+        long sent = 0; /* request bytes written to the engine, this transfer: only a tpm charge
+                        * (job_settle) asks */
+        if (job->lim.taken_tokens && !job->w_sent &&
+            (curl_easy_getinfo(job->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent > 0))
             job->w_sent = true;
         curl_multi_remove_handle(w->multi, job->easy);
         if (reusable && w->n_spare < WORKER_SPARE_EASY)
