@@ -65,7 +65,8 @@ uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns)
     if (f <= now || s == 0)
         return 0;
     unsigned __int128 ahead = (unsigned __int128)(f - now) * step_ns / s; /* exact */
-    return ahead >= ETA_MAX_NS ? ETA_MAX_NS : (uint64_t)ahead;
+    const uint64_t max = ETA_MAX_NS;
+    return ahead >= max ? max : (uint64_t)ahead;
 }
 
 /* Records a promise at at_ns, spaced step_ns. */
