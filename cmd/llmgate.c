@@ -4,6 +4,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "http/server.h"
+#include "inference/reload.h"
 #include "inference/snap.h"
 #include "inference/worker.h"
 
@@ -134,6 +135,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct pool *pool = NULL;
     struct server *srv = NULL;
+    struct reloader *reloader = NULL;
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("curl_global_init failed");
         goto out;
@@ -158,7 +160,12 @@ int main(int argc, char **argv)
         log_error("cannot start the inference workers");
         goto out;
     }
-    srv = server_new(boot, pool);
+    reloader = reloader_new(pool, server_prepare);
+    if (!reloader) {
+        log_error("cannot start: out of memory");
+        goto out;
+    }
+    srv = server_new(boot, pool, reloader);
     if (!srv)
         goto out;
     log_info("llmgate %s listening on %s (%u http threads, %u workers, %zu backends, auth %s)",
@@ -174,7 +181,9 @@ int main(int argc, char **argv)
         sig = sigtimedwait(&set, NULL, &tick);
         if (sig == SIGHUP) {
             log_info("signal HUP: reloading");
-            server_reload(srv, NULL); /* logs the outcome; a bad file changes nothing */
+            struct reload_result res; /* logged by the reloader; a bad file changes nothing */
+            reloader_run(reloader, &res);
+            reload_result_release(&res);
             sig = -1;
             continue;
         }
@@ -206,6 +215,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     server_free(srv);
+    reloader_free(reloader);
     pool_free(pool);
     curl_global_cleanup();
     config_free(cfg);

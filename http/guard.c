@@ -4,7 +4,7 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/framing.h"
-#include "http/request.h"
+#include "http/reply.h"
 
 #include <errno.h>
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
@@ -155,50 +155,19 @@ static bool guard__data_ever(int fd)
     return !guard__tcp_info(fd, &ti) || ti.tcpi_bytes_received > 0;
 }
 
-static const char *guard__reason(unsigned status)
-{
-    switch (status) {
-    case 400:
-        return "Bad Request";
-    case 408:
-        return "Request Timeout";
-    case 413:
-        return "Content Too Large";
-    case 414:
-        return "URI Too Long";
-    case 431:
-        return "Request Header Fields Too Large";
-    case 505:
-        return "HTTP Version Not Supported";
-    default:
-        return "Service Unavailable";
-    }
-}
-
 /* Writes a whole reply for `e` straight to the socket (best effort: the socket buffer is empty
  * in the phases the guard cuts, so one send takes it). */
 static void guard__reply(struct guard *g, int fd, enum lg_err e, const char *message,
                          unsigned retry_after)
 {
-    char body[512], out[1024], id[33];
-    size_t blen = err_envelope(body, sizeof(body), e, message, NULL);
-    const struct err_info *ei = err_info(e);
-    request_id_new(id);
-    char retry[96] = "";
-    if (retry_after)
-        snprintf(retry, sizeof(retry), "Retry-After: %u\r\nretry-after-ms: %u\r\n", retry_after,
-                 retry_after * 1000u);
-    int h = snprintf(out, sizeof(out),
-                     "HTTP/1.1 %u %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n"
-                     "Connection: close\r\nX-Request-ID: %s\r\n%s\r\n",
-                     ei->status, guard__reason(ei->status), blen, id, retry);
-    if (h <= 0 || (size_t)h + blen > sizeof(out))
+    char out[1024];
+    size_t n = reply_raw(out, sizeof(out), e, message, (uint64_t)retry_after * 1000u);
+    if (!n)
         return;
-    memcpy(out + h, body, blen);
-    ssize_t sent = send(fd, out, (size_t)h + blen, MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t sent = send(fd, out, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)sent; /* a client that cannot take 600 bytes is closed all the same */
     if (g->lim.count_status)
-        g->lim.count_status(g->lim.count_arg, ei->status);
+        g->lim.count_status(g->lim.count_arg, err_info(e)->status);
 }
 
 /* Cuts c if its word is still `seen`. The caller holds g->mu (so c->fd is open). */

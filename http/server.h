@@ -7,9 +7,9 @@
 #ifndef LG_SERVER_H
 #define LG_SERVER_H
 
-struct buf;
 struct config;
 struct pool;
+struct reloader;
 struct server;
 struct snap;
 
@@ -18,16 +18,9 @@ struct snap;
 int server_prepare(struct snap *sn);
 
 /* Starts serving cfg->listen (the [server] keys of the configuration published at start) with
- * requests handed to `pool`, which must outlive the server. Returns NULL (and logs why) when
- * the daemon cannot start. */
-struct server *server_new(const struct config *cfg, struct pool *pool);
-
-/* Re-reads the live configuration's file (and the LLMGATE_* environment), validates it and
- * publishes it: new requests see it, requests in flight keep theirs. A bad file changes
- * nothing. Logs the outcome; writes the JSON answer of POST /admin/reload into `out` when not
- * NULL. Returns 200, 400 (the file was refused) or 500 (out of memory). Any thread except from
- * inside a request's snapshot read section; one reload at a time. */
-int server_reload(struct server *s, struct buf *out);
+ * requests handed to `pool` and POST /admin/reload to `reloader`, which must both outlive the
+ * server. Returns NULL (and logs why) when the daemon cannot start. */
+struct server *server_new(const struct config *cfg, struct pool *pool, struct reloader *reloader);
 
 /* Stops accepting new connections (existing ones are served). */
 void server_quiesce(struct server *s);

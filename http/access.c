@@ -1,0 +1,377 @@
+/* access.c — libmicrohttpd's callbacks for a request: the connection's start and end (into and
+ * out of the guard's table), the access handler's state machine (headers -> body -> submit ->
+ * wait -> respond), the request body's budget, and the completion callback with the access
+ * log. libmicrohttpd threads. */
+#include "core/clock.h"
+#include "core/config.h"
+#include "core/errors.h"
+#include "core/esc.h"
+#include "core/log.h"
+#include "http/framing.h"
+#include "http/guard.h"
+#include "http/request.h"
+#include "http/server_int.h"
+#include "inference/job.h"
+#include "inference/limits.h"
+#include "inference/snap.h"
+#include "inference/worker.h"
+
+#include <microhttpd.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+enum h_state { H_BODY = 0, H_WAIT, H_DONE };
+
+/* Request framing and header hygiene (http/framing.c), checked on every request's first
+ * access-handler call. libmicrohttpd 0.9.75 already cuts a header line at a NUL (its sizes are
+ * strlen's), so the NUL check holds for versions that report the bytes received. */
+static enum MHD_Result http__hdr_scan(void *cls, enum MHD_ValueKind kind, const char *key,
+                                      size_t key_size, const char *value, size_t value_size)
+{
+    (void)kind;
+    return framing_header(cls, key, key_size, value, value_size) ? MHD_YES : MHD_NO;
+}
+
+/* Returns why the request must be refused (400, then close), or NULL. */
+static const char *http__framing(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, http__hdr_scan, &f);
+    return framing_verdict(&f, framing_http11(version));
+}
+
+/* Marks requests the gateway answers itself (con_cls). */
+static int http_deferred;
+
+/* The guard's record of the connection (its socket context). */
+static struct guard_conn *http__gconn(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+/* libmicrohttpd's connection start and end: into and out of the guard's table. A connection
+ * the guard cannot record (out of memory) is closed at once. */
+void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                         enum MHD_ConnectionNotificationCode code)
+{
+    struct server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci)
+            return;
+        uint64_t at = 0, seq = 0;
+        size_t fd = (size_t)ci->connect_fd;
+        if (fd < s->n_stamps) {
+            at = atomic_load_explicit(&s->stamps[fd].ms, memory_order_relaxed);
+            seq = atomic_load_explicit(&s->stamps[fd].seq, memory_order_relaxed);
+        }
+        *socket_context = guard_open(s->guard, ci->connect_fd, at, seq);
+        if (!*socket_context)
+            shutdown(ci->connect_fd, SHUT_RDWR);
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        guard_close(s->guard, *socket_context);
+        *socket_context = NULL;
+    }
+}
+
+/* Called when a request line has arrived: the request's headers are on their way (its first
+ * byte came a little earlier; the keep-alive wait is over). Returns the initial con_cls. */
+void *http__uri_log(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    (void)cls;
+    (void)uri;
+    guard_request_line(http__gconn(conn));
+    return NULL;
+}
+
+/* Takes n bytes of the gateway-wide body budget for `job`. Returns 0, or -1 when the bodies
+ * in flight would pass max_body_memory (nothing taken). */
+static int http__mem_take(struct server *s, struct job *job, size_t n)
+{
+    size_t before = atomic_fetch_add_explicit(&s->body_mem, n, memory_order_relaxed);
+    if (before + n > job->snap->cfg->max_body_memory) {
+        atomic_fetch_sub_explicit(&s->body_mem, n, memory_order_relaxed);
+        return -1;
+    }
+    job->body_mem_held += n;
+    return 0;
+}
+
+/* Appends body bytes as they arrive. A body that passes max_body_bytes (chunked: its length
+ * was not declared) or the memory budget is read on and discarded, and refused at its end:
+ * libmicrohttpd cannot send an answer in the middle of an upload. */
+static void http__take_body(struct server *s, struct job *job, const char *p, size_t n)
+{
+    if (job->h_refused != LGE_NONE)
+        return;
+    if (!buf_fits(&job->body, n)) {
+        job->h_refused = LGE_TOO_LARGE;
+    } else {
+        size_t held = job->body_mem_held, need = buf_len(&job->body) + n;
+        /* over the budget, or out of memory */
+        if ((need > held && http__mem_take(s, job, need - held) != 0) ||
+            buf_append(&job->body, p, n) != 0)
+            job->h_refused = LGE_OVERLOADED;
+    }
+    if (job->h_refused != LGE_NONE) {
+        buf_release(&job->body);
+        atomic_fetch_sub_explicit(&s->body_mem, job->body_mem_held, memory_order_relaxed);
+        job->body_mem_held = 0;
+    }
+}
+
+/* 429 for key k over limit v: the message names the limit. */
+static enum MHD_Result http__rate_limited(struct server *s, struct MHD_Connection *conn,
+                                          const struct cfg_key *k, enum lim_verdict v,
+                                          const char *rid, uint64_t retry_ms)
+{
+    char msg[200];
+    unsigned value = !k                     ? 0
+                     : v == LIM_CONCURRENCY ? k->max_concurrency
+                     : v == LIM_RPM         ? k->rpm
+                                            : k->tpm;
+    const char *unit = v == LIM_CONCURRENCY ? "requests at once"
+                       : v == LIM_RPM       ? "requests per minute"
+                                            : "tokens per minute";
+    snprintf(msg, sizeof(msg), "rate limit exceeded: %s (this API key may use %u %s)",
+             limits_name(v), value, unit);
+    return http__error(s, conn, LGE_RATE_LIMITED, msg, NULL, rid, retry_ms);
+}
+
+/* Final call of a POST: validate, route, suspend, hand over. */
+static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job)
+{
+    char why[256];
+    const char *param;
+    struct req_info info;
+    if (job->h_refused != LGE_NONE) {
+        job->h_state = H_DONE;
+        job->h_status = err_info(job->h_refused)->status;
+        return http__error(s, conn, job->h_refused, NULL, NULL, job->request_id,
+                           job->h_refused == LGE_OVERLOADED ? 1000 : 0);
+    }
+    enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
+                                     &info, why, sizeof(why), &param);
+    if (e != LGE_NONE) {
+        job->h_state = H_DONE;
+        job->h_status = err_info(e)->status;
+        (void)param; /* the contract's envelope has "param": null; the message names the field */
+        return http__error(s, conn, e, why, NULL, job->request_id, 0);
+    }
+    job->model = info.model;
+    job->stream = info.stream;
+    const struct config *cfg = job->snap->cfg;
+    job->n_candidates =
+        (unsigned)config_backends_for(cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
+    if (job->n_candidates == 0 || !config_key_allows(job->key, job->model)) {
+        /* a model the key may not use is one that does not exist, for that key */
+        char msg[400];
+        size_t ml = strlen(job->model);
+        int cut = (int)esc_utf8_prefix(job->model, ml, 256);
+        snprintf(msg, sizeof(msg), "the model '%.*s%s' does not exist", cut, job->model,
+                 (size_t)cut < ml ? "..." : "");
+        job->h_state = H_DONE;
+        job->h_status = 404;
+        return http__error(s, conn, LGE_MODEL_NOT_FOUND, msg, NULL, job->request_id, 0);
+    }
+    /* the key's slot and its buckets, atomically with their check */
+    uint64_t retry_ms;
+    job->cost = limits_estimate(info.prompt_bytes, info.max_tokens);
+    job->cost_open = info.max_tokens < 0 && job->endpoint != JOB_EMBEDDINGS; /* rqueue.h */
+    job->lim_at_ns = job->key ? clock_now_ns() : 0;
+    enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->lim_at_ns,
+                                      guard_conn_id(http__gconn(conn)), &retry_ms, &job->lim);
+    if (lv != LIM_OK) {
+        job->h_state = H_DONE;
+        job->h_status = 429;
+        return http__rate_limited(s, conn, job->key, lv, job->request_id, retry_ms);
+    }
+    job->lim_taken = true;   /* given back by http__completed, whatever the end */
+    job->limits = s->limits; /* its tpm charge is settled by job_settle */
+    job->usage_tokens = -1;
+    if (job->key && job->key->tpm) { /* tpm is reconciled with the engine's usage */
+        job->w_tail = malloc(JOB_TAIL);
+        job->w_track_usage = job->w_tail != NULL;
+        job->prompt_est = limits_estimate(info.prompt_bytes, 0);
+        job->ask_off = info.ask_off; /* a stream's usage: asked for, if the backend takes it */
+        job->ask_del = info.ask_del;
+        job->ask_ins = job->w_track_usage ? info.ask_ins : NULL;
+    }
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    job->client_fd = ci ? ci->connect_fd : -1;
+    job->client_id = guard_conn_id(http__gconn(conn));
+    job->conn = conn;
+    job->pool = s->pool;
+    job->deadline_ns = job->t_start_ns + (uint64_t)cfg->request_s * NS_PER_S;
+    job->h_state = H_WAIT;
+
+    /* Suspend before the hand-over, so the worker can only ever resume a suspended connection. */
+    pthread_mutex_lock(&job->lock);
+    job->suspended = true;
+    MHD_suspend_connection(conn);
+    pthread_mutex_unlock(&job->lock);
+    if (pool_submit(s->pool, job) != 0) {
+        pthread_mutex_lock(&job->lock);
+        job->fail = LGE_DRAINING;
+        job->retry_ms = 1000;
+        job__resume_locked(job);
+        job__unlock(job);
+        return MHD_YES;
+    }
+    job->h_submitted = true;
+    return MHD_YES;
+}
+
+enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    struct server *s = cls;
+    struct job *job = *con_cls;
+    (void)upload_data;
+
+    if (*con_cls == &http_deferred) {
+        /* Not a proxied request: answered once the request is read completely, so the
+         * connection stays reusable (an early answer makes libmicrohttpd close it). */
+        if (*upload_data_size) {
+            *upload_data_size = 0; /* discarded */
+            return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
+        }
+        *con_cls = NULL;
+        if (!guard_enter(http__gconn(conn), G_BUSY))
+            return MHD_NO;
+        return http__answer_local(s, conn, url, method);
+    }
+    if (job) {
+        if (job->h_state == H_BODY) {
+            if (*upload_data_size) {
+                http__take_body(s, job, upload_data, *upload_data_size);
+                *upload_data_size = 0;
+                return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
+            }
+            if (!guard_enter(http__gconn(conn), G_BUSY))
+                return MHD_NO; /* cut by the guard: libmicrohttpd closes, completed frees */
+            return http__submit(s, conn, job);
+        }
+        if (job->h_state == H_WAIT) {
+            pthread_mutex_lock(&job->lock);
+            enum MHD_Result r;
+            if (job->fail != LGE_NONE || job->headers_ready) {
+                job->h_state = H_DONE;
+                r = http__respond_locked(s, conn, job);
+            } else { /* not ours to be woken for: wait on */
+                job->suspended = true;
+                MHD_suspend_connection(conn);
+                r = MHD_YES;
+            }
+            pthread_mutex_unlock(&job->lock);
+            return r;
+        }
+        return MHD_YES;
+    }
+
+    /* first call: headers only. From here the body's deadline runs (client_body_timeout_s);
+     * an answer given now ends the request (the guard's G_BUSY until it is sent). */
+    if (!guard_enter(http__gconn(conn), G_BODY))
+        return MHD_NO;
+    char idbuf[33];
+    const char *rid = http__request_id(conn, idbuf);
+    const char *bad = http__framing(conn, version);
+    if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
+        return http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0);
+    int ri = http__route(url);
+    if (ri < 0 || http_routes[ri].endpoint < 0 || strcmp(method, http_routes[ri].method) != 0) {
+        *con_cls = &http_deferred;
+        return MHD_YES;
+    }
+    /* The configuration this request is served with, to its end (a reload does not change it
+     * under the request). */
+    struct snap *sn = pool_snap(s->pool);
+    if (!sn)
+        return http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000);
+    const struct config *cfg = sn->cfg;
+    enum MHD_Result early = MHD_YES;
+    bool refused = true;
+    /* What the headers decide is answered now, before any body byte is read; libmicrohttpd
+     * then closes the connection (the unread body cannot be skipped safely). */
+    const struct cfg_key *key = NULL;
+    int prio = -1;
+    uint64_t retry_ms, clen = 0;
+    enum lim_verdict lv;
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (!http__authorized(cfg, conn, &key))
+        early = http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
+    else if ((prio = http__priority(conn, key)) < 0)
+        early = http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
+                            NULL, rid, 0);
+    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0,
+                                guard_conn_id(http__gconn(conn)), &retry_ms)) != LIM_OK)
+        early = http__rate_limited(s, conn, key, lv, rid, retry_ms);
+    else if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > cfg->max_body_bytes))
+        early = http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
+    else if (!(job = job_new(cfg->max_body_bytes, cfg->stream_buffer_bytes)))
+        early = http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
+    else
+        refused = false;
+    if (refused) {
+        snap_put(sn);
+        return early;
+    }
+    job->snap = sn; /* released with the job */
+    job->body_mem = &s->body_mem;
+    /* A declared length is taken from the body budget and allocated at once. */
+    if (clen > 0 && (http__mem_take(s, job, clen) != 0 || buf_reserve(&job->body, clen) != 0)) {
+        job_unref(job);
+        return http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1000);
+    }
+    snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
+    job->t_start_ns = clock_now_ns();
+    job->endpoint = (enum job_endpoint)http_routes[ri].endpoint;
+    job->key = key;
+    job->key_name = key ? key->name : NULL;
+    job->prio = (unsigned)prio;
+    job->h_state = H_BODY;
+    job->http11 = framing_http11(version); /* 1.1 to 1.9; before the job is shared */
+    *con_cls = job;
+    return MHD_YES;
+}
+
+void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                            enum MHD_RequestTerminationCode toe)
+{
+    struct server *s = cls;
+    struct job *job = *con_cls;
+    /* the response is out (or the request ended): keep-alive idle from now */
+    guard_enter(http__gconn(conn), G_IDLE);
+    if (!job || *con_cls == &http_deferred)
+        return;
+    *con_cls = NULL;
+    if (job->lim_taken)
+        limits_release(s->limits, job->key, job->lim_at_ns, job->key ? clock_now_ns() : 0);
+    const struct config *cfg = job->snap->cfg;
+    pthread_mutex_lock(&job->lock);
+    job->client_gone = true;
+    bool finished = job->eof || job->fail != LGE_NONE;
+    unsigned long long bytes = job->bytes_out, events = job->events;
+    pthread_mutex_unlock(&job->lock);
+    if (job->h_submitted && !finished)
+        pool_cancel(s->pool, job);
+    if (cfg->access_log) {
+        uint64_t us = (clock_now_ns() - job->t_start_ns) / 1000;
+        log_info("access id=%s model=%s stream=%d status=%u key=%s dur_us=%llu bytes=%llu "
+                 "events=%llu end=%s",
+                 job->request_id, job->model ? job->model : "-", job->stream, job->h_status,
+                 job->key_name ? job->key_name : "-", (unsigned long long)us, bytes, events,
+                 toe == MHD_REQUEST_TERMINATED_COMPLETED_OK ? "ok" : "aborted");
+    }
+    job_unref(job);
+}
