@@ -145,6 +145,11 @@ int main(int argc, char **argv)
         log_error("cannot start the inference workers");
         goto out;
     }
+    reloader = reloader_new(pool, server_prepare);
+    if (!reloader) {
+        log_error("cannot start the reloader");
+        goto out;
+    }
     /* the configuration becomes generation 1; from here it belongs to its snapshot, which a
      * reload may free: what is read of it later is read from the current one */
     struct config *boot = cfg;
@@ -155,14 +160,10 @@ int main(int argc, char **argv)
         log_error("cannot start: out of memory");
         goto out;
     }
+    reloader_adopt(reloader, first); /* freed off the event threads, like a reload's */
     pool_publish(pool, first);
     if (pool_start(pool) != 0) {
         log_error("cannot start the inference workers");
-        goto out;
-    }
-    reloader = reloader_new(pool, server_prepare);
-    if (!reloader) {
-        log_error("cannot start: out of memory");
         goto out;
     }
     srv = server_new(boot, pool, reloader);
@@ -204,6 +205,7 @@ int main(int argc, char **argv)
     unsigned drain_s = live ? live->cfg->drain_s : 10;
     snap_put(live);
     log_info("signal %d: draining (up to %u s)", sig, drain_s);
+    reloader_stop(reloader); /* no reload while draining; one waiting is answered first */
     server_quiesce(srv);
     pool_drain(pool);
     wait_idle(pool, drain_s * 1000u);
@@ -214,9 +216,11 @@ int main(int argc, char **argv)
         usleep(10000);
     rc = 0;
 out:
+    if (reloader)
+        reloader_stop(reloader); /* a start that failed half-way */
     server_free(srv);
-    reloader_free(reloader);
     pool_free(pool);
+    reloader_free(reloader); /* after the last snapshot it adopted */
     curl_global_cleanup();
     config_free(cfg);
     if (rc == 0)

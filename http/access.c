@@ -57,7 +57,7 @@ static struct guard_conn *http__gconn(struct MHD_Connection *conn)
 /* libmicrohttpd's connection start and end: into and out of the guard's table. A connection
  * the guard cannot record (out of memory) is closed at once. */
 void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                         enum MHD_ConnectionNotificationCode code)
+                  enum MHD_ConnectionNotificationCode code)
 {
     struct server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -230,14 +230,15 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
 }
 
 enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
-                                    const char *method, const char *version,
-                                    const char *upload_data, size_t *upload_data_size,
-                                    void **con_cls)
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **con_cls)
 {
     struct server *s = cls;
     struct job *job = *con_cls;
     (void)upload_data;
 
+    if (*con_cls == &http__admin_mark)
+        return http__admin_resumed(s, conn, con_cls); /* its reload is done */
     if (*con_cls == &http_deferred) {
         /* Not a proxied request: answered once the request is read completely, so the
          * connection stays reusable (an early answer makes libmicrohttpd close it). */
@@ -248,7 +249,7 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
         *con_cls = NULL;
         if (!guard_enter(http__gconn(conn), G_BUSY))
             return MHD_NO;
-        return http__answer_local(s, conn, url, method);
+        return http__answer_local(s, conn, url, method, con_cls);
     }
     if (job) {
         if (job->h_state == H_BODY) {
@@ -346,12 +347,17 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
 }
 
 void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                            enum MHD_RequestTerminationCode toe)
+                     enum MHD_RequestTerminationCode toe)
 {
     struct server *s = cls;
     struct job *job = *con_cls;
     /* the response is out (or the request ended): keep-alive idle from now */
     guard_enter(http__gconn(conn), G_IDLE);
+    if (*con_cls == &http__admin_mark) {
+        http__admin_gone(s, conn); /* resumed, then closed before its answer */
+        *con_cls = NULL;
+        return;
+    }
     if (!job || *con_cls == &http_deferred)
         return;
     *con_cls = NULL;

@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 const struct http_route http_routes[] = {
     {"/v1/chat/completions", R_CHAT, "POST", JOB_CHAT},
     {"/v1/completions", R_COMPLETIONS, "POST", JOB_COMPLETIONS},
@@ -186,8 +185,8 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
 }
 
 /* Everything that is not a proxied request: local endpoints and request errors. */
-enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
-                                          const char *url, const char *method)
+enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn, const char *url,
+                                   const char *method, void **con_cls)
 {
     char idbuf[33];
     const char *rid = http__request_id(conn, idbuf);
@@ -208,7 +207,7 @@ enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn
     bool needs_key = route == R_CHAT || route == R_COMPLETIONS || route == R_EMBEDDINGS ||
                      route == R_MODELS || route == R_MODEL || route == R_QUEUE;
     if (route == R_ADMIN_RELOAD || route == R_ADMIN_CONFIG)
-        ret = http__admin(s, conn, route, rid, sn);
+        ret = http__admin(s, conn, route, rid, sn, con_cls);
     else if (needs_key && !http__authorized(sn->cfg, conn, &key))
         ret = http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     else

@@ -16,7 +16,7 @@
 #include <stdatomic.h>
 
 enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid,
-                                     const struct snap *sn)
+                              const struct snap *sn)
 {
     const struct config *cfg = sn->cfg;
     struct router *r = pool_router(s->pool);

@@ -94,6 +94,10 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
     char port[8];
     if (!s)
         return NULL;
+    if (pthread_mutex_init(&s->admin_lock, NULL) != 0) {
+        free(s);
+        return NULL;
+    }
     s->pool = pool;
     s->reloader = reloader;
     s->limits = pool_limits(pool);
@@ -166,6 +170,7 @@ fail:
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard);
     free(s->stamps);
+    pthread_mutex_destroy(&s->admin_lock);
     free(s);
     return NULL;
 }
@@ -190,6 +195,8 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
+    http__admin_free(s);
     free(s->stamps);
+    pthread_mutex_destroy(&s->admin_lock);
     free(s);
 }

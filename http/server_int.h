@@ -105,15 +105,17 @@ struct server {
     struct limits *limits; /* per-key concurrency, rpm, tpm (the pool's) */
     int64_t started_wall;
     atomic_uint_fast64_t status_count[600];
-    atomic_size_t body_mem; /* request body bytes held by jobs; <= max_body_memory */
+    atomic_size_t body_mem;         /* request body bytes held by jobs; <= max_body_memory */
+    pthread_mutex_t admin_lock;     /* admin_waits */
+    struct admin_wait *admin_waits; /* POST /admin/reload requests waiting for the reloader */
 };
 
 /* respond.c */
 void http__count(struct server *s, unsigned status);
 /* Queues a complete in-memory response. `body` is copied. */
 enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
-                           const char *ctype, const char *body, size_t len,
-                           const char *request_id, uint64_t retry_ms);
+                           const char *ctype, const char *body, size_t len, const char *request_id,
+                           uint64_t retry_ms);
 enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
                             const char *msg, const char *param, const char *request_id,
                             uint64_t retry_ms);
@@ -132,16 +134,24 @@ int http__priority(struct MHD_Connection *conn, const struct cfg_key *key);
 
 /* local.c */
 int http__route(const char *url);
-enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
-                                   const char *url, const char *method);
+enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn, const char *url,
+                                   const char *method, void **con_cls);
 
 /* metrics.c */
 enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid,
                               const struct snap *sn);
 
-/* admin.c */
+/* admin.c. POST /admin/reload suspends its connection, sets *con_cls to &http__admin_mark
+ * and hands the reload to the reloader's thread, which resumes it: the access handler then
+ * calls http__admin_resumed (the completion callback http__admin_gone, for a client that
+ * left). */
+extern char http__admin_mark;
 enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn, enum route route,
-                            const char *rid, const struct snap *sn);
+                            const char *rid, const struct snap *sn, void **con_cls);
+enum MHD_Result http__admin_resumed(struct server *s, struct MHD_Connection *conn, void **con_cls);
+void http__admin_gone(struct server *s, struct MHD_Connection *conn);
+/* Frees what is left of the waits (server_free, after the daemon stopped). */
+void http__admin_free(struct server *s);
 
 /* access.c: libmicrohttpd's callbacks (cls is the server) */
 void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,

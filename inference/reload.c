@@ -7,34 +7,162 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+struct reload_req {
+    void (*done)(void *arg, struct reload_result *res);
+    void *arg;
+    struct reload_req *next;
+};
 
 struct reloader {
     struct pool *pool;
     int (*derive)(struct snap *sn);
     pthread_mutex_t lock; /* one reload at a time */
     atomic_uint_fast64_t ok, failed;
+    /* the reloader's thread: reloads submitted, snapshots to free */
+    pthread_mutex_t q_lock;
+    pthread_cond_t q_cond;
+    struct reload_req *q_head, **q_tail;
+    struct snap *reap;
+    bool running, stopping;
+    pthread_t thread;
 };
+
+static void reload__reap(struct snap *s, void *arg)
+{
+    struct reloader *r = arg;
+    pthread_mutex_lock(&r->q_lock);
+    if (!r->running) {
+        pthread_mutex_unlock(&r->q_lock);
+        snap_free(s);
+        return;
+    }
+    s->reap_next = r->reap;
+    r->reap = s;
+    pthread_cond_signal(&r->q_cond);
+    pthread_mutex_unlock(&r->q_lock);
+}
+
+static void *reload__main(void *arg)
+{
+    struct reloader *r = arg;
+    pthread_mutex_lock(&r->q_lock);
+    for (;;) {
+        while (!r->q_head && !r->reap && !r->stopping)
+            pthread_cond_wait(&r->q_cond, &r->q_lock);
+        if (!r->q_head && !r->reap) {
+            r->running = false; /* stopping, and nothing left: frees happen inline from now */
+            break;
+        }
+        struct reload_req *q = r->q_head;
+        struct snap *dead = r->reap;
+        r->q_head = NULL;
+        r->q_tail = &r->q_head;
+        r->reap = NULL;
+        pthread_mutex_unlock(&r->q_lock);
+        while (dead) {
+            struct snap *next = dead->reap_next;
+            snap_free(dead);
+            dead = next;
+        }
+        while (q) {
+            struct reload_req *next = q->next;
+            struct reload_result res;
+            reloader_run(r, &res);
+            q->done(q->arg, &res);
+            reload_result_release(&res);
+            free(q);
+            q = next;
+        }
+        pthread_mutex_lock(&r->q_lock);
+    }
+    pthread_mutex_unlock(&r->q_lock);
+    return NULL;
+}
 
 struct reloader *reloader_new(struct pool *pool, int (*derive)(struct snap *sn))
 {
     struct reloader *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
+    r->pool = pool;
+    r->derive = derive;
+    r->q_tail = &r->q_head;
+    r->running = true;
     if (pthread_mutex_init(&r->lock, NULL) != 0) {
         free(r);
         return NULL;
     }
-    r->pool = pool;
-    r->derive = derive;
+    if (pthread_mutex_init(&r->q_lock, NULL) != 0) {
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
+    if (pthread_cond_init(&r->q_cond, NULL) != 0) {
+        pthread_mutex_destroy(&r->q_lock);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
+    if (pthread_create(&r->thread, NULL, reload__main, r) != 0) {
+        pthread_cond_destroy(&r->q_cond);
+        pthread_mutex_destroy(&r->q_lock);
+        pthread_mutex_destroy(&r->lock);
+        free(r);
+        return NULL;
+    }
     return r;
+}
+
+int reloader_submit(struct reloader *r, void (*done)(void *arg, struct reload_result *res),
+                    void *arg)
+{
+    struct reload_req *q = malloc(sizeof(*q));
+    if (!q)
+        return -1;
+    q->done = done;
+    q->arg = arg;
+    q->next = NULL;
+    pthread_mutex_lock(&r->q_lock);
+    if (!r->running || r->stopping) {
+        pthread_mutex_unlock(&r->q_lock);
+        free(q);
+        return -1;
+    }
+    *r->q_tail = q;
+    r->q_tail = &q->next;
+    pthread_cond_signal(&r->q_cond);
+    pthread_mutex_unlock(&r->q_lock);
+    return 0;
+}
+
+void reloader_adopt(struct reloader *r, struct snap *sn)
+{
+    sn->reap = reload__reap;
+    sn->reap_arg = r;
+}
+
+void reloader_stop(struct reloader *r)
+{
+    pthread_mutex_lock(&r->q_lock);
+    bool join = !r->stopping;
+    r->stopping = true;
+    pthread_cond_signal(&r->q_cond);
+    pthread_mutex_unlock(&r->q_lock);
+    if (join)
+        pthread_join(r->thread, NULL);
 }
 
 void reloader_free(struct reloader *r)
 {
     if (!r)
         return;
+    reloader_stop(r);
+    pthread_cond_destroy(&r->q_cond);
+    pthread_mutex_destroy(&r->q_lock);
     pthread_mutex_destroy(&r->lock);
     free(r);
 }
@@ -50,8 +178,7 @@ void reload_result_release(struct reload_result *res)
     config_errors_release(&res->errs);
 }
 
-static int reload__fail(struct reloader *r, struct reload_result *res, struct snap *cur,
-                        int status)
+static int reload__fail(struct reloader *r, struct reload_result *res, struct snap *cur, int status)
 {
     atomic_fetch_add(&r->failed, 1);
     snap_put(cur);
@@ -86,10 +213,11 @@ int reloader_run(struct reloader *r, struct reload_result *res)
     log_parse_level(cfg->log_level, &lv);
     struct snap *sn = pool_prepare(r->pool, cfg); /* takes cfg over */
     if (!sn || (r->derive && r->derive(sn) != 0)) {
-        snap_put(sn);
+        snap_put(sn); /* freed here: not adopted yet */
         log_error("reload failed: out of memory; the running configuration stays");
         return reload__fail(r, res, cur, 500);
     }
+    reloader_adopt(r, sn);
     snap_put(cur); /* before the publication waits for readers: we are one of them no more */
     log_set_level(lv);
     res->gen = pool_publish(r->pool, sn);

@@ -22,10 +22,10 @@ struct snap;
 
 /* What one reload did. */
 struct reload_result {
-    int status;                 /* 200 reloaded, 400 the file was refused, 500 out of memory */
-    struct config_errors errs;  /* why the file was refused (400) */
-    uint64_t gen;               /* the generation published (200) */
-    size_t n_backends, n_keys;  /* of the published configuration */
+    int status;                /* 200 reloaded, 400 the file was refused, 500 out of memory */
+    struct config_errors errs; /* why the file was refused (400) */
+    uint64_t gen;              /* the generation published (200) */
+    size_t n_backends, n_keys; /* of the published configuration */
     const char *restart[RELOAD_MAX_RESTART]; /* keys whose change waits for a restart */
     size_t n_restart;
 };
@@ -33,12 +33,31 @@ struct reload_result {
 /* A reloader for `pool`; `derive` (may be NULL) adds the derived data to each prepared
  * snapshot and returns 0, or -1 out of memory. NULL out of memory. */
 struct reloader *reloader_new(struct pool *pool, int (*derive)(struct snap *sn));
+/* Stops it (reloader_stop) and frees it: after every snapshot it adopted is gone (after
+ * pool_free). NULL is fine. */
 void reloader_free(struct reloader *r);
 
 /* Reloads (see above) and logs the outcome; fills *res (release it with
  * reload_result_release). Returns res->status. */
 int reloader_run(struct reloader *r, struct reload_result *res);
 void reload_result_release(struct reload_result *res);
+
+/* Runs reloader_run on the reloader's own thread — loading the file, binding the snapshot and
+ * the grace period block no event thread — and then calls done(arg, res) on that thread (res
+ * is valid during the call and released after it). Returns 0, or -1 when the reloader is
+ * stopping or out of memory (done is not called). Any thread. */
+int reloader_submit(struct reloader *r, void (*done)(void *arg, struct reload_result *res),
+                    void *arg);
+
+/* Snapshots published by a reload are given to the reloader's thread to free when their last
+ * request ends (a large configuration's free stays off the event threads). For the snapshot
+ * published at start, say so with this (before publishing it). */
+void reloader_adopt(struct reloader *r, struct snap *sn);
+
+/* Runs what was submitted, frees what was handed over, stops the thread; submissions fail and
+ * frees happen inline from then on. Main thread, before the server stops (a connection waiting
+ * for its reload is resumed first). reloader_free stops it too. */
+void reloader_stop(struct reloader *r);
 
 /* Reloads since start, by outcome (200, and any other). */
 void reloader_counts(struct reloader *r, uint64_t *ok, uint64_t *failed);

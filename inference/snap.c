@@ -25,6 +25,14 @@ void snap_put(struct snap *s)
 {
     if (!s || atomic_fetch_sub_explicit(&s->ref, 1, memory_order_acq_rel) != 1)
         return;
+    if (s->reap)
+        s->reap(s, s->reap_arg);
+    else
+        snap_free(s);
+}
+
+void snap_free(struct snap *s)
+{
     if (s->http_free)
         s->http_free(s->http);
     if (s->unbind)

@@ -25,6 +25,11 @@ struct snap {
     void (*http_free)(void *http);
     void (*unbind)(struct snap *s, void *arg); /* the inference layer's runtime objects */
     void *unbind_arg;
+    /* When set, the last reference hands the snapshot to reap (which calls snap_free, perhaps
+     * on another thread) instead of freeing it on the thread that dropped it. */
+    void (*reap)(struct snap *s, void *arg);
+    void *reap_arg;
+    struct snap *reap_next; /* the reaper's list */
 };
 
 /* The publication point. */
@@ -38,8 +43,12 @@ struct snap_slot {
 struct snap *snap_new(struct config *cfg);
 
 void snap_ref(struct snap *s);
-/* Drops a reference; the last one unbinds, frees the derived data and the config. NULL ok. */
+/* Drops a reference; the last one unbinds, frees the derived data and the config (or hands the
+ * snapshot to its reap hook, which does). NULL ok. */
 void snap_put(struct snap *s);
+
+/* Unbinds and frees s now (its reference count is 0). */
+void snap_free(struct snap *s);
 
 void snap_slot_init(struct snap_slot *slot);
 /* Drops the current snapshot's publication reference. */

@@ -40,10 +40,10 @@ class ReloadTest(OwnTest):
     start file only where the test says."""
 
     def start(self, backends, keys=None, limits=None, extra=None, admin=ADMIN, health_ms=None,
-              name="llmgate-reload"):
+              name="llmgate-reload", server=None):
         self.spec = dict(backends=backends, keys=keys, limits=limits, extra=extra, admin=admin,
                          health_ms=health_ms)
-        g = self.own_gateway(backends, keys=keys, limits=limits,
+        g = self.own_gateway(backends, keys=keys, limits=limits, server=server,
                              extra=self._extra(extra, admin, health_ms), name=name)
         self.addCleanup(g.stop)  # a dirty exit (rc != 0, sanitizer report) fails the test
         return g
@@ -352,6 +352,38 @@ class TestReload(ReloadTest):
         logged = re.findall(r"reload: generation (\d+)", gw.proc.log_text())
         self.assertEqual(sorted(int(g) for g in logged), list(range(2, 9)), logged)
         self.assertEqual(self.chat(gw, "alice").status, 200)
+
+    def test_reload_blocks_no_event_thread(self):
+        """POST /admin/reload runs on the reloader's thread: with one libmicrohttpd thread and a
+        reload stuck reading its file (a FIFO nobody writes yet), other requests are answered
+        meanwhile; the reload completes once the file arrives. (On an event thread, the
+        /healthz below waits for the reload: it timed out before the reloader.)"""
+        gw = self.start(self.one_backend(), keys={"alice": KEYS["alice"]}, server={"threads": 1})
+        text = self.config_text(gw, self.one_backend(), keys={"alice": KEYS["alice"]},
+                                server={"threads": 1})
+        os.unlink(gw.config_path)
+        os.mkfifo(gw.config_path)
+        res = []
+        th = threading.Thread(target=lambda: res.append(self.reload(gw)))
+        th.start()
+        try:
+            time.sleep(0.3)
+            self.assertEqual(res, [], "the reload cannot have read a FIFO nobody writes")
+            t0 = time.monotonic()
+            r = request(HOST, gw.port, "GET", "/healthz", timeout=3)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(self.chat(gw, "alice", timeout=3).status, 200)
+            self.assertLess(time.monotonic() - t0, 2.5)
+            self.assertEqual(res, [], "the reload finished before its file was written")
+        finally:
+            with open(gw.config_path, "w") as f:  # the reader waits: this open does not block
+                f.write(text)
+            th.join(t(20))
+            os.unlink(gw.config_path)
+            with open(gw.config_path, "w") as f:
+                f.write(text)
+        self.assertEqual(len(res), 1)
+        self.assertReloaded(res[0], 2, 1, 1)
 
     def test_bad_file_is_refused(self):
         """A file with `max_inflight = lots` and an unknown section, which would also swap bob

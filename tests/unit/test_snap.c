@@ -51,6 +51,35 @@ START_TEST(test_pin_and_free)
 }
 END_TEST
 
+static struct snap *reaped;
+
+static void on_reap(struct snap *s, void *arg)
+{
+    *(int *)arg += 1;
+    reaped = s;
+}
+
+/* A snapshot with a reap hook is handed to it by its last reference, not freed there: the
+ * reloader frees large snapshots on its own thread, off the event threads. */
+START_TEST(test_reap_hook)
+{
+    atomic_store(&freed, 0);
+    int calls = 0;
+    struct snap *s = mk();
+    s->reap = on_reap;
+    s->reap_arg = &calls;
+    snap_ref(s);
+    snap_put(s);
+    ck_assert_int_eq(calls, 0);
+    snap_put(s); /* the last one */
+    ck_assert_int_eq(calls, 1);
+    ck_assert_ptr_eq(reaped, s);
+    ck_assert_int_eq(atomic_load(&freed), 0); /* not freed by snap_put */
+    snap_free(reaped);
+    ck_assert_int_eq(atomic_load(&freed), 1);
+}
+END_TEST
+
 static atomic_bool stop;
 
 static void *reader(void *arg)
@@ -96,6 +125,7 @@ Suite *make_suite(void)
     tcase_set_timeout(tc, 60);
     tcase_add_test(tc, test_pin_and_free);
     tcase_add_test(tc, test_readers_while_publishing);
+    tcase_add_test(tc, test_reap_hook);
     suite_add_tcase(s, tc);
     return s;
 }
