@@ -76,8 +76,8 @@ int main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     /* What operators' tools send (systemctl reload, logrotate): taken by sigwait too, so they
-     * never kill the process or cut a stream. Reload and log reopening come with the admission
-     * and observability work; until then they are logged and ignored. */
+     * never kill the process or cut a stream. SIGHUP reloads; SIGUSR1 (log reopening, the
+     * observability work) and SIGUSR2 are logged and ignored. */
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
     sigaddset(&set, SIGUSR2);
