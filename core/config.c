@@ -63,6 +63,9 @@ static const struct cfg_row cfg_rows[] = {
      "between two reads of a request body; expiry -> 408, close"},
     {"server", "keepalive_timeout_s", CT_UINT, F(keepalive_timeout_s), 1, 3600, "75",
      "an idle keep-alive connection is closed after this"},
+    {"server", "client_send_timeout_s", CT_UINT, F(client_send_timeout_s), 1, 3600, "60",
+     "a client that takes no response byte for this long (bytes waiting) is cut; its permit "
+     "freed"},
     {"server", "stream_buffer_bytes", CT_SIZE, F(stream_buffer_bytes), 16384, 16ull << 20, "65536",
      "per-request buffer between engine and client; full = engine paused"},
     {"timeouts", "connect_ms", CT_UINT, F(connect_ms), 1, 600000, "5000", "upstream connect"},

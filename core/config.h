@@ -81,6 +81,7 @@ struct config {
     unsigned client_header_timeout_s;
     unsigned client_body_timeout_s;
     unsigned keepalive_timeout_s;
+    unsigned client_send_timeout_s; /* reloadable: read per request */
     uint64_t stream_buffer_bytes;
     /* [timeouts] */
     unsigned connect_ms;

@@ -52,6 +52,8 @@ enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, con
          ps.upstream_errors},
         {"llmgate_client_aborts_total", "counter",
          "Clients that left before the end of the response.", ps.client_aborts},
+        {"llmgate_client_send_timeouts_total", "counter",
+         "Clients cut for taking no response byte for client_send_timeout_s.", ps.send_timeouts},
         {"llmgate_body_memory_bytes", "gauge",
          "Bytes of request bodies held in flight (limit: max_body_memory).",
          atomic_load_explicit(&s->body_mem, memory_order_relaxed)},

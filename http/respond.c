@@ -81,6 +81,7 @@ static ssize_t http__reader(void *cls, uint64_t pos, char *out, size_t max)
             n = max;
         memcpy(out, buf_data(&job->out), n);
         buf_consume(&job->out, n);
+        job->taken += n; /* the worker's send deadline sees the client take bytes */
         if (job->up_paused && !job->unpause_pending && buf_fits(&job->out, HTTP_UNPAUSE_ROOM)) {
             job->unpause_pending = true;
             pool_unpause(job->pool, job);

@@ -135,6 +135,8 @@ struct job {
     struct job *w_young_next;    /* the worker's list of transfers not watched yet */
     uint64_t w_started_ns;       /* the upstream transfer started */
     uint64_t w_last_byte_ns;     /* the engine's last body byte (the batch's time) */
+    uint64_t w_taken_seen;       /* `taken` at the worker's last watch of a waiting response */
+    uint64_t w_send_since_ns;    /* since then the client has taken none of the bytes waiting */
     struct job *w_resume_next;   /* the worker's list of connections to resume at the end of
                                   * its event batch (one hand-over for many events) */
     bool w_resume_queued;
@@ -176,6 +178,7 @@ struct job {
     bool body_started;      /* the engine has sent body bytes */
     uint64_t events;        /* SSE events relayed (counted by the worker) */
     uint64_t bytes_out;     /* engine body bytes taken into `out` */
+    uint64_t taken;         /* bytes of `out` the client's connection took (the reader) */
     int watch_epfd;         /* client_fd is watched for hang-ups in this epoll set, or -1.
                              * Only while the connection is suspended: it cannot be closed
                              * (and its fd number reused) then. */

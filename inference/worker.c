@@ -110,6 +110,7 @@ struct pool {
     atomic_uint_fast64_t active;
     atomic_uint_fast64_t upstream_errors;
     atomic_uint_fast64_t client_aborts;
+    atomic_uint_fast64_t send_timeouts;
     atomic_uint_fast64_t started;
     atomic_uint_fast64_t ttft_ns_sum;
     atomic_uint_fast64_t ttft_count;
@@ -1054,12 +1055,45 @@ static void worker__watch_young(struct worker *w, uint64_t now)
     }
 }
 
+/* Whether the client of a response under way has taken none of the bytes waiting for it for
+ * client_send_timeout_s (nginx's send_timeout: the time between two successive takes while
+ * there is something to take). Then it is cut, so that a client that stopped reading does not
+ * hold its engine permit (its transfer paused on a full buffer) for as long as it likes.
+ * Sampled once a scan: a take is seen as a change of job->taken, which the content reader
+ * counts (no clock read per chunk). Caller holds job->lock. */
+static bool worker__send_stalled_locked(struct job *job, uint64_t now)
+{
+    if (!job->responded || job->client_gone || buf_len(&job->out) == 0 ||
+        job->taken != job->w_taken_seen) {
+        job->w_taken_seen = job->taken;
+        job->w_send_since_ns = now;
+        return false;
+    }
+    return now - job->w_send_since_ns >= (uint64_t)job->snap->cfg->client_send_timeout_s * NS_PER_S;
+}
+
+/* Cuts a client that stopped taking its response (worker__send_stalled_locked): the connection
+ * is shut down (libmicrohttpd then closes it), the transfer torn down and the permit freed. */
+static void worker__cut_client(struct worker *w, struct job *job)
+{
+    pthread_mutex_lock(&job->lock);
+    if (!job->client_gone && job->client_fd >= 0)
+        shutdown(job->client_fd, SHUT_RDWR); /* open: the completion callback has not run */
+    pthread_mutex_unlock(&job->lock);
+    atomic_fetch_add(&w->pool->send_timeouts, 1);
+    atomic_fetch_add(&w->pool->client_aborts, 1);
+    log_info("request %s: the client took no response byte for client_send_timeout_s (%u s): "
+             "cut",
+             job->request_id, job->snap->cfg->client_send_timeout_s);
+    worker__end(w, job, LGE_CLIENT_CLOSED, NULL);
+}
+
 /* Once a second over the running transfers: start watching the clients of streams waiting
  * for their next token (a client that leaves an idle stream is noticed without a syscall per
- * token), and end the streams whose engine went silent. A stream that left the deadline heap
- * (its first byte came) is bounded by request_s between two bytes: one that keeps flowing is
- * never cut, one that stopped ends with an SSE timeout event. A transfer paused for a slow
- * client is not silent. */
+ * token), cut clients that stopped reading (client_send_timeout_s), and end the streams whose
+ * engine went silent. A stream that left the deadline heap (its first byte came) is bounded
+ * by request_s between two bytes: one that keeps flowing is never cut, one that stopped ends
+ * with an SSE timeout event. A transfer paused for a slow client is not silent. */
 static void worker__watch_idle(struct worker *w, uint64_t now)
 {
     if (now < w->next_watch_ns)
@@ -1074,8 +1108,11 @@ static void worker__watch_idle(struct worker *w, uint64_t now)
             job__watch_locked(job, w->epfd); /* only if suspended and not watched yet */
         bool stalled = !heap_node_linked(&job->w_deadline) && !job->up_paused &&
                        now - job->w_last_byte_ns >= idle_ns;
+        bool send_stalled = worker__send_stalled_locked(job, now);
         pthread_mutex_unlock(&job->lock);
-        if (stalled) {
+        if (send_stalled) {
+            worker__cut_client(w, job);
+        } else if (stalled) {
             atomic_fetch_add(&w->pool->upstream_errors, 1);
             worker__end(w, job, LGE_TIMEOUT, "the inference engine stopped sending the stream");
         }
@@ -1459,6 +1496,7 @@ void pool_get_stats(struct pool *p, struct pool_stats *out)
     out->active = atomic_load(&p->active);
     out->upstream_errors = atomic_load(&p->upstream_errors);
     out->client_aborts = atomic_load(&p->client_aborts);
+    out->send_timeouts = atomic_load(&p->send_timeouts);
     out->started = atomic_load(&p->started);
     out->ttft_ns_sum = atomic_load(&p->ttft_ns_sum);
     out->ttft_count = atomic_load(&p->ttft_count);

@@ -23,6 +23,7 @@ struct pool_stats {
     uint64_t active;          /* jobs submitted and not finished */
     uint64_t upstream_errors; /* transfers that failed (connect, broken, timeout) */
     uint64_t client_aborts;   /* clients that left before the end */
+    uint64_t send_timeouts;   /* clients cut at client_send_timeout_s */
     uint64_t started;         /* upstream transfers started */
     uint64_t ttft_ns_sum;     /* first upstream event, summed over streams that had one */
     uint64_t ttft_count;
