@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 enum h_state { H_BODY = 0, H_WAIT, H_DONE };
@@ -57,7 +58,7 @@ static struct guard_conn *http__gconn(struct MHD_Connection *conn)
 /* libmicrohttpd's connection start and end: into and out of the guard's table. A connection
  * the guard cannot record (out of memory) is closed at once. */
 void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,
-                         enum MHD_ConnectionNotificationCode code)
+                  enum MHD_ConnectionNotificationCode code)
 {
     struct server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
@@ -103,15 +104,26 @@ static int http__mem_take(struct server *s, struct job *job, size_t n)
     return 0;
 }
 
-size_t http_body_step(size_t held, size_t need, uint64_t declared, size_t ceiling)
+size_t http_body_step(size_t held, size_t need, size_t arrived, uint64_t declared, size_t ceiling)
 {
     if (need <= held)
         return held;
     size_t next = held ? held * 2 : HTTP_BODY_FIRST;
+    if (arrived > next)
+        next = arrived;
     size_t top = declared && declared < ceiling ? (size_t)declared : ceiling;
     if (next > top)
         next = top;
     return next < need ? need : next;
+}
+
+/* Bytes the client sent that wait in the socket's receive queue (0 if it cannot tell). */
+static size_t http__queued(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int q = 0;
+    return ci && ioctl(ci->connect_fd, FIONREAD, &q) == 0 && q > 0 ? (size_t)q : 0;
 }
 
 /* Refuses the request in the middle of its body: libmicrohttpd cannot answer any more, so the
@@ -129,10 +141,10 @@ static enum MHD_Result http__body_refused(struct server *s, struct MHD_Connectio
     return MHD_NO;
 }
 
-/* Appends body bytes as they arrive. Memory is taken from the budget as the bytes come (in
- * doubling steps up to the declared length: http_body_step), so a connection that declares a
- * large body and sends it slowly holds about what it sent. A body that passes max_body_bytes
- * (chunked: its length was not declared) or the budget is refused at once. */
+/* Appends body bytes as they arrive. Memory is taken from the budget as the bytes come (what
+ * arrived, or a doubling step, up to the declared length: http_body_step), so a connection
+ * that declares a large body and sends it slowly holds about what it sent. A body that passes
+ * max_body_bytes (chunked: its length was not declared) or the budget is refused at once. */
 static enum MHD_Result http__take_body(struct server *s, struct MHD_Connection *conn,
                                        struct job *job, const char *p, size_t n)
 {
@@ -140,11 +152,15 @@ static enum MHD_Result http__take_body(struct server *s, struct MHD_Connection *
         return http__body_refused(s, conn, job, LGE_TOO_LARGE);
     size_t len = buf_len(&job->body), held = job->body_mem_held;
     if (len + n > held) {
-        size_t want = http_body_step(held, len + n, job->h_declared,
+        /* what arrived: this piece and what waits in the kernel (an honest client's whole
+         * body, often), so that a body sent at once is reserved at once */
+        size_t arrived = len + n;
+        if (job->h_declared > HTTP_BODY_FIRST || !job->h_declared) /* else: the first step */
+            arrived += http__queued(conn);
+        size_t want = http_body_step(held, len + n, arrived, job->h_declared,
                                      (size_t)job->snap->cfg->max_body_bytes);
         /* over the budget, or out of memory */
-        if (http__mem_take(s, job, want - held) != 0 ||
-            buf_reserve(&job->body, want - len) != 0)
+        if (http__mem_take(s, job, want - held) != 0 || buf_reserve(&job->body, want - len) != 0)
             return http__body_refused(s, conn, job, LGE_OVERLOADED);
     }
     if (buf_append(&job->body, p, n) != 0)
@@ -159,12 +175,21 @@ static size_t http__mem_free(struct server *s, const struct config *cfg)
     return held < cfg->max_body_memory ? (size_t)cfg->max_body_memory - held : 0;
 }
 
+/* Whether the request has a body: a Content-Length other than 0 (or one that is not a
+ * length), or a Transfer-Encoding. */
+static bool http__has_body(struct MHD_Connection *conn, uint64_t clen, bool bad_clen)
+{
+    return clen > 0 || bad_clen ||
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+}
+
 /* An answer from a request's headers: if the request has a body, libmicrohttpd closes the
  * connection after the answer, and that close lingers. Returns r. */
-static enum MHD_Result http__early(struct guard_conn *gc, bool body, enum MHD_Result r)
+static enum MHD_Result http__early(struct MHD_Connection *conn, uint64_t clen, bool bad_clen,
+                                   enum MHD_Result r)
 {
-    if (body)
-        guard_linger(gc);
+    if (http__has_body(conn, clen, bad_clen))
+        guard_linger(http__gconn(conn));
     return r;
 }
 
@@ -266,9 +291,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
 }
 
 enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
-                                    const char *method, const char *version,
-                                    const char *upload_data, size_t *upload_data_size,
-                                    void **con_cls)
+                             const char *method, const char *version, const char *upload_data,
+                             size_t *upload_data_size, void **con_cls)
 {
     struct server *s = cls;
     struct job *job = *con_cls;
@@ -324,17 +348,16 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     uint64_t clen = 0;
     bool bad_clen = cl && framing_parse_clen(cl, strlen(cl), &clen) != 0;
-    bool body = clen > 0 || bad_clen ||
-                MHD_lookup_connection_value(conn, MHD_HEADER_KIND,
-                                            MHD_HTTP_HEADER_TRANSFER_ENCODING) != NULL;
     const char *bad = http__framing(conn, version);
     if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
-        return http__early(gc, body, http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0));
+        return http__early(conn, clen, bad_clen,
+                           http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0));
     /* The configuration this request is served with, to its end (a reload does not change it
      * under the request). */
     struct snap *sn = pool_snap(s->pool);
     if (!sn)
-        return http__early(gc, body, http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000));
+        return http__early(conn, clen, bad_clen,
+                           http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000));
     const struct config *cfg = sn->cfg;
     int ri = http__route(url);
     if (ri < 0 || http_routes[ri].endpoint < 0 || strcmp(method, http_routes[ri].method) != 0) {
@@ -342,15 +365,17 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
          * the cap proxied bodies have), then closed. Without: at the next call. */
         bool over = bad_clen || clen > cfg->max_body_bytes;
         snap_put(sn);
-        if (!body) {
+        if (!http__has_body(conn, clen, bad_clen)) {
             *con_cls = &http_deferred;
             return MHD_YES;
         }
         if (over)
-            return http__early(gc, body, http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0));
+            return http__early(conn, clen, bad_clen,
+                               http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0));
         if (!guard_enter(gc, G_BUSY))
             return MHD_NO;
-        return http__early(gc, body, http__answer_local(s, conn, url, method));
+        guard_linger(gc); /* it has a body */
+        return http__answer_local(s, conn, url, method);
     }
     enum MHD_Result early = MHD_YES;
     bool refused = true;
@@ -377,7 +402,7 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
         refused = false;
     if (refused) {
         snap_put(sn);
-        return http__early(gc, body, early);
+        return http__early(conn, clen, bad_clen, early);
     }
     job->snap = sn; /* released with the job */
     job->body_mem = &s->body_mem;
@@ -395,7 +420,7 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
 }
 
 void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
-                            enum MHD_RequestTerminationCode toe)
+                     enum MHD_RequestTerminationCode toe)
 {
     struct server *s = cls;
     struct job *job = *con_cls;

@@ -62,9 +62,9 @@ struct guard {
     uint64_t n;
     bool stop;
     atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
-    struct linger_set *linger;   /* the lingering closer (http/linger.h) */
-    pthread_mutex_t lmu;     /* waitq; taken after mu, never before */
-    struct guard_conn *waitq; /* cut with a reply, libmicrohttpd not yet closing */
+    struct linger_set *linger; /* the lingering closer (http/linger.h) */
+    pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
+    struct guard_conn *waitq;  /* cut with a reply, libmicrohttpd not yet closing */
     atomic_uint_fast64_t n_wait;
 };
 

@@ -48,10 +48,11 @@ struct snap;
  * reservation then doubles as the bytes arrive, up to the declared length (http_body_step). The
  * default table (8,192 connections) of clients that each sent a byte holds 128 MiB at most. */
 #define HTTP_BODY_FIRST 16384
-/* The reservation for a body of `need` bytes so far, holding `held`: held, or the next doubling
- * step (from HTTP_BODY_FIRST), capped at the declared length (0: none) and at `ceiling`
- * (max_body_bytes), never below need. Exposed for the unit tests. */
-size_t http_body_step(size_t held, size_t need, uint64_t declared, size_t ceiling);
+/* The reservation for a body of `need` bytes so far, holding `held`, of which `arrived` bytes
+ * have come (need plus what waits in the socket): held, or the larger of the next doubling
+ * step (from HTTP_BODY_FIRST) and `arrived`, capped at the declared length (0: none) and at
+ * `ceiling` (max_body_bytes), never below need. Exposed for the unit tests. */
+size_t http_body_step(size_t held, size_t need, size_t arrived, uint64_t declared, size_t ceiling);
 
 /* Documents the gateway writes itself are small: this ceiling only stops a runaway. */
 #define HTTP_DOC_MAX (64u << 20)
@@ -123,8 +124,8 @@ struct server {
 void http__count(struct server *s, unsigned status);
 /* Queues a complete in-memory response. `body` is copied. */
 enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
-                           const char *ctype, const char *body, size_t len,
-                           const char *request_id, uint64_t retry_ms);
+                           const char *ctype, const char *body, size_t len, const char *request_id,
+                           uint64_t retry_ms);
 enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
                             const char *msg, const char *param, const char *request_id,
                             uint64_t retry_ms);
@@ -143,8 +144,8 @@ int http__priority(struct MHD_Connection *conn, const struct cfg_key *key);
 
 /* local.c */
 int http__route(const char *url);
-enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
-                                   const char *url, const char *method);
+enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn, const char *url,
+                                   const char *method);
 
 /* metrics.c */
 enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, const char *rid,
