@@ -113,8 +113,9 @@ START_TEST(test_body_step)
     /* within the reservation: unchanged */
     ck_assert_uint_eq(http_body_step(HTTP_BODY_FIRST, 100, 100, 10u << 20, cap), HTTP_BODY_FIRST);
     /* doubling, up to the declared length */
-    ck_assert_uint_eq(http_body_step(HTTP_BODY_FIRST, HTTP_BODY_FIRST + 1, HTTP_BODY_FIRST + 1, 10u << 20, cap),
-                      2 * HTTP_BODY_FIRST);
+    ck_assert_uint_eq(
+        http_body_step(HTTP_BODY_FIRST, HTTP_BODY_FIRST + 1, HTTP_BODY_FIRST + 1, 10u << 20, cap),
+        2 * HTTP_BODY_FIRST);
     ck_assert_uint_eq(http_body_step(65536, 70000, 70000, 76800, cap), 76800);
     /* a small declared body is taken whole at once */
     ck_assert_uint_eq(http_body_step(0, 100, 100, 300, cap), 300);
@@ -221,8 +222,8 @@ END_TEST
  * then reads the whole 413. */
 START_TEST(test_guard_refusal_lingers)
 {
-    struct guard_limits gl = {.header_ms = 10000, .body_ms = 10000, .keepalive_ms = 10000,
-                              .max_conns = 16};
+    struct guard_limits gl = {
+        .header_ms = 10000, .body_ms = 10000, .keepalive_ms = 10000, .max_conns = 16};
     struct guard *g = guard_new(&gl);
     ck_assert_ptr_nonnull(g);
     int c, s = tcp_pair(&c);
