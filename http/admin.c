@@ -51,7 +51,7 @@ static int http__reload_json(struct buf *out, const struct reload_result *res)
 
 /* The admin endpoints: behind [admin] key; without one the admin API does not exist (404). */
 enum MHD_Result http__admin(struct server *s, struct MHD_Connection *conn, enum route route,
-                                   const char *rid, const struct snap *sn)
+                            const char *rid, const struct snap *sn)
 {
     const struct config *cfg = sn->cfg;
     if (!cfg->admin_key)

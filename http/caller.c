@@ -35,7 +35,7 @@ const char *http__request_id(struct MHD_Connection *conn, char idbuf[33])
 
 /* True when auth is off or the Bearer key is known; sets *key (NULL with auth off). */
 bool http__authorized(const struct config *cfg, struct MHD_Connection *conn,
-                             const struct cfg_key **key)
+                      const struct cfg_key **key)
 {
     *key = NULL;
     if (!cfg->auth)

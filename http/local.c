@@ -18,7 +18,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 const struct http_route http_routes[] = {
     {"/v1/chat/completions", R_CHAT, "POST", JOB_CHAT},
     {"/v1/completions", R_COMPLETIONS, "POST", JOB_COMPLETIONS},
@@ -186,8 +185,8 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
 }
 
 /* Everything that is not a proxied request: local endpoints and request errors. */
-enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn,
-                                          const char *url, const char *method)
+enum MHD_Result http__answer_local(struct server *s, struct MHD_Connection *conn, const char *url,
+                                   const char *method)
 {
     char idbuf[33];
     const char *rid = http__request_id(conn, idbuf);

@@ -81,5 +81,6 @@ bool reply_retry_after(struct MHD_Response *r, uint64_t ms)
 {
     char secs[24], millis[24];
     reply_retry_values(ms, secs, millis);
-    return reply_hdr(r, MHD_HTTP_HEADER_RETRY_AFTER, secs) && reply_hdr(r, "retry-after-ms", millis);
+    return reply_hdr(r, MHD_HTTP_HEADER_RETRY_AFTER, secs) &&
+           reply_hdr(r, "retry-after-ms", millis);
 }

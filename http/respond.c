@@ -22,8 +22,8 @@ void http__count(struct server *s, unsigned status)
 
 /* Queues a complete in-memory response. `body` is copied. */
 enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
-                                  const char *ctype, const char *body, size_t len,
-                                  const char *request_id, uint64_t retry_ms)
+                           const char *ctype, const char *body, size_t len, const char *request_id,
+                           uint64_t retry_ms)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -42,8 +42,8 @@ enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsign
 }
 
 enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
-                                   const char *msg, const char *param, const char *request_id,
-                                   uint64_t retry_ms)
+                            const char *msg, const char *param, const char *request_id,
+                            uint64_t retry_ms)
 {
     char body[2048]; /* err_envelope cuts a long message to fit, never the envelope */
     size_t n = err_envelope(body, sizeof(body), e, msg, param);
@@ -52,8 +52,8 @@ enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum 
 }
 
 /* Sends the JSON document in `b` (built by the caller), or a 500 if building it failed. */
-enum MHD_Result http__send_buf(struct server *s, struct MHD_Connection *conn,
-                                      unsigned status, struct buf *b, int built, const char *rid)
+enum MHD_Result http__send_buf(struct server *s, struct MHD_Connection *conn, unsigned status,
+                               struct buf *b, int built, const char *rid)
 {
     enum MHD_Result r =
         built == 0
@@ -151,8 +151,7 @@ static bool http__ratelimit_headers(struct MHD_Response *r, const struct lim_sta
 
 /* The worker resumed us: answer with the upstream's status and stream its body, or with the
  * gateway's own error. Caller holds job->lock. */
-enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn,
-                                            struct job *job)
+enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn, struct job *job)
 {
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {

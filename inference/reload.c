@@ -50,8 +50,7 @@ void reload_result_release(struct reload_result *res)
     config_errors_release(&res->errs);
 }
 
-static int reload__fail(struct reloader *r, struct reload_result *res, struct snap *cur,
-                        int status)
+static int reload__fail(struct reloader *r, struct reload_result *res, struct snap *cur, int status)
 {
     atomic_fetch_add(&r->failed, 1);
     snap_put(cur);

@@ -22,10 +22,10 @@ struct snap;
 
 /* What one reload did. */
 struct reload_result {
-    int status;                 /* 200 reloaded, 400 the file was refused, 500 out of memory */
-    struct config_errors errs;  /* why the file was refused (400) */
-    uint64_t gen;               /* the generation published (200) */
-    size_t n_backends, n_keys;  /* of the published configuration */
+    int status;                /* 200 reloaded, 400 the file was refused, 500 out of memory */
+    struct config_errors errs; /* why the file was refused (400) */
+    uint64_t gen;              /* the generation published (200) */
+    size_t n_backends, n_keys; /* of the published configuration */
     const char *restart[RELOAD_MAX_RESTART]; /* keys whose change waits for a restart */
     size_t n_restart;
 };
