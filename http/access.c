@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 enum h_state { H_BODY = 0, H_WAIT, H_DONE };
@@ -43,7 +44,7 @@ static const char *http__framing(struct MHD_Connection *conn, const char *versio
     return framing_verdict(&f, framing_http11(version));
 }
 
-/* Marks requests the gateway answers itself (con_cls). */
+/* Marks a local request without a body, answered at its next call (con_cls). */
 static int http_deferred;
 
 /* The guard's record of the connection (its socket context). */
@@ -103,27 +104,93 @@ static int http__mem_take(struct server *s, struct job *job, size_t n)
     return 0;
 }
 
-/* Appends body bytes as they arrive. A body that passes max_body_bytes (chunked: its length
- * was not declared) or the memory budget is read on and discarded, and refused at its end:
- * libmicrohttpd cannot send an answer in the middle of an upload. */
-static void http__take_body(struct server *s, struct job *job, const char *p, size_t n)
+size_t http_body_step(size_t held, size_t need, size_t arrived, uint64_t declared, size_t ceiling)
 {
-    if (job->h_refused != LGE_NONE)
-        return;
-    if (!buf_fits(&job->body, n)) {
-        job->h_refused = LGE_TOO_LARGE;
-    } else {
-        size_t held = job->body_mem_held, need = buf_len(&job->body) + n;
+    if (need <= held)
+        return held;
+    size_t next = held ? held * 2 : HTTP_BODY_FIRST;
+    if (arrived > next)
+        next = arrived;
+    size_t top = declared && declared < ceiling ? (size_t)declared : ceiling;
+    if (next > top)
+        next = top;
+    return next < need ? need : next;
+}
+
+/* Bytes the client sent that wait in the socket's receive queue (0 if it cannot tell). */
+static size_t http__queued(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    int q = 0;
+    return ci && ioctl(ci->connect_fd, FIONREAD, &q) == 0 && q > 0 ? (size_t)q : 0;
+}
+
+/* Refuses the request in the middle of its body: libmicrohttpd cannot answer any more, so the
+ * guard writes the reply and cuts the connection (its close lingers). Returns MHD_NO. */
+static enum MHD_Result http__body_refused(struct server *s, struct MHD_Connection *conn,
+                                          struct job *job, enum lg_err e)
+{
+    (void)s;
+    job->h_state = H_DONE;
+    job->h_status = err_info(e)->status;
+    guard_refuse(http__gconn(conn), e,
+                 e == LGE_TOO_LARGE ? "the request body is larger than max_body_bytes"
+                                    : "the request bodies in flight use all of max_body_memory",
+                 e == LGE_OVERLOADED ? 1 : 0);
+    return MHD_NO;
+}
+
+/* Appends body bytes as they arrive. Memory is taken from the budget as the bytes come (what
+ * arrived, or a doubling step, up to the declared length: http_body_step), so a connection
+ * that declares a large body and sends it slowly holds about what it sent. A body that passes
+ * max_body_bytes (chunked: its length was not declared) or the budget is refused at once. */
+static enum MHD_Result http__take_body(struct server *s, struct MHD_Connection *conn,
+                                       struct job *job, const char *p, size_t n)
+{
+    if (!buf_fits(&job->body, n))
+        return http__body_refused(s, conn, job, LGE_TOO_LARGE);
+    size_t len = buf_len(&job->body), held = job->body_mem_held;
+    if (len + n > held) {
+        /* what arrived: this piece and what waits in the kernel (an honest client's whole
+         * body, often), so that a body sent at once is reserved at once */
+        size_t arrived = len + n;
+        if (job->h_declared > HTTP_BODY_FIRST || !job->h_declared) /* else: the first step */
+            arrived += http__queued(conn);
+        size_t want = http_body_step(held, len + n, arrived, job->h_declared,
+                                     (size_t)job->snap->cfg->max_body_bytes);
         /* over the budget, or out of memory */
-        if ((need > held && http__mem_take(s, job, need - held) != 0) ||
-            buf_append(&job->body, p, n) != 0)
-            job->h_refused = LGE_OVERLOADED;
+        if (http__mem_take(s, job, want - held) != 0 || buf_reserve(&job->body, want - len) != 0)
+            return http__body_refused(s, conn, job, LGE_OVERLOADED);
     }
-    if (job->h_refused != LGE_NONE) {
-        buf_release(&job->body);
-        atomic_fetch_sub_explicit(&s->body_mem, job->body_mem_held, memory_order_relaxed);
-        job->body_mem_held = 0;
-    }
+    if (buf_append(&job->body, p, n) != 0)
+        return http__body_refused(s, conn, job, LGE_OVERLOADED);
+    return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
+}
+
+/* The body budget not taken now (a reload may have lowered it under what is held). */
+static size_t http__mem_free(struct server *s, const struct config *cfg)
+{
+    size_t held = atomic_load_explicit(&s->body_mem, memory_order_relaxed);
+    return held < cfg->max_body_memory ? (size_t)cfg->max_body_memory - held : 0;
+}
+
+/* Whether the request has a body: a Content-Length other than 0 (or one that is not a
+ * length), or a Transfer-Encoding. */
+static bool http__has_body(struct MHD_Connection *conn, uint64_t clen, bool bad_clen)
+{
+    return clen > 0 || bad_clen ||
+           MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+}
+
+/* An answer from a request's headers: if the request has a body, libmicrohttpd closes the
+ * connection after the answer, and that close lingers. Returns r. */
+static enum MHD_Result http__early(struct MHD_Connection *conn, uint64_t clen, bool bad_clen,
+                                   enum MHD_Result r)
+{
+    if (http__has_body(conn, clen, bad_clen))
+        guard_linger(http__gconn(conn));
+    return r;
 }
 
 /* 429 for key k over limit v: the message names the limit. */
@@ -150,12 +217,6 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     char why[256];
     const char *param;
     struct req_info info;
-    if (job->h_refused != LGE_NONE) {
-        job->h_state = H_DONE;
-        job->h_status = err_info(job->h_refused)->status;
-        return http__error(s, conn, job->h_refused, NULL, NULL, job->request_id,
-                           job->h_refused == LGE_OVERLOADED ? 1000 : 0);
-    }
     enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
                                      &info, why, sizeof(why), &param);
     if (e != LGE_NONE) {
@@ -240,13 +301,10 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
     if (*con_cls == &http__admin_mark)
         return http__admin_resumed(s, conn, con_cls); /* its reload is done */
     if (*con_cls == &http_deferred) {
-        /* Not a proxied request: answered once the request is read completely, so the
-         * connection stays reusable (an early answer makes libmicrohttpd close it). */
-        if (*upload_data_size) {
-            *upload_data_size = 0; /* discarded */
-            return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
-        }
+        /* A local request without a body, answered at its second call so that the connection
+         * stays reusable (libmicrohttpd 0.9.75 closes after any answer from the first). */
         *con_cls = NULL;
+        *upload_data_size = 0; /* none: no length was declared */
         if (!guard_enter(http__gconn(conn), G_BUSY))
             return MHD_NO;
         return http__answer_local(s, conn, url, method, con_cls);
@@ -254,9 +312,9 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
     if (job) {
         if (job->h_state == H_BODY) {
             if (*upload_data_size) {
-                http__take_body(s, job, upload_data, *upload_data_size);
+                size_t n = *upload_data_size;
                 *upload_data_size = 0;
-                return guard_touch(http__gconn(conn)) ? MHD_YES : MHD_NO;
+                return http__take_body(s, conn, job, upload_data, n);
             }
             if (!guard_enter(http__gconn(conn), G_BUSY))
                 return MHD_NO; /* cut by the guard: libmicrohttpd closes, completed frees */
@@ -280,60 +338,77 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
     }
 
     /* first call: headers only. From here the body's deadline runs (client_body_timeout_s);
-     * an answer given now ends the request (the guard's G_BUSY until it is sent). */
-    if (!guard_enter(http__gconn(conn), G_BODY))
+     * an answer given now ends the request (the guard's G_BUSY until it is sent). An answer
+     * given now to a request with a body makes libmicrohttpd close the connection after it
+     * (the unread body cannot be skipped safely): that close lingers (guard_linger). */
+    struct guard_conn *gc = http__gconn(conn);
+    if (!guard_enter(gc, G_BODY))
         return MHD_NO;
     char idbuf[33];
     const char *rid = http__request_id(conn, idbuf);
+    const char *cl =
+        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t clen = 0;
+    bool bad_clen = cl && framing_parse_clen(cl, strlen(cl), &clen) != 0;
     const char *bad = http__framing(conn, version);
     if (bad) /* answered before any body byte, so libmicrohttpd closes the connection */
-        return http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0);
-    int ri = http__route(url);
-    if (ri < 0 || http_routes[ri].endpoint < 0 || strcmp(method, http_routes[ri].method) != 0) {
-        *con_cls = &http_deferred;
-        return MHD_YES;
-    }
+        return http__early(conn, clen, bad_clen,
+                           http__error(s, conn, LGE_INVALID_REQUEST, bad, NULL, rid, 0));
     /* The configuration this request is served with, to its end (a reload does not change it
      * under the request). */
     struct snap *sn = pool_snap(s->pool);
     if (!sn)
-        return http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000);
+        return http__early(conn, clen, bad_clen,
+                           http__error(s, conn, LGE_DRAINING, NULL, NULL, rid, 1000));
     const struct config *cfg = sn->cfg;
+    int ri = http__route(url);
+    if (ri < 0 || http_routes[ri].endpoint < 0 || strcmp(method, http_routes[ri].method) != 0) {
+        /* Not a proxied request. With a body: answered from its headers (its body never read;
+         * the cap proxied bodies have), then closed. Without: at the next call. */
+        bool over = bad_clen || clen > cfg->max_body_bytes;
+        snap_put(sn);
+        if (!http__has_body(conn, clen, bad_clen)) {
+            *con_cls = &http_deferred;
+            return MHD_YES;
+        }
+        if (over)
+            return http__early(conn, clen, bad_clen,
+                               http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0));
+        if (!guard_enter(gc, G_BUSY))
+            return MHD_NO;
+        guard_linger(gc); /* it has a body */
+        return http__answer_local(s, conn, url, method, con_cls);
+    }
     enum MHD_Result early = MHD_YES;
     bool refused = true;
-    /* What the headers decide is answered now, before any body byte is read; libmicrohttpd
-     * then closes the connection (the unread body cannot be skipped safely). */
+    /* What the headers decide is answered now, before any body byte is read. */
     const struct cfg_key *key = NULL;
     int prio = -1;
-    uint64_t retry_ms, clen = 0;
+    uint64_t retry_ms;
     enum lim_verdict lv;
-    const char *cl =
-        MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (!http__authorized(cfg, conn, &key))
         early = http__error(s, conn, LGE_UNAUTHORIZED, NULL, NULL, rid, 0);
     else if ((prio = http__priority(conn, key)) < 0)
         early = http__error(s, conn, LGE_INVALID_REQUEST, "X-Priority must be high, normal or low",
                             NULL, rid, 0);
-    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0,
-                                guard_conn_id(http__gconn(conn)), &retry_ms)) != LIM_OK)
+    else if ((lv = limits_check(s->limits, key, key ? clock_now_ns() : 0, guard_conn_id(gc),
+                                &retry_ms)) != LIM_OK)
         early = http__rate_limited(s, conn, key, lv, rid, retry_ms);
-    else if (cl && (framing_parse_clen(cl, strlen(cl), &clen) != 0 || clen > cfg->max_body_bytes))
+    else if (bad_clen || clen > cfg->max_body_bytes)
         early = http__error(s, conn, LGE_TOO_LARGE, NULL, NULL, rid, 0);
+    else if (clen > http__mem_free(s, cfg)) /* would not fit now (a look: nothing taken) */
+        early = http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1000);
     else if (!(job = job_new(cfg->max_body_bytes, cfg->stream_buffer_bytes)))
         early = http__error(s, conn, LGE_INTERNAL, "out of memory", NULL, rid, 0);
     else
         refused = false;
     if (refused) {
         snap_put(sn);
-        return early;
+        return http__early(conn, clen, bad_clen, early);
     }
     job->snap = sn; /* released with the job */
     job->body_mem = &s->body_mem;
-    /* A declared length is taken from the body budget and allocated at once. */
-    if (clen > 0 && (http__mem_take(s, job, clen) != 0 || buf_reserve(&job->body, clen) != 0)) {
-        job_unref(job);
-        return http__error(s, conn, LGE_OVERLOADED, NULL, NULL, rid, 1000);
-    }
+    job->h_declared = clen; /* memory is taken as the body arrives (http__take_body) */
     snprintf(job->request_id, sizeof(job->request_id), "%s", rid);
     job->t_start_ns = clock_now_ns();
     job->endpoint = (enum job_endpoint)http_routes[ri].endpoint;

@@ -55,6 +55,8 @@ int framing_parse_clen(const char *v, size_t n, uint64_t *out)
             return -1;
         x = x * 10 + d;
     }
+    if (x == UINT64_MAX)
+        return -1; /* libmicrohttpd's MHD_SIZE_UNKNOWN */
     *out = x;
     return 0;
 }
@@ -231,8 +233,10 @@ static bool scan__head_end(struct framing_scan *s, size_t off)
         return scan__refuse(s, 400, "Transfer-Encoding on an HTTP/1.0 request");
     if (s->f.n_clen && s->cl_bad)
         return scan__refuse(s, 400, "Content-Length is not a decimal number");
-    if (s->f.n_clen && s->cl_over)
-        return scan__refuse(s, 413, "Content-Length is larger than 2^64 - 1");
+    /* 2^64 - 1 too: libmicrohttpd 0.9.75 takes it for MHD_SIZE_UNKNOWN (no length) and would
+     * read a body without end */
+    if (s->f.n_clen && (s->cl_over || s->clen == UINT64_MAX))
+        return scan__refuse(s, 413, "Content-Length is 2^64 - 1 or larger");
     s->requests++;
     if (s->f.n_te) {
         s->st = S_CHUNK_SIZE;

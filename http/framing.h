@@ -27,7 +27,8 @@ bool framing_header(struct framing *f, const char *key, size_t key_size, const c
  * HTTP/1.1 (which needs a Host header). */
 const char *framing_verdict(const struct framing *f, bool http11);
 
-/* A Content-Length value: one or more digits, nothing else, at most UINT64_MAX. 0 or -1. */
+/* A Content-Length value: one or more digits, nothing else, below UINT64_MAX (which
+ * libmicrohttpd reads as "unknown size"). 0 or -1. */
 int framing_parse_clen(const char *v, size_t n, uint64_t *out);
 
 /* ---------------------------------------------------------------------------------------- */
@@ -49,7 +50,8 @@ int framing_parse_clen(const char *v, size_t n, uint64_t *out);
  *        CR not followed by LF); NUL in a field value; a Content-Length that is not digits;
  *        the framing verdict (framing_verdict) and Transfer-Encoding on HTTP/1.0; a chunk-size
  *        line that is not hex digits [; extension] CRLF, or chunk data not followed by CRLF
- *   413  a Content-Length or chunk size past 2^64 - 1
+ *   413  a Content-Length of 2^64 - 1 or more (libmicrohttpd 0.9.75 reads 2^64 - 1 as
+ *        MHD_SIZE_UNKNOWN, a body without end), a chunk size past 2^64 - 1
  *   414  a request line longer than FRAMING_LINE_MAX
  *   431  a head (request line, fields, trailers) past FRAMING_HEAD_MAX in libmicrohttpd's
  *        accounting (below)

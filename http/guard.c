@@ -4,9 +4,11 @@
 #include "core/errors.h"
 #include "core/log.h"
 #include "http/framing.h"
+#include "http/linger.h"
 #include "http/reply.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <netinet/in.h>
 #include <pthread.h>
@@ -42,6 +44,13 @@ struct guard_conn {
     struct framing_scan scan;
     uint64_t answered; /* requests whose response is out (G_IDLE entries) */
     _Atomic bool refused;
+    /* An answer was given before the client stopped sending (see "lingering close" below):
+     * when libmicrohttpd closes, the socket lingers from linger_ms. `waiting`: cut by the
+     * guard, on g->waitq until libmicrohttpd closes it (under g->lmu). */
+    _Atomic bool linger;
+    _Atomic uint64_t linger_ms;
+    bool waiting;
+    struct guard_conn *wprev, *wnext;
 };
 
 struct guard {
@@ -53,6 +62,10 @@ struct guard {
     uint64_t n;
     bool stop;
     atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
+    struct linger_set *linger; /* the lingering closer (http/linger.h) */
+    pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
+    struct guard_conn *waitq;  /* cut with a reply, libmicrohttpd not yet closing */
+    atomic_uint_fast64_t n_wait;
 };
 
 /* ---------------------------------------------------------------------------------------- */
@@ -170,15 +183,21 @@ static void guard__reply(struct guard *g, int fd, enum lg_err e, const char *mes
         g->lim.count_status(g->lim.count_arg, err_info(e)->status);
 }
 
-/* Cuts c if its word is still `seen`. The caller holds g->mu (so c->fd is open). */
+static void guard__cut_linger(struct guard *g, struct guard_conn *c);
+
+/* Cuts c if its word is still `seen`. The caller holds g->mu, or is c's own thread (so c->fd
+ * is open). With a reply, the close lingers (guard__cut_linger); without, libmicrohttpd's next
+ * read on it returns 0 and it closes the connection. */
 static bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enum lg_err reply,
                        const char *message, unsigned retry_after)
 {
     if (!atomic_compare_exchange_strong(&c->word, &seen, W_MAKE(G_CUT, 0, W_STAMP(seen))))
         return false;
-    if (reply != LGE_NONE)
+    if (reply != LGE_NONE) {
         guard__reply(g, c->fd, reply, message, retry_after);
-    /* libmicrohttpd's next read on it returns 0 and it closes the connection */
+        guard__cut_linger(g, c);
+        return true;
+    }
     shutdown(c->fd, SHUT_RDWR);
     return true;
 }
@@ -225,6 +244,8 @@ static ssize_t guard__scan(int fd, const void *buf, ssize_t r)
     struct guard_conn *c = atomic_load_explicit(&guard_conns[fd], memory_order_acquire);
     if (!c)
         return r;
+    if (W_PHASE(atomic_load(&c->word)) == G_CUT)
+        return 0; /* cut (its reply written): libmicrohttpd is to close; the bytes are dropped */
     if (atomic_load_explicit(&c->refused, memory_order_relaxed)) {
         errno = EAGAIN;
         return -1;
@@ -233,7 +254,7 @@ static ssize_t guard__scan(int fd, const void *buf, ssize_t r)
         return r;
     enum guard_phase p = W_PHASE(atomic_load(&c->word));
     if (p == G_CUT)
-        return r;
+        return 0;
     if (c->scan.complete > c->answered || p == G_BUSY) {
         atomic_store_explicit(&c->refused, true, memory_order_relaxed);
         if (c->scan.msg_off > 0)
@@ -281,6 +302,8 @@ static void guard__check(struct guard *g, struct guard_conn *c, uint64_t now)
     }
 }
 
+static void guard__wait_tick(struct guard *g, uint64_t now);
+
 static void *guard__run(void *arg)
 {
     struct guard *g = arg;
@@ -297,6 +320,9 @@ static void *guard__run(void *arg)
         uint64_t now = guard_now_ms();
         for (struct guard_conn *c = g->head; c; c = c->next)
             guard__check(g, c, now);
+        pthread_mutex_unlock(&g->mu);
+        guard__wait_tick(g, now); /* not under the table's lock: it makes system calls */
+        pthread_mutex_lock(&g->mu);
     }
     pthread_mutex_unlock(&g->mu);
     return NULL;
@@ -330,11 +356,16 @@ struct guard *guard_new(const struct guard_limits *l)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_mutex_init(&g->mu, NULL);
+    pthread_mutex_init(&g->lmu, NULL);
     pthread_cond_init(&g->cv, &ca);
     pthread_condattr_destroy(&ca);
-    if (pthread_create(&g->thread, NULL, guard__run, g) != 0) {
+    /* a quarter of the table may linger at once (each costs a descriptor, nothing else) */
+    g->linger = linger_new(l->max_conns / 4 + 16);
+    if (!g->linger || pthread_create(&g->thread, NULL, guard__run, g) != 0) {
         log_error("guard: cannot start its thread: %s", strerror(errno));
+        linger_free(g->linger);
         pthread_cond_destroy(&g->cv);
+        pthread_mutex_destroy(&g->lmu);
         pthread_mutex_destroy(&g->mu);
         free(g);
         return NULL;
@@ -356,7 +387,9 @@ void guard_free(struct guard *g)
         g->head = c->next;
         free(c);
     }
+    linger_free(g->linger); /* what still lingers is closed */
     pthread_cond_destroy(&g->cv);
+    pthread_mutex_destroy(&g->lmu);
     pthread_mutex_destroy(&g->mu);
     free(g);
 }
@@ -399,6 +432,8 @@ static struct guard_conn *guard__victim(struct guard *g, struct guard_conn *exce
     return best;
 }
 
+static void guard__close_linger(struct guard *g, struct guard_conn *c);
+
 struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uint64_t seq)
 {
     struct guard_conn *c = calloc(1, sizeof(*c));
@@ -426,7 +461,7 @@ struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uin
         g->head = c;
     g->n++;
     /* over the limit: make room (a victim's phase may move under us; then pick again) */
-    while (g->n > g->lim.max_conns) {
+    while (g->n - atomic_load(&g->n_wait) > g->lim.max_conns) { /* cut ones are leaving */
         uint64_t seen;
         struct guard_conn *v = guard__victim(g, c, &seen);
         if (!v) {
@@ -454,6 +489,7 @@ void guard_close(struct guard *g, struct guard_conn *c)
 {
     if (!c)
         return;
+    guard__close_linger(g, c);
     pthread_mutex_lock(&g->mu);
     if (c->prev)
         c->prev->next = c->next;
@@ -528,4 +564,106 @@ void guard_get_stats(struct guard *g, struct guard_stats *out)
     out->idle_closed = atomic_load(&g->idle_closed);
     out->evicted = atomic_load(&g->evicted);
     out->refused = atomic_load(&g->refused);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* lingering close: an answer given before the client stopped sending (http/linger.h)        */
+/*
+ * Two ways an answer comes before the body's end. (1) libmicrohttpd sends it (an early answer
+ * queued from the headers, guard_linger), then closes the connection itself. (2) The guard
+ * writes it (a 408, a 503 for a newcomer, a framing refusal, guard_refuse in the middle of a
+ * body): then only the write side is shut, and the recv() above gives libmicrohttpd an end of
+ * file at its next read, so that it closes. A client that sends nothing more gives
+ * libmicrohttpd no read: after LINGER_IDLE_MS of silence the read side is shut too, which
+ * libmicrohttpd sees at once (the silence was the lingering's whole idle time already).
+ * Either way, when libmicrohttpd closes (guard_close, before its close(2)), a duplicate of the
+ * descriptor goes to the lingering closer, which drains and closes it; libmicrohttpd's close
+ * then releases only its own number (a new connection may get it at once: the duplicate has
+ * another number, and is in none of the tables above). */
+
+static void guard__cut_linger(struct guard *g, struct guard_conn *c)
+{
+    atomic_store(&c->linger_ms, guard_now_ms());
+    atomic_store(&c->linger, true);
+    shutdown(c->fd, SHUT_WR);
+    pthread_mutex_lock(&g->lmu);
+    c->waiting = true;
+    c->wprev = NULL;
+    c->wnext = g->waitq;
+    if (g->waitq)
+        g->waitq->wprev = c;
+    g->waitq = c;
+    atomic_fetch_add(&g->n_wait, 1);
+    pthread_mutex_unlock(&g->lmu);
+}
+
+static void guard__unwait(struct guard *g, struct guard_conn *c)
+{
+    if (c->wprev)
+        c->wprev->wnext = c->wnext;
+    else
+        g->waitq = c->wnext;
+    if (c->wnext)
+        c->wnext->wprev = c->wprev;
+    c->waiting = false;
+    atomic_fetch_sub(&g->n_wait, 1);
+}
+
+/* The watchdog's look at the cut connections libmicrohttpd has not closed yet. */
+static void guard__wait_tick(struct guard *g, uint64_t now)
+{
+    pthread_mutex_lock(&g->lmu);
+    struct guard_conn *c = g->waitq;
+    while (c) {
+        struct guard_conn *next = c->wnext;
+        uint64_t at = atomic_load(&c->linger_ms);
+        if (now > at && now - at >= LINGER_IDLE_MS) {
+            /* silent all along: nothing to drain; libmicrohttpd reads the end of file now */
+            atomic_store(&c->linger, false);
+            guard__unwait(g, c);
+            shutdown(c->fd, SHUT_RD); /* fd open: guard_close takes lmu first */
+        }
+        c = next;
+    }
+    pthread_mutex_unlock(&g->lmu);
+}
+
+/* At libmicrohttpd's close of c (its descriptor still open): the lingering, if c is due one. */
+static void guard__close_linger(struct guard *g, struct guard_conn *c)
+{
+    pthread_mutex_lock(&g->lmu);
+    if (c->waiting)
+        guard__unwait(g, c);
+    pthread_mutex_unlock(&g->lmu);
+    if (!atomic_exchange(&c->linger, false) || c->fd < 0)
+        return;
+    int d = fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+    if (d >= 0)
+        linger_take(g->linger, d, atomic_load(&c->linger_ms));
+}
+
+void guard_linger(struct guard_conn *c)
+{
+    if (!c)
+        return;
+    atomic_store(&c->linger_ms, guard_now_ms());
+    atomic_store(&c->linger, true);
+}
+
+bool guard_refuse(struct guard_conn *c, enum lg_err e, const char *message, unsigned retry_after)
+{
+    if (!c)
+        return false;
+    uint64_t w = atomic_load(&c->word);
+    while (W_PHASE(w) != G_CUT && !guard__cut(c->g, c, w, e, message, retry_after))
+        w = atomic_load(&c->word);
+    return false;
+}
+
+void guard_linger_stats(struct guard *g, uint64_t *lingering, uint64_t *lingered)
+{
+    struct linger_stats ls;
+    linger_get_stats(g->linger, &ls);
+    *lingering = ls.lingering;
+    *lingered = ls.taken;
 }

@@ -19,9 +19,16 @@
  * lock is taken only when a connection opens or closes and by the watchdog. Cutting a
  * connection is a compare-and-swap to G_CUT, the reply written straight to the socket, then
  * shutdown(2), which libmicrohttpd sees as the client's end; the connection's own thread
- * learns of the cut from guard_enter/guard_touch returning false and stops. */
+ * learns of the cut from guard_enter/guard_touch returning false and stops.
+ *
+ * A connection answered before its client stopped sending (a reply the guard wrote, or an
+ * early answer marked with guard_linger) is not closed with a reset: at libmicrohttpd's close
+ * its socket goes to the lingering closer (http/linger.h), which drains it for a bounded time.
+ * A connection cut with a reply counts no more against max_connections. */
 #ifndef LG_GUARD_H
 #define LG_GUARD_H
+
+#include "core/errors.h"
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -77,6 +84,17 @@ bool guard_enter(struct guard_conn *c, enum guard_phase p);
 void guard_request_line(struct guard_conn *c);
 /* Body progress: restarts the G_BODY deadline. False when cut. */
 bool guard_touch(struct guard_conn *c);
+/* An answer is being given before the request's body was read (libmicrohttpd closes the
+ * connection after it): its close lingers (http/linger.h). The connection's thread. */
+void guard_linger(struct guard_conn *c);
+/* Refuses the request being read, in the middle of its body, where libmicrohttpd cannot
+ * answer any more: the reply for `e` written to the socket (Retry-After: retry_after s, if not
+ * 0), the connection cut, its close lingering. Returns false (the caller returns MHD_NO). The
+ * connection's thread. */
+bool guard_refuse(struct guard_conn *c, enum lg_err e, const char *message, unsigned retry_after);
+/* Sockets lingering now, and that lingered in all. */
+void guard_linger_stats(struct guard *g, uint64_t *lingering, uint64_t *lingered);
+
 /* The connection's phase (G_CUT once cut). */
 /* c's accept order: names the connection for the process's life (0: NULL, or none given). */
 uint64_t guard_conn_id(const struct guard_conn *c);

@@ -26,6 +26,8 @@ enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, con
     router_get_stats(r, &rs);
     pool_get_stats(s->pool, &ps);
     guard_get_stats(s->guard, &gs);
+    uint64_t lingering, lingered;
+    guard_linger_stats(s->guard, &lingering, &lingered);
     uint64_t reloads_ok, reloads_failed;
     reloader_counts(s->reloader, &reloads_ok, &reloads_failed);
     struct buf b;
@@ -70,6 +72,10 @@ enum MHD_Result http__metrics(struct server *s, struct MHD_Connection *conn, con
          "Idle or slow connections closed to make room at max_connections.", gs.evicted},
         {"llmgate_connections_refused_total", "counter",
          "New connections refused with 503: every slot busy with a request.", gs.refused},
+        {"llmgate_lingering_connections", "gauge",
+         "Sockets answered before their body's end, drained before their close.", lingering},
+        {"llmgate_lingering_closes_total", "counter",
+         "Sockets drained before their close (lingering close), in all.", lingered},
         {"llmgate_config_generation", "gauge", "The live configuration: 1 at start, +1 per reload.",
          sn->gen},
     };

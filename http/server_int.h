@@ -10,6 +10,8 @@
  *   caller.c   who is asking: request id, API key, priority
  *   respond.c  answers through libmicrohttpd: documents, error envelopes, the stream adapter
  *   reply.c    header and error-reply helpers shared with the guard (http/reply.h)
+ * and beside them the front door's guard.c (deadlines, connection table), linger.c (the
+ * lingering close) and framing.c (the byte scanner).
  *
  * Calls run downwards only: server -> access -> local -> {admin, metrics} -> caller ->
  * respond -> reply. */
@@ -42,6 +44,16 @@ struct snap;
 /* The paused upstream is resumed once this much fits in the stream buffer again: one full curl
  * write (CURL_MAX_WRITE_SIZE). */
 #define HTTP_UNPAUSE_ROOM 16384
+/* A request body's first reservation from max_body_memory, whatever its declared length: the
+ * reservation then doubles as the bytes arrive, up to the declared length (http_body_step). The
+ * default table (8,192 connections) of clients that each sent a byte holds 128 MiB at most. */
+#define HTTP_BODY_FIRST 16384
+/* The reservation for a body of `need` bytes so far, holding `held`, of which `arrived` bytes
+ * have come (need plus what waits in the socket): held, or the larger of the next doubling
+ * step (from HTTP_BODY_FIRST) and `arrived`, capped at the declared length (0: none) and at
+ * `ceiling` (max_body_bytes), never below need. Exposed for the unit tests. */
+size_t http_body_step(size_t held, size_t need, size_t arrived, uint64_t declared, size_t ceiling);
+
 /* Documents the gateway writes itself are small: this ceiling only stops a runaway. */
 #define HTTP_DOC_MAX (64u << 20)
 

@@ -97,11 +97,10 @@ struct job {
                         * key, candidates and model come from it */
 
     /* --- HTTP thread only (libmicrohttpd callbacks of this connection) ------------------ */
-    int h_state;           /* http/server.c's phase */
-    enum lg_err h_refused; /* LGE_TOO_LARGE / LGE_OVERLOADED found while reading the body:
-                            * the rest is discarded, the refusal sent at its end */
-    bool h_submitted;      /* handed to a worker: a cancel must follow if it is not finished */
-    unsigned h_status;     /* status sent to the client */
+    int h_state;         /* http/access.c's phase */
+    uint64_t h_declared; /* the body's Content-Length (0: none, or chunked) */
+    bool h_submitted;    /* handed to a worker: a cancel must follow if it is not finished */
+    unsigned h_status;   /* status sent to the client */
 
     /* --- router (under the job's pool lock) ---------------------------------------------- */
     struct job *r_next, *r_prev; /* in its flow's waiting list (inference/rqueue.c) */

@@ -37,6 +37,7 @@ MODULES = [
     "test_errors",
     "test_auth",
     "test_front",
+    "test_bodybound",
     "test_framing",
     "test_upstream",
     "test_faults",

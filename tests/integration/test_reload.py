@@ -385,6 +385,21 @@ class TestReload(ReloadTest):
         self.assertEqual(len(res), 1)
         self.assertReloaded(res[0], 2, 1, 1)
 
+    def test_reload_with_a_body(self):
+        """`curl -d '{}'` sends a body with the POST: the reload (answered from the headers,
+        on the reloader's thread, the body never read) still answers 200, declared or
+        chunked."""
+        gw = self.start(self.one_backend())
+        for gen, extra in ((2, {"Content-Length": "2"}), (3, {"Transfer-Encoding": "chunked"})):
+            with Raw(HOST, gw.port, t(10)) as c:
+                h = {"Authorization": "Bearer " + ADMIN}
+                h.update(extra)
+                body = b"{}" if "Content-Length" in extra else b"2\r\n{}\r\n0\r\n\r\n"
+                head = "".join("%s: %s\r\n" % kv for kv in h.items())
+                c.send(b"POST /admin/reload HTTP/1.1\r\nHost: x\r\n" + head.encode() + b"\r\n" + body)
+                r = c.read_response(tolerate_reset=True)
+            self.assertReloaded(r, gen, 1, 0)
+
     def test_bad_file_is_refused(self):
         """A file with `max_inflight = lots` and an unknown section, which would also swap bob
         for dave: 400 invalid_config with each problem as FILE:LINE; nothing of it applies (bob
