@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "http/guard.h"
 #include "http/server.h"
 #include "inference/snap.h"
 #include "inference/worker.h"
@@ -130,6 +131,13 @@ int main(int argc, char **argv)
     log_parse_level(cfg->log_level, &lv);
     log_set_level(lv);
     raise_nofile(cfg->max_connections);
+    /* before the first thread (curl's resolver, the workers, libmicrohttpd's): they all call
+     * the recv() override, which reads the tables this creates */
+    if (!guard_init_process()) {
+        log_error("cannot start: out of memory");
+        config_free(cfg);
+        return 1;
+    }
 
     int rc = 1;
     struct pool *pool = NULL;
