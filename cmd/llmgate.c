@@ -142,6 +142,7 @@ int main(int argc, char **argv)
     int rc = 1;
     struct pool *pool = NULL;
     struct server *srv = NULL;
+    struct snap *pinned = NULL; /* start-up's reference to snapshot 1 */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("curl_global_init failed");
         goto out;
@@ -152,26 +153,31 @@ int main(int argc, char **argv)
         goto out;
     }
     /* the configuration becomes generation 1; from here it belongs to its snapshot, which a
-     * reload may free: what is read of it later is read from the current one */
-    struct config *boot = cfg;
+     * reload may free as soon as a client can ask for one (once server_new accepts): start-up
+     * reads it through a reference of its own, dropped when the start-up log line is out */
+    struct snap *first = pool_prepare(pool, cfg);
     cfg = NULL;
-    struct snap *first = pool_prepare(pool, boot);
     if (!first || server_prepare(first) != 0) {
         snap_put(first);
         log_error("cannot start: out of memory");
         goto out;
     }
+    snap_ref(first);
+    pinned = first;
     pool_publish(pool, first);
     if (pool_start(pool) != 0) {
         log_error("cannot start the inference workers");
         goto out;
     }
+    const struct config *boot = pinned->cfg;
     srv = server_new(boot, pool);
     if (!srv)
         goto out;
     log_info("llmgate %s listening on %s (%u http threads, %u workers, %zu backends, auth %s)",
              LLMGATE_VERSION, boot->listen, boot->threads, boot->workers, boot->n_backends,
              boot->auth ? "on" : "off");
+    snap_put(pinned);
+    pinned = NULL;
 
     /* Wait for a signal; meanwhile, when the gateway went idle after work, give freed memory
      * back to the system (glibc keeps it in its arenas otherwise). */
@@ -213,6 +219,7 @@ int main(int argc, char **argv)
         usleep(10000);
     rc = 0;
 out:
+    snap_put(pinned);
     server_free(srv);
     pool_free(pool);
     curl_global_cleanup();
