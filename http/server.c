@@ -538,9 +538,12 @@ static bool http__ratelimit_headers(struct MHD_Response *r, const struct lim_sta
 }
 
 /* The worker resumed us: answer with the upstream's status and stream its body, or with the
- * gateway's own error. Caller holds job->lock. */
+ * gateway's own error. Caller holds job->lock. The upstream's response is not queued here but
+ * left in *queue, for the caller to queue (and count) once it dropped the job lock:
+ * libmicrohttpd takes a response's mutex in MHD_queue_response and MHD_destroy_response and
+ * holds it while it calls http__reader, which takes the job lock (lock order, ARCHITECTURE). */
 static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn,
-                                            struct job *job)
+                                            struct job *job, struct MHD_Response **queue)
 {
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
@@ -574,10 +577,8 @@ static enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connect
         return MHD_NO;
     }
     job->h_status = job->status;
-    enum MHD_Result ret = MHD_queue_response(conn, job->status, r);
-    MHD_destroy_response(r);
-    http__count(s, job->status);
-    return ret;
+    *queue = r;
+    return MHD_YES;
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -914,15 +915,22 @@ static enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, cons
         if (job->h_state == H_WAIT) {
             pthread_mutex_lock(&job->lock);
             enum MHD_Result r;
+            struct MHD_Response *queue = NULL;
+            unsigned status = job->status;
             if (job->fail != LGE_NONE || job->headers_ready) {
                 job->h_state = H_DONE;
-                r = http__respond_locked(s, conn, job);
+                r = http__respond_locked(s, conn, job, &queue);
             } else { /* not ours to be woken for: wait on */
                 job->suspended = true;
                 MHD_suspend_connection(conn);
                 r = MHD_YES;
             }
             pthread_mutex_unlock(&job->lock);
+            if (queue) {
+                r = MHD_queue_response(conn, status, queue);
+                MHD_destroy_response(queue);
+                http__count(s, status);
+            }
             return r;
         }
         return MHD_YES;
