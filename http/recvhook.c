@@ -13,8 +13,8 @@ enum { HOLD_NONE = 0, HOLD_EOF = 1, HOLD_HELD = 2 };
 
 /* Written once by recvhook_init before any reader thread exists (pthread_create orders them
  * after it), read-only from then on. */
-static _Atomic unsigned char *hook_hold;  /* by descriptor number */
-static _Atomic(void *) *hook_owner;       /* by descriptor number; NULL: not registered */
+static _Atomic unsigned char *hook_hold; /* by descriptor number */
+static _Atomic(void *) *hook_owner;      /* by descriptor number; NULL: not registered */
 static size_t hook_n;
 static recvhook_scan_fn hook_scan;
 
@@ -25,8 +25,8 @@ bool recvhook_init(recvhook_scan_fn scan)
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return false;
-    size_t n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 22) ? (1u << 22)
-                                                                        : (size_t)rl.rlim_cur;
+    size_t n =
+        rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 22) ? (1u << 22) : (size_t)rl.rlim_cur;
     hook_hold = calloc(n, sizeof(*hook_hold));
     hook_owner = hook_hold ? calloc(n, sizeof(*hook_owner)) : NULL;
     if (!hook_owner) {
@@ -55,8 +55,7 @@ ssize_t recv(int fd, void *buf, size_t n, int flags)
     }
     if (r == 0 && n > 0) {
         unsigned char want = HOLD_EOF;
-        if (atomic_compare_exchange_strong(&hook_hold[fd], &want, HOLD_HELD) ||
-            want == HOLD_HELD) {
+        if (atomic_compare_exchange_strong(&hook_hold[fd], &want, HOLD_HELD) || want == HOLD_HELD) {
             errno = EAGAIN;
             return -1;
         }
