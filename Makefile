@@ -3,11 +3,13 @@
 #   make          build build/llmgate, build/mockllm, build/ttftbench, build/jscan_bench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
 #   make test     install deps, build, format + lint checks, every suite (unit, jscan-diff,
-#                 fuzz-smoke, integration, ASan/UBSan, openai e2e)
+#                 fuzz-smoke, integration, ASan/UBSan, TSan, openai e2e)
 #   make fuzz     every libFuzzer target for FUZZ_SECONDS (default 60) each
 #   make bench    short version of every benchmark (issue 3)
 #
-# O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan.
+# O=<dir> selects the build directory; SAN=1 builds with AddressSanitizer + UBSan, SAN=thread
+# with ThreadSanitizer. CFLAGS / LDFLAGS / LDLIBS on the command line are added to what the
+# project needs (make CFLAGS="-O0 -g3" keeps the include and pkg-config flags).
 
 SHELL   := /bin/bash
 CC      ?= cc
@@ -20,15 +22,29 @@ DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev li
             clang-format clang-tidy cppcheck clang libclang-rt-14-dev valgrind strace
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
-CFLAGS  ?= -O2 -g
 VERSION := 0.1.0
-CFLAGS  += -DLLMGATE_VERSION=\"$(VERSION)\" -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP -I. \
-           $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+# CFLAGS / LDFLAGS / LDLIBS are the builder's (a distro's or a sanitizer build's: `make
+# CFLAGS=...` replaces the default, never what the project needs); REQ_* is what the project
+# needs, always there; ALL_* is what the rules use.
+CFLAGS  ?= -O2 -g
+REQ_CFLAGS := -DLLMGATE_VERSION=\"$(VERSION)\" -std=c11 -D_GNU_SOURCE $(WARN) -pthread -MMD -MP -I. \
+              $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+REQ_LDLIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+SAN_CFLAGS  :=
+SAN_LDFLAGS :=
 ifeq ($(SAN),1)
-CFLAGS  += -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
-LDFLAGS += -fsanitize=address,undefined
+SAN_CFLAGS  := -O1 -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+SAN_LDFLAGS := -fsanitize=address,undefined
 endif
+# SAN=thread: ThreadSanitizer; core/tsan.h turns its annotations on by itself (what liburcu, built
+# without TSan, guarantees); liburcu, libcurl and libmicrohttpd themselves are not instrumented.
+ifeq ($(SAN),thread)
+SAN_CFLAGS  := -O1 -fsanitize=thread -fno-omit-frame-pointer
+SAN_LDFLAGS := -fsanitize=thread
+endif
+ALL_CFLAGS  = $(REQ_CFLAGS) $(CFLAGS) $(SAN_CFLAGS)
+ALL_LDFLAGS = $(LDFLAGS) $(SAN_LDFLAGS)
+ALL_LDLIBS  = $(REQ_LDLIBS) $(LDLIBS)
 
 CORE_SRC  := $(wildcard core/*.c)
 HTTP_SRC  := $(wildcard http/*.c)
@@ -41,14 +57,14 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
 BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench
 
-.PHONY: all deps run test unit integration asan e2e bench lint format check-format clean \
+.PHONY: all deps run test unit integration asan tsan e2e bench lint format check-format clean \
         jscan-diff fuzz fuzz-smoke
 all: $(BINS)
 
 $(O)/%.o: %.c
 	@mkdir -p $(dir $@)
 	@echo "  CC      $@"
-	@$(CC) $(CFLAGS) -c $< -o $@
+	@$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 $(O)/libllmgate.a: $(LIB_OBJ)
 	@rm -f $@
@@ -57,35 +73,35 @@ $(O)/libllmgate.a: $(LIB_OBJ)
 
 $(O)/llmgate: $(O)/cmd/llmgate.o $(O)/libllmgate.a
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/mockllm: $(MOCK_SRC:%.c=$(O)/%.o)
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/ttftbench: $(O)/bench/ttftbench.o
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/jscan_bench: $(O)/bench/jscan_bench.o $(O)/libllmgate.a
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/tests/%: tests/unit/%.c $(O)/libllmgate.a
 	@mkdir -p $(dir $@)
 	@echo "  CC/LD   $@"
-	@$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $< $(O)/libllmgate.a $(LDLIBS) $(shell pkg-config --libs check)
+	@$(CC) $(ALL_CFLAGS) $(ALL_LDFLAGS) -o $@ $< $(O)/libllmgate.a $(ALL_LDLIBS) $(shell pkg-config --libs check)
 
 # --- jscan: differential test against Python's json (tests/jscan), fuzzing (tests/fuzz) -------
 # jscan_cli_swar is the same driver with the portable (non-SSE2) string scan compiled in.
 $(O)/tests/jscan_cli: $(O)/tests/jscan/jscan_cli.o $(O)/libllmgate.a
 	@echo "  LD      $@"
-	@$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/tests/jscan_cli_swar: tests/jscan/jscan_cli.c core/jscan.c core/jscan.h
 	@mkdir -p $(dir $@)
 	@echo "  CC/LD   $@"
-	@$(CC) $(filter-out -MMD -MP,$(CFLAGS)) -DJSCAN_PORTABLE $(LDFLAGS) -o $@ tests/jscan/jscan_cli.c core/jscan.c
+	@$(CC) $(filter-out -MMD -MP,$(ALL_CFLAGS)) -DJSCAN_PORTABLE $(ALL_LDFLAGS) -o $@ tests/jscan/jscan_cli.c core/jscan.c
 
 jscan-diff: $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
 	@python3 tests/jscan/diff.py $(O)/tests/jscan_cli $(O)/tests/jscan_cli_swar
@@ -177,6 +193,18 @@ asan:
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  python3 tests/integration/run.py --build build-asan --sanitizer
 
+# ThreadSanitizer: the gateway and the mock engine built with -fsanitize=thread (clang; liburcu,
+# libcurl and libmicrohttpd are not instrumented: core/tsan.h tells TSan what liburcu
+# guarantees), then every integration test against them. A report makes the run fail twice
+# over: the harness finds "WARNING: ThreadSanitizer" in the process's log, and TSan's exit code
+# (66) is not the clean 0 expected at SIGTERM. TSAN_OPTIONS can be overridden (e.g.
+# halt_on_error=1 to stop at the first report).
+TSAN_CC      ?= clang
+TSAN_OPTIONS ?= exitcode=66 second_deadlock_stack=1 history_size=4
+tsan:
+	$(MAKE) O=build-tsan SAN=thread CC=$(TSAN_CC) all
+	TSAN_OPTIONS="$(TSAN_OPTIONS)" python3 tests/integration/run.py --build build-tsan --sanitizer
+
 e2e: all
 	tests/e2e/run.sh $(O)
 
@@ -190,6 +218,7 @@ test: deps
 	set -o pipefail; $(MAKE) fuzz-smoke 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) integration 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) asan 2>&1 | tee -a $(TEST_LOG)
+	set -o pipefail; $(MAKE) tsan 2>&1 | tee -a $(TEST_LOG)
 	set -o pipefail; $(MAKE) e2e 2>&1 | tee -a $(TEST_LOG)
 	@scripts/summary.sh $(TEST_LOG)
 
@@ -201,7 +230,7 @@ bench: all
 	else exit $$rc; fi
 
 lint:
-	clang-tidy --quiet $(LIB_SRC) cmd/llmgate.c -- $(filter-out -MMD -MP,$(CFLAGS))
+	clang-tidy --quiet $(LIB_SRC) cmd/llmgate.c -- $(filter-out -MMD -MP,$(ALL_CFLAGS))
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 	  --suppress=missingIncludeSystem --inline-suppr -D_GNU_SOURCE -DLLMGATE_VERSION='"x"' -I. \
 	  $(LIB_SRC) cmd/llmgate.c cmd/mockllm bench
@@ -213,6 +242,6 @@ check-format:
 	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

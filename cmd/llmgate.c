@@ -3,6 +3,7 @@
 #include "core/clock.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "http/guard.h"
 #include "http/server.h"
 #include "inference/reload.h"
 #include "inference/snap.h"
@@ -131,11 +132,19 @@ int main(int argc, char **argv)
     log_parse_level(cfg->log_level, &lv);
     log_set_level(lv);
     raise_nofile(cfg->max_connections);
+    /* before the first thread (curl's resolver, the workers, libmicrohttpd's): they all call
+     * the recv() override, which reads the tables this creates */
+    if (!guard_init_process()) {
+        log_error("cannot start: out of memory");
+        config_free(cfg);
+        return 1;
+    }
 
     int rc = 1;
     struct pool *pool = NULL;
     struct server *srv = NULL;
     struct reloader *reloader = NULL;
+    struct snap *pinned = NULL; /* start-up's reference to snapshot 1 */
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("curl_global_init failed");
         goto out;
@@ -151,27 +160,32 @@ int main(int argc, char **argv)
         goto out;
     }
     /* the configuration becomes generation 1; from here it belongs to its snapshot, which a
-     * reload may free: what is read of it later is read from the current one */
-    struct config *boot = cfg;
+     * reload may free as soon as a client can ask for one (once server_new accepts): start-up
+     * reads it through a reference of its own, dropped when the start-up log line is out */
+    struct snap *first = pool_prepare(pool, cfg);
     cfg = NULL;
-    struct snap *first = pool_prepare(pool, boot);
     if (!first || server_prepare(first) != 0) {
         snap_put(first);
         log_error("cannot start: out of memory");
         goto out;
     }
     reloader_adopt(reloader, first); /* freed off the event threads, like a reload's */
+    snap_ref(first);
+    pinned = first;
     pool_publish(pool, first);
     if (pool_start(pool) != 0) {
         log_error("cannot start the inference workers");
         goto out;
     }
+    const struct config *boot = pinned->cfg;
     srv = server_new(boot, pool, reloader);
     if (!srv)
         goto out;
     log_info("llmgate %s listening on %s (%u http threads, %u workers, %zu backends, auth %s)",
              LLMGATE_VERSION, boot->listen, boot->threads, boot->workers, boot->n_backends,
              boot->auth ? "on" : "off");
+    snap_put(pinned);
+    pinned = NULL;
 
     /* Wait for a signal; meanwhile, when the gateway went idle after work, give freed memory
      * back to the system (glibc keeps it in its arenas otherwise). */
@@ -216,6 +230,7 @@ int main(int argc, char **argv)
         usleep(10000);
     rc = 0;
 out:
+    snap_put(pinned);
     if (reloader)
         reloader_stop(reloader); /* a start that failed half-way */
     server_free(srv);

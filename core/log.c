@@ -2,17 +2,20 @@
 #include "core/log.h"
 
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
-static enum log_level log_max = LOG_INFO;
+/* Set by a reload on one thread while every thread reads it: an atomic, read relaxed (a line
+ * written or dropped just around a level change is either way right). */
+static atomic_int log_max = LOG_INFO;
 static const char *const log_names[] = {"error", "warn", "info", "debug"};
 
 void log_set_level(enum log_level level)
 {
-    log_max = level;
+    atomic_store_explicit(&log_max, (int)level, memory_order_relaxed);
 }
 
 int log_parse_level(const char *name, enum log_level *out)
@@ -28,7 +31,7 @@ int log_parse_level(const char *name, enum log_level *out)
 
 int log_enabled(enum log_level level)
 {
-    return level <= log_max;
+    return (int)level <= atomic_load_explicit(&log_max, memory_order_relaxed);
 }
 
 void log_write(enum log_level level, const char *fmt, ...)
@@ -41,7 +44,7 @@ void log_write(enum log_level level, const char *fmt, ...)
 
 void log_vwrite(enum log_level level, const char *fmt, va_list ap)
 {
-    if (level > log_max)
+    if (!log_enabled(level))
         return;
     char line[1024];
     struct timespec ts;

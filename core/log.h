@@ -6,7 +6,7 @@
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
-/* Sets the most verbose level that is written. Call before starting threads. */
+/* Sets the most verbose level that is written. Any thread (a reload sets it). */
 void log_set_level(enum log_level level);
 
 /* Parses "error", "warn", "info", "debug"; returns 0 and sets *out, or -1. */

@@ -323,15 +323,22 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
         if (job->h_state == H_WAIT) {
             pthread_mutex_lock(&job->lock);
             enum MHD_Result r;
+            struct MHD_Response *queue = NULL;
+            unsigned status = job->status;
             if (job->fail != LGE_NONE || job->headers_ready) {
                 job->h_state = H_DONE;
-                r = http__respond_locked(s, conn, job);
+                r = http__respond_locked(s, conn, job, &queue);
             } else { /* not ours to be woken for: wait on */
                 job->suspended = true;
                 MHD_suspend_connection(conn);
                 r = MHD_YES;
             }
             pthread_mutex_unlock(&job->lock);
+            if (queue) { /* the lock order: no response mutex under the job lock */
+                r = MHD_queue_response(conn, status, queue);
+                MHD_destroy_response(queue);
+                http__count(s, status);
+            }
             return r;
         }
         return MHD_YES;

@@ -5,6 +5,7 @@
 #include "core/log.h"
 #include "http/framing.h"
 #include "http/linger.h"
+#include "http/recvhook.h"
 #include "http/reply.h"
 
 #include <errno.h>
@@ -16,9 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -38,7 +37,7 @@ struct guard_conn {
     uint64_t seq; /* accept order; the list is kept in it (under g->mu) */
     struct guard_conn *prev, *next;
     struct guard *g;
-    /* The bytes its client sent, followed by http/framing.c's scanner (in the recv() below,
+    /* The bytes its client sent, followed by http/framing.c's scanner (in the recv() override,
      * on the connection's thread only), and a refusal held back while a response is being
      * produced (given at G_IDLE). */
     struct framing_scan scan;
@@ -75,47 +74,24 @@ struct guard {
  * (MHD_connection_handle_read), and it reads once more on every resume (it marks a resumed
  * connection read-ready, and its event-loop state is still the body's "read"): a client that
  * half-closed after its request would lose the response. So while a request is complete and
- * its response is being produced (G_BUSY), an end of file on its socket is held back: recv(2)
- * below reports EAGAIN instead, and notes it. When the response is out (G_IDLE), a noted end
- * of file is given back: shutdown(SHUT_RD) makes the socket readable again, libmicrohttpd
- * reads the 0 and closes. The executable's recv() takes precedence over libc's for
- * libmicrohttpd (and curl, whose sockets are never in the table). Whether the client really
- * left is the worker's question (worker__client_event). */
-enum { HOLD_NONE = 0, HOLD_EOF = 1, HOLD_HELD = 2 };
-static _Atomic unsigned char *guard_hold; /* by descriptor number */
-static size_t guard_hold_n;
-/* The connection on each client descriptor (NULL: not a client connection), as long. */
-static _Atomic(struct guard_conn *) *guard_conns;
-static ssize_t guard__scan(int fd, const void *buf, ssize_t r);
+ * its response is being produced (G_BUSY), an end of file on its socket is held back: the
+ * recv() override (http/recvhook.c) reports EAGAIN instead, and notes it. When the response
+ * is out (G_IDLE), a noted end of file is given back: shutdown(SHUT_RD) makes the socket
+ * readable again, libmicrohttpd reads the 0 and closes. Whether the client really left is the
+ * worker's question (worker__client_event). */
+static ssize_t guard__scan(void *owner, const void *buf, ssize_t r);
 
-ssize_t recv(int fd, void *buf, size_t n, int flags)
+bool guard_init_process(void)
 {
-    ssize_t r = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
-    if (r > 0 && fd >= 0 && (size_t)fd < guard_hold_n && !(flags & MSG_PEEK))
-        return guard__scan(fd, buf, r);
-    if (r == 0 && n > 0 && fd >= 0 && (size_t)fd < guard_hold_n) {
-        unsigned char want = HOLD_EOF;
-        if (atomic_compare_exchange_strong(&guard_hold[fd], &want, HOLD_HELD) ||
-            want == HOLD_HELD) {
-            errno = EAGAIN;
-            return -1;
-        }
-    }
-    return r;
+    return recvhook_init(guard__scan);
 }
 
 /* The hold for c's descriptor as c enters phase p. */
 static void guard__hold(struct guard_conn *c, enum guard_phase p)
 {
-    if (c->fd < 0 || (size_t)c->fd >= guard_hold_n)
-        return;
-    if (p == G_BUSY) {
-        atomic_store_explicit(&guard_hold[c->fd], HOLD_EOF, memory_order_relaxed);
-        return;
-    }
-    if (atomic_load_explicit(&guard_hold[c->fd], memory_order_relaxed) == HOLD_NONE)
-        return;
-    if (atomic_exchange(&guard_hold[c->fd], HOLD_NONE) == HOLD_HELD && p == G_IDLE)
+    if (p == G_BUSY)
+        recvhook_hold_eof(c->fd);
+    else if (recvhook_unhold(c->fd) && p == G_IDLE)
         shutdown(c->fd, SHUT_RD);
 }
 
@@ -239,11 +215,9 @@ static void guard__refuse(struct guard_conn *c)
  * An early answer (401, 413, ... from the headers) is for the request being read, so its
  * refusal is immediate; after an early answer libmicrohttpd reads nothing more from the
  * socket, so no reply can cross it. */
-static ssize_t guard__scan(int fd, const void *buf, ssize_t r)
+static ssize_t guard__scan(void *owner, const void *buf, ssize_t r)
 {
-    struct guard_conn *c = atomic_load_explicit(&guard_conns[fd], memory_order_acquire);
-    if (!c)
-        return r;
+    struct guard_conn *c = owner;
     if (W_PHASE(atomic_load(&c->word)) == G_CUT)
         return 0; /* cut (its reply written): libmicrohttpd is to close; the bytes are dropped */
     if (atomic_load_explicit(&c->refused, memory_order_relaxed)) {
@@ -334,15 +308,6 @@ struct guard *guard_new(const struct guard_limits *l)
     if (!g)
         return NULL;
     g->lim = *l;
-    struct rlimit rl;
-    if (!guard_hold && getrlimit(RLIMIT_NOFILE, &rl) == 0) {
-        size_t n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (1u << 22) ? (1u << 22)
-                                                                            : (size_t)rl.rlim_cur;
-        /* once per process, never freed: recv() may run on any thread at any time */
-        guard_hold = calloc(n, 1);
-        guard_conns = guard_hold ? calloc(n, sizeof(*guard_conns)) : NULL;
-        guard_hold_n = guard_conns ? n : 0;
-    }
     if (g->lim.tick_ms == 0) {
         /* a deadline is met within a quarter of the shortest one (and 250 ms) */
         unsigned m = l->header_ms;
@@ -480,8 +445,7 @@ struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uin
         }
     }
     pthread_mutex_unlock(&g->mu);
-    if (fd >= 0 && (size_t)fd < guard_hold_n)
-        atomic_store_explicit(&guard_conns[fd], c, memory_order_release);
+    recvhook_attach(fd, c);
     return c;
 }
 
@@ -499,10 +463,7 @@ void guard_close(struct guard *g, struct guard_conn *c)
         c->next->prev = c->prev;
     g->n--;
     pthread_mutex_unlock(&g->mu);
-    if (c->fd >= 0 && (size_t)c->fd < guard_hold_n) {
-        atomic_store(&guard_hold[c->fd], HOLD_NONE);
-        atomic_store_explicit(&guard_conns[c->fd], NULL, memory_order_release);
-    }
+    recvhook_detach(c->fd);
     free(c);
 }
 

@@ -59,6 +59,12 @@ struct guard_stats {
 struct guard;
 struct guard_conn;
 
+/* Once per process, at start-up, before any thread that may call recv() starts (libmicrohttpd's,
+ * the workers'): the descriptor tables of the recv() override (http/recvhook.h), sized by
+ * RLIMIT_NOFILE as it is then. Without it, the guard keeps its deadlines and table but neither
+ * scans the bytes nor holds a half-closed client's end of file. False: out of memory. */
+bool guard_init_process(void);
+
 /* A guard with its watchdog thread running, or NULL (out of memory, no thread). */
 struct guard *guard_new(const struct guard_limits *l);
 /* Stops the watchdog and frees the table. Every connection must be closed first. */

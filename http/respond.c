@@ -151,8 +151,12 @@ static bool http__ratelimit_headers(struct MHD_Response *r, const struct lim_sta
 }
 
 /* The worker resumed us: answer with the upstream's status and stream its body, or with the
- * gateway's own error. Caller holds job->lock. */
-enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn, struct job *job)
+ * gateway's own error. Caller holds job->lock. The upstream's response is not queued here but
+ * left in *queue, for the caller to queue (and count) once it dropped the job lock:
+ * libmicrohttpd takes a response's mutex in MHD_queue_response and MHD_destroy_response and
+ * holds it while it calls http__reader, which takes the job lock (lock order, ARCHITECTURE). */
+enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn, struct job *job,
+                                     struct MHD_Response **queue)
 {
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
@@ -186,8 +190,6 @@ enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *co
         return MHD_NO;
     }
     job->h_status = job->status;
-    enum MHD_Result ret = MHD_queue_response(conn, job->status, r);
-    MHD_destroy_response(r);
-    http__count(s, job->status);
-    return ret;
+    *queue = r;
+    return MHD_YES;
 }

@@ -133,9 +133,10 @@ enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum 
                             uint64_t retry_ms);
 enum MHD_Result http__send_buf(struct server *s, struct MHD_Connection *conn, unsigned status,
                                struct buf *b, int built, const char *rid);
-/* Caller holds job->lock. */
-enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn,
-                                     struct job *job);
+/* Caller holds job->lock; queues an error itself, leaves the upstream's response in *queue
+ * for the caller to queue after unlocking. */
+enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *conn, struct job *job,
+                                     struct MHD_Response **queue);
 
 /* caller.c */
 const char *http__bearer(struct MHD_Connection *conn, size_t *len);

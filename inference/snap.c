@@ -2,6 +2,7 @@
 #include "inference/snap.h"
 
 #include "core/config.h"
+#include "core/tsan.h"
 
 #include <stdlib.h>
 #include <urcu-bp.h>
@@ -52,7 +53,7 @@ void snap_slot_release(struct snap_slot *slot)
 {
     pthread_mutex_lock(&slot->lock);
     struct snap *old = slot->cur;
-    rcu_assign_pointer(slot->cur, NULL);
+    LG_RCU_ASSIGN(slot->cur, NULL);
     pthread_mutex_unlock(&slot->lock);
     synchronize_rcu();
     snap_put(old);
@@ -62,7 +63,7 @@ void snap_slot_release(struct snap_slot *slot)
 struct snap *snap_current(struct snap_slot *slot)
 {
     rcu_read_lock();
-    struct snap *s = rcu_dereference(slot->cur);
+    struct snap *s = LG_RCU_DEREF(slot->cur); /* rcu_dereference (core/tsan.h) */
     if (s)
         snap_ref(s); /* before the read section ends: the publisher waits for it */
     rcu_read_unlock();
@@ -74,7 +75,7 @@ void snap_publish(struct snap_slot *slot, struct snap *s)
     pthread_mutex_lock(&slot->lock);
     struct snap *old = slot->cur;
     s->gen = ++slot->gen;
-    rcu_assign_pointer(slot->cur, s);
+    LG_RCU_ASSIGN(slot->cur, s); /* rcu_assign_pointer (core/tsan.h) */
     pthread_mutex_unlock(&slot->lock);
     synchronize_rcu(); /* every reader that saw `old` has taken its reference by now */
     snap_put(old);

@@ -3,10 +3,11 @@
 # which a fixed test run finds only by luck). CYCLES times: start a gateway in front of a
 # mockllm, let CLIENTS clients stream and call POST /admin/reload in a loop, send SIGHUP at a
 # random moment, SIGTERM at another, and (every other cycle) a SIGHUP right after the SIGTERM.
-# Every exit must be 0 and, with an ASan build, the log free of sanitizer reports.
+# Every exit must be 0 and, with an ASan or TSan build, the log free of sanitizer reports.
 #
 #   scripts/signals.sh [--cycles N] [--clients C] [--build DIR]    (default 50, 6, build)
 #   e.g. make O=build-asan SAN=1 && scripts/signals.sh --build build-asan
+#        make O=build-tsan SAN=thread CC=clang && scripts/signals.sh --build build-tsan
 # Exit: 0 every cycle clean; 1 otherwise (the bad cycles' logs are kept and named).
 set -uo pipefail
 
@@ -18,7 +19,7 @@ while (($#)); do
     --cycles) CYCLES=$2; shift ;;
     --clients) CLIENTS=$2; shift ;;
     --build) BUILD=$2; shift ;;
-    -h | --help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "signals.sh: unknown argument: $1" >&2; exit 2 ;;
     esac
     shift
@@ -80,7 +81,7 @@ for ((i = 1; i <= CYCLES; i++)); do
     wait "$pid"
     rc=$?
     ((${#pids[@]})) && wait "${pids[@]}"
-    if ((rc != 0 || !up)) || grep -qE "ERROR: AddressSanitizer|runtime error|LeakSanitizer" "$WORK/g.log"; then
+    if ((rc != 0 || !up)) || grep -qE "ERROR: AddressSanitizer|runtime error|LeakSanitizer|ThreadSanitizer" "$WORK/g.log"; then
         bad=$((bad + 1))
         cp "$WORK/g.log" "$WORK/bad-$i.log"
         echo "cycle $i: exit $rc (up: $up), log $WORK/bad-$i.log"

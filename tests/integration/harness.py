@@ -17,7 +17,8 @@ import threading
 import time
 import unittest
 
-SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+SANITIZER_PATTERNS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                      "WARNING: ThreadSanitizer", "ERROR: ThreadSanitizer", "ThreadSanitizer: reported")
 HOST = "127.0.0.1"
 MODEL = "mock-model"
 
