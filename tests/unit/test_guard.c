@@ -87,6 +87,7 @@ START_TEST(test_eviction_order)
                              .keepalive_ms = 600000,
                              .max_conns = 3,
                              .count_status = count};
+    ck_assert(guard_init_process()); /* the recv() override: what the server side reads counts */
     struct guard *g = guard_new(&l);
     ck_assert_ptr_nonnull(g);
     int ca, cb, cc, cd, ce;
@@ -114,15 +115,30 @@ START_TEST(test_eviction_order)
     ck_assert_uint_eq(read_all(ca, buf, sizeof(buf)), 0);
     guard_close(g, a);
     close(sa);
-    /* a header arriving for over a second outranks everything; one that sent bytes gets 408 */
+    /* a new connection whose bytes the server has not read yet (its threads busy) is not
+     * judged slow, however long ago it connected: the idle keep-alive connection goes first */
     ck_assert_int_eq(send(cd, "POST /v1/ch", 11, 0), 11);
     sleep_ms(1100);
+    int sx, cx;
+    sx = tcp_pair(&cx);
     ck_assert(guard_enter(e, G_IDLE));
+    struct guard_conn *x = guard_open(g, sx, 0, 0);
+    ck_assert_int_eq(guard_phase_of(e), G_CUT);
+    ck_assert_int_eq(guard_phase_of(d), G_HEADER);
+    guard_close(g, e);
+    close(se);
+    close(ce);
+    /* read, its headers are arriving for over a second: it outranks everything; one that
+     * sent bytes gets 408 */
+    char part[32];
+    ck_assert_int_eq(recv(sd, part, sizeof(part), 0), 11); /* through the override */
+    ck_assert(guard_enter(x, G_IDLE));
+    ck_assert_int_eq(guard_phase_of(d), G_HEADER);
     int sf, cf;
     sf = tcp_pair(&cf);
     struct guard_conn *f = guard_open(g, sf, 0, 0);
     ck_assert_int_eq(guard_phase_of(d), G_CUT);
-    ck_assert_int_eq(guard_phase_of(e), G_IDLE);
+    ck_assert_int_eq(guard_phase_of(x), G_IDLE);
     read_all(cd, buf, sizeof(buf));
     ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
     ck_assert_ptr_nonnull(strstr(buf, "\"code\":\"request_timeout\""));
@@ -131,7 +147,7 @@ START_TEST(test_eviction_order)
     guard_close(g, d);
     close(sd);
     /* every slot busy with a request: the newcomer is refused with 503 and Retry-After */
-    ck_assert(guard_enter(e, G_BUSY));
+    ck_assert(guard_enter(x, G_BUSY));
     ck_assert(guard_enter(f, G_BODY));
     int sh, ch;
     sh = tcp_pair(&ch);
@@ -144,11 +160,11 @@ START_TEST(test_eviction_order)
     ck_assert_ptr_nonnull(strstr(buf, "\"code\":\"overloaded\""));
     struct guard_stats st;
     guard_get_stats(g, &st);
-    ck_assert_uint_eq(st.evicted, 3);
+    ck_assert_uint_eq(st.evicted, 4);
     ck_assert_uint_eq(st.refused, 1);
     ck_assert_uint_eq(st.open, 4);
-    struct guard_conn *left[] = {c, e, f, h};
-    int fds[] = {sc, se, sf, sh, cc, cd, ce, cf, ch, ca, cb};
+    struct guard_conn *left[] = {c, x, f, h};
+    int fds[] = {sc, sx, sf, sh, cc, cd, cx, cf, ch, ca, cb};
     for (size_t i = 0; i < 4; i++)
         guard_close(g, left[i]);
     for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
