@@ -366,6 +366,9 @@ void guard_free(struct guard *g)
 /* Headers that have been arriving this long are a slow client's (a normal client sends them
  * in one packet): the first to make room. */
 #define SLOW_HEADER_MS 1000
+/* A new connection nothing was read from is not evicted this young: its request may be
+ * waiting in the socket for threads busy with a burst of connections. */
+#define UNREAD_KEEP_MS 5000
 
 /* Eviction order: slow headers, then idle keep-alive connections, then headers that are only
  * late; oldest first within each. Connections in a body or busy with a request are kept.
@@ -381,10 +384,11 @@ static int guard__rank(const struct guard_conn *c, uint64_t w, uint64_t now)
     uint64_t age = now > W_STAMP(w) ? now - W_STAMP(w) : 0;
     switch (W_PHASE(w)) {
     case G_HEADER:
-        return age >= SLOW_HEADER_MS &&
-                       (!W_FRESH(w) || atomic_load_explicit(&c->got, memory_order_relaxed) > 0)
-                   ? 0
-                   : 2;
+        if (!W_FRESH(w) || atomic_load_explicit(&c->got, memory_order_relaxed) > 0)
+            return age >= SLOW_HEADER_MS ? 0 : 2;
+        /* nothing read yet: kept while the gateway may just be behind (a newcomer is
+         * refused instead), then taken as a connection that sent nothing */
+        return age >= UNREAD_KEEP_MS ? 2 : -1;
     case G_IDLE:
         return 1;
     default:

@@ -92,8 +92,10 @@ START_TEST(test_eviction_order)
     ck_assert_ptr_nonnull(g);
     int ca, cb, cc, cd, ce;
     int sa = tcp_pair(&ca), sb = tcp_pair(&cb), sc = tcp_pair(&cc);
-    struct guard_conn *a = guard_open(g, sa, 0, 0), *b = guard_open(g, sb, 0, 0),
-                      *c = guard_open(g, sc, 0, 0);
+    /* a: accepted 6 s ago and silent since (nothing read): past the time an unread connection
+     * is kept for a busy gateway */
+    struct guard_conn *a = guard_open(g, sa, guard_now_ms() - 6000, 0),
+                      *b = guard_open(g, sb, 0, 0), *c = guard_open(g, sc, 0, 0);
     ck_assert(guard_enter(b, G_IDLE));
     ck_assert(guard_enter(c, G_BUSY));
     /* full: the idle keep-alive connection goes first, without a reply */
@@ -173,6 +175,42 @@ START_TEST(test_eviction_order)
 }
 END_TEST
 
+/* A burst of new connections whose requests wait unread (the threads are busy) fills the table:
+ * the next one is refused with a 503 it can read, none of them is evicted as "slow". */
+START_TEST(test_unread_are_kept)
+{
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 2,
+                             .count_status = count};
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int ca, cb, cn;
+    int sa = tcp_pair(&ca), sb = tcp_pair(&cb);
+    uint64_t then = guard_now_ms() - 2000; /* 2 s ago: "slow" by the old rule */
+    struct guard_conn *a = guard_open(g, sa, then, 1), *b = guard_open(g, sb, then, 2);
+    const char req[] = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n\r\n";
+    ck_assert_int_eq(send(ca, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    ck_assert_int_eq(send(cb, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    int sn = tcp_pair(&cn);
+    struct guard_conn *n = guard_open(g, sn, 0, 3);
+    ck_assert_int_eq(guard_phase_of(a), G_HEADER);
+    ck_assert_int_eq(guard_phase_of(b), G_HEADER);
+    ck_assert_int_eq(guard_phase_of(n), G_CUT);
+    char buf[2048];
+    read_all(cn, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 503 ", 13) == 0, "%s", buf);
+    struct guard_conn *left[] = {a, b, n};
+    int fds[] = {sa, sb, sn, ca, cb, cn};
+    for (size_t i = 0; i < 3; i++)
+        guard_close(g, left[i]);
+    for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
+        close(fds[i]);
+    guard_free(g);
+}
+END_TEST
+
 /* Connections reach the table through different threads, not always in the order they were
  * accepted: the oldest is by accept order (seq), and the header deadline runs from accept. */
 START_TEST(test_accept_order)
@@ -186,7 +224,7 @@ START_TEST(test_accept_order)
     ck_assert_ptr_nonnull(g);
     int c1, c2, c3, c4, c5;
     int s1 = tcp_pair(&c1), s2 = tcp_pair(&c2), s3 = tcp_pair(&c3);
-    uint64_t at = guard_now_ms();
+    uint64_t at = guard_now_ms() - 6000; /* silent for 6 s: evictable (UNREAD_KEEP_MS) */
     /* registered in the order 3, 1, 2 with one stamp: 1 was accepted first */
     struct guard_conn *k3 = guard_open(g, s3, at, 3);
     struct guard_conn *k1 = guard_open(g, s1, at, 1);
@@ -322,6 +360,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_due);
     tcase_add_test(tc, test_eviction_order);
     tcase_add_test(tc, test_accept_order);
+    tcase_add_test(tc, test_unread_are_kept);
     tcase_add_test(tc, test_deadlines);
     suite_add_tcase(s, tc);
     return s;
