@@ -261,7 +261,8 @@ EOF
 gateway_built() { [[ -x $LLMGATE ]]; }
 
 # start_llmgate NAME PORT MOCK_PORT [key=value ...]: writes a config (keys given as
-# section.key=value override the defaults or add keys and [backend.NAME] sections) and starts the
+# section.key=value override the defaults or add keys and sections: [backend.NAME], [keys],
+# [key.NAME], ...; the section is everything before the last dot) and starts the
 # gateway; sets GW_PID. Returns 1 if
 # the gateway is missing or does not answer /healthz within 15 s.
 start_llmgate() {
@@ -281,7 +282,7 @@ start_llmgate() {
     for a in "$@"; do kv[${a%%=*}]=${a#*=}; done
     local sec k sections=(server timeouts limits health)
     for k in "${!kv[@]}"; do
-        [[ ${k%.*} == backend.* && " ${sections[*]} " != *" ${k%.*} "* ]] && sections+=("${k%.*}")
+        [[ " ${sections[*]} " != *" ${k%.*} "* ]] && sections+=("${k%.*}")
     done
     : >"$cfg"
     for sec in "${sections[@]}"; do
