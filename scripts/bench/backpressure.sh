@@ -320,7 +320,11 @@ plot_all() {
         { echo "figures: gnuplot failed: $(tail -n 3 "$WORK/gnuplot.err")"; return 1; }
     echo
     echo "figures and tables in $OUT:"
-    (cd "$OUT" && ls -- *.png *.txt 2>/dev/null | sed 's/^/  /')
+    local f
+    for f in "$OUT"/*.png "$OUT"/*.txt; do
+        [[ -e $f ]] && echo "  ${f##*/}"
+    done
+    return 0
 }
 
 rc=0

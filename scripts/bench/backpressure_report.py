@@ -246,10 +246,12 @@ def cmd_plot(d, exps):
              "set title 'TTFT per key under a flood (fair queuing across keys): each point one "
              "stream, at the time it was sent'", "set xlabel 'time sent (s)'",
              "set ylabel 'TTFT (ms, log)'", "set logscale y", "set key outside right top"]
-        colors = {"alone": "#1a9850", "victim": "#4575b4", "flood": "#d73027"}
+        colors = {"alone": "#1a9850", "victim": "#4575b4", "flood": "#d73027", "warm": "gray"}
+        names = {"alone": "key victim alone", "warm": "victim warm-up (not counted)",
+                 "victim": "key victim under the flood", "flood": "key flood"}
         parts = ["'%s' u 1:2 w p pt 7 ps 0.6 lc rgb '%s' t '%s'" % (
-            os.path.join(d, "ttft_%s.dat" % ro), colors.get(ro, "black"),
-            "victim alone" if ro == "alone" else "key " + ro) for ro in roles]
+            os.path.join(d, "ttft_%s.dat" % ro), colors.get(ro, "black"), names.get(ro, ro))
+            for ro in roles]
         g.append("plot " + ", ".join(parts))
         path = os.path.join(d, "ttft.gp")
         with open(path, "w") as f:
