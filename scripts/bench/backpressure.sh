@@ -72,7 +72,7 @@ while (($#)); do
     --ttft-only) TTFT=2 CROWDS=0 ;;
     --no-crowds) CROWDS=0 ;;
     --crowds-only) CROWDS=2 TTFT=0 ;;
-    -h | --help) sed -n '2,44p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,43p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
     esac
     shift
