@@ -20,6 +20,7 @@ PKGS    := libmicrohttpd libcurl json-c liburcu-cds liburcu-bp inih libcrypto
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
             clang-format clang-tidy cppcheck clang libclang-rt-14-dev valgrind strace
+BENCH_DEB_PKGS := gnuplot-nox
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 VERSION := 0.1.0
@@ -57,7 +58,7 @@ UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
 BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench
 
-.PHONY: all deps run test unit integration asan tsan e2e bench lint format check-format clean \
+.PHONY: all deps bench-deps run test unit integration asan tsan e2e bench lint format check-format clean \
         jscan-diff fuzz fuzz-smoke
 all: $(BINS)
 
@@ -224,7 +225,18 @@ test: deps
 
 # Exit 3 from all.sh means compare.sh refused to report because the machine was too noisy:
 # every table is still printed, so make succeeds with a warning.
-bench: all
+# the benchmarks' own tools beyond DEB_PKGS (gnuplot draws backpressure.sh's figures)
+bench-deps:
+	@missing=""; for p in $(BENCH_DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "bench-deps: installing$$missing"; \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	else echo "bench-deps: all present"; fi
+
+bench: all bench-deps
 	@scripts/bench/all.sh --short; rc=$$?; \
 	if [ $$rc -eq 3 ]; then echo "bench: compare refused (machine too noisy); other tables above"; \
 	else exit $$rc; fi

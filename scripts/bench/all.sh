@@ -15,6 +15,7 @@ case ${1:-} in
 *) echo "usage: $0 [--short]" >&2; exit 1 ;;
 esac
 OUT=${BENCH_OUT:-/tmp/llmgate-bench-results.$(date -u +%Y%m%d-%H%M%S)}
+export BENCH_OUT=$OUT # backpressure.sh keeps its tables and figures in $BENCH_OUT/backpressure
 mkdir -p "$OUT"
 echo "llmgate benchmarks ${SHORT[*]}: $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores," \
     "$(uname -r); outputs in $OUT"

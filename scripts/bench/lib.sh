@@ -24,6 +24,11 @@ GW_THREADS=${GW_THREADS:-2}
 GW_WORKERS=${GW_WORKERS:-2}
 NGINX_WORKERS=${NGINX_WORKERS:-$GW_THREADS}
 CHAT=/v1/chat/completions
+# python3 resolved once: behind a version manager's shim (pyenv) every call costs ~0.6 s on a
+# loaded 2-core machine, and the scripts call it in polling loops (jf); the interpreter itself
+# starts in ~0.1 s
+PYTHON=${PYTHON:-$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || command -v python3)}
+python3() { "$PYTHON" "$@"; }
 
 PIDS=()
 WORK=""
@@ -261,7 +266,8 @@ EOF
 gateway_built() { [[ -x $LLMGATE ]]; }
 
 # start_llmgate NAME PORT MOCK_PORT [key=value ...]: writes a config (keys given as
-# section.key=value override the defaults or add keys and [backend.NAME] sections) and starts the
+# section.key=value override the defaults or add keys and sections: [backend.NAME], [keys],
+# [key.NAME], ...; the section is everything before the last dot) and starts the
 # gateway; sets GW_PID. Returns 1 if
 # the gateway is missing or does not answer /healthz within 15 s.
 start_llmgate() {
@@ -281,7 +287,7 @@ start_llmgate() {
     for a in "$@"; do kv[${a%%=*}]=${a#*=}; done
     local sec k sections=(server timeouts limits health)
     for k in "${!kv[@]}"; do
-        [[ ${k%.*} == backend.* && " ${sections[*]} " != *" ${k%.*} "* ]] && sections+=("${k%.*}")
+        [[ " ${sections[*]} " != *" ${k%.*} "* ]] && sections+=("${k%.*}")
     done
     : >"$cfg"
     for sec in "${sections[@]}"; do
@@ -324,7 +330,7 @@ fd_count() {
 
 # jf EXPR [FILE]: evaluate a Python expression over the JSON object `j` read from the last line
 # of FILE (or stdin) that starts with '{'.
-jf() { python3 "$BENCH_DIR/jf.py" "$@"; }
+jf() { "$PYTHON" "$BENCH_DIR/jf.py" "$@"; }
 
 # wrk_lua_done: the done() of the wrk scripts: one JSON line with the summary.
 wrk_lua_done() {
