@@ -64,6 +64,8 @@ uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns)
     uint64_t s = atomic_load_explicit(&e->step_ns, memory_order_relaxed);
     if (f <= now || s == 0)
         return 0;
+    if (e->no_queue && step_ns < s)
+        step_ns = s; /* the promised come back when told: nothing moves earlier */
     unsigned __int128 ahead = (unsigned __int128)(f - now) * step_ns / s; /* exact */
     const uint64_t max = ETA_MAX_NS;
     return ahead >= max ? max : (uint64_t)ahead;

@@ -42,6 +42,11 @@
 struct eta {
     atomic_uint_fast64_t frontier_ns; /* the latest return time promised (monotonic ns) */
     atomic_uint_fast64_t step_ns;     /* the spacing it was promised with */
+    /* A resource without a queue (a key's max_concurrency): a slot that frees before its
+     * promised client returns stays free for it, so promises already told are not moved
+     * earlier when the step shrinks (a new client promised a time among them would take a
+     * slot one of them counts on). Set once, before the first promise. */
+    bool no_queue;
 };
 
 /* What is known of the permits a refused request competes for. */
@@ -73,7 +78,8 @@ uint64_t eta_step_ns(const struct eta_view *v);
 uint64_t eta_first_ns(const struct eta_view *v);
 
 /* Promises still ahead on e at `now`, rescaled to `step_ns`, as time: (frontier - now) in the
- * old step's units times the new step. 0 when none. */
+ * old step's units times the new step (never less than frontier - now on a no_queue
+ * resource). 0 when none. */
 uint64_t eta_ahead_ns(const struct eta *e, uint64_t now, uint64_t step_ns);
 
 /* The whole rule for a request that competes for the resources es[0..n-1] (the promises ahead

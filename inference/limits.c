@@ -237,6 +237,7 @@ int limits_bind(struct limits *l, struct config *cfg, uint64_t now_ns)
                 free(ks);
                 break;
             }
+            ks->eta.no_queue = true; /* a key's slots have no queue */
             bucket_init(&ks->req, ck->rpm, now_ns);
             bucket_init(&ks->tok, ck->tpm, now_ns);
             size_t b = limits__bucket(l, ks->name);

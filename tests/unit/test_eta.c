@@ -73,6 +73,30 @@ START_TEST(test_promises)
 }
 END_TEST
 
+/* A resource without a queue (a key's slots): a step that shrinks (the first hold measured
+ * shorter than the prior) does not move the promises told earlier: their clients come back
+ * when told, and a slot waits for each; a new client is promised a place after them. With a
+ * queue the promises ahead are rescaled (a place in the queue holds a returning client). */
+START_TEST(test_no_queue_keeps_promises)
+{
+    struct eta q = {0}, k = {.no_queue = true};
+    struct eta *qs[1] = {&q}, *ks[1] = {&k};
+    struct eta_view v = {.slots = 4, .inflight = 0, .hold_ns = 500 * MS};
+    uint64_t now = 10 * NS_PER_S;
+    /* step (500 + 500/32 ms) / 4 = 128.9 ms: 8 promises each */
+    uint64_t lastq = 0, lastk = 0;
+    for (int i = 0; i < 8; i++) {
+        lastq = eta_tell(qs, 1, &v, now, 0, false);
+        lastk = eta_tell(ks, 1, &v, now, 0, false);
+    }
+    ck_assert_uint_eq(lastq, lastk);
+    v.hold_ns = 250 * MS; /* measured: half the step */
+    uint64_t nq = eta_tell(qs, 1, &v, now, 0, false), nk = eta_tell(ks, 1, &v, now, 0, false);
+    ck_assert_uint_lt(nq, lastq);                   /* rescaled: before the old last */
+    ck_assert_uint_ge(nk, lastk + eta_step_ns(&v)); /* kept: one new step after it */
+}
+END_TEST
+
 START_TEST(test_seen)
 {
     struct eta_seen *s = eta_seen_new(10);
@@ -369,6 +393,7 @@ int main(void)
     TCase *tc = tcase_create("core");
     tcase_add_test(tc, test_hold_and_step);
     tcase_add_test(tc, test_promises);
+    tcase_add_test(tc, test_no_queue_keeps_promises);
     tcase_add_test(tc, test_seen);
     tcase_add_test(tc, test_crowds_fresh_then_second);
     tcase_add_test(tc, test_crowd_after_a_hammer);
