@@ -257,7 +257,7 @@ int main(int argc, char **argv)
     server_quiesce(srv);
     pool_drain(pool);
     if (!now)
-        now = wait_drain(pool, drain_s * 1000u, &set);
+        (void)wait_drain(pool, drain_s * 1000u, &set); /* a second signal: abort now */
     pool_abort_all(pool);
     wait_drain(pool, 2000, NULL);
     /* 3. no worker may touch a connection once libmicrohttpd has freed it, nor leave one

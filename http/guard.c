@@ -11,7 +11,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/sockios.h> /* SIOCINQ */
-#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
+#include <linux/tcp.h>     /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
