@@ -17,10 +17,12 @@ O       ?= build
 SAN     ?= 0
 PKGS    := libmicrohttpd libcurl json-c liburcu-cds liburcu-bp inih libcrypto
 
+# what only the benchmarks use (scripts/bench/restart_balancer.sh: a balancer in front)
+BENCH_PKGS := haproxy
 DEB_PKGS := build-essential pkg-config libmicrohttpd-dev libcurl4-openssl-dev libjson-c-dev \
             liburcu-dev libinih-dev check libsubunit-dev python3 curl wrk nginx-light \
             clang-format clang-tidy cppcheck clang libclang-rt-14-dev valgrind strace
-BENCH_DEB_PKGS := gnuplot-nox
+BENCH_DEB_PKGS := gnuplot-nox $(BENCH_PKGS)
 
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wvla
 VERSION := 0.1.0

@@ -12,10 +12,12 @@
 #include <curl/curl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 static void usage(FILE *out)
@@ -32,7 +34,9 @@ static void usage(FILE *out)
             "Environment: LLMGATE_<SECTION>_<KEY> overrides [section] key, e.g.\n"
             "  LLMGATE_SERVER_LISTEN=0.0.0.0:8080 LLMGATE_LIMITS_MAX_INFLIGHT=100\n"
             "  LLMGATE_BACKEND_<NAME>_URL=... for an existing [backend.NAME].\n"
-            "Signals: SIGTERM/SIGINT drain open requests (timeouts.drain_s) and exit 0;\n"
+            "Signals: SIGTERM/SIGINT: /ready answers 503 for timeouts.drain_grace_s while\n"
+            "  requests are served, then the port closes and open requests may finish\n"
+            "  (timeouts.drain_s); a second SIGTERM/SIGINT ends the drain at once; exit 0.\n"
             "  SIGHUP reloads the file (a bad one is refused, the running configuration stays).\n");
 }
 
@@ -53,16 +57,33 @@ static void raise_nofile(unsigned want)
                  (unsigned long long)rl.rlim_cur, want);
 }
 
-/* Waits until the pool has no active jobs or `ms` passed. */
-static void wait_idle(struct pool *pool, unsigned ms)
+/* Waits until `ms` passed, or also until the pool has no active jobs when `pool` is given; a
+ * signal in `set` is taken meanwhile (`set` NULL: none): SIGTERM or SIGINT ends the wait and
+ * returns true (the operator asks for the end now), others are logged and ignored. */
+static bool wait_drain(struct pool *pool, unsigned ms, const sigset_t *set)
 {
     uint64_t until = clock_now_ns() + (uint64_t)ms * NS_PER_MS;
     struct pool_stats st;
     for (;;) {
-        pool_get_stats(pool, &st);
-        if (st.active == 0 || clock_now_ns() >= until)
-            return;
-        usleep(10000);
+        if (pool) {
+            pool_get_stats(pool, &st);
+            if (st.active == 0)
+                return false;
+        }
+        uint64_t now = clock_now_ns();
+        if (now >= until)
+            return false;
+        uint64_t left = until - now < 10 * NS_PER_MS ? until - now : 10 * NS_PER_MS;
+        struct timespec tick = {.tv_nsec = (long)left};
+        int sig = set ? sigtimedwait(set, NULL, &tick) : -1;
+        if (sig == SIGTERM || sig == SIGINT) {
+            log_info("signal %s again: ending the drain now", sig == SIGTERM ? "TERM" : "INT");
+            return true;
+        }
+        if (sig > 0)
+            log_info("signal %d while draining: ignored", sig);
+        else if (!set)
+            nanosleep(&tick, NULL);
     }
 }
 
@@ -217,14 +238,36 @@ int main(int argc, char **argv)
     }
     struct snap *live = pool_snap(pool);
     unsigned drain_s = live ? live->cfg->drain_s : 10;
+    unsigned grace_s = live ? live->cfg->drain_grace_s : 0;
     snap_put(live);
-    log_info("signal %d: draining (up to %u s)", sig, drain_s);
+    /* 1. grace: /ready says 503 while everything is served, so that a balancer's health check
+     * takes the instance out before its listening socket closes */
+    bool now = false;
+    if (grace_s > 0) {
+        log_info("signal %s: /ready answers 503, serving on for %u s (drain_grace_s)",
+                 sig == SIGTERM ? "TERM" : "INT", grace_s);
+        server_grace(srv);
+        now = wait_drain(NULL, grace_s * 1000u, &set);
+    }
+    /* 2. drain: the listening socket closes, idle keep-alive connections too, replies carry
+     * Connection: close; open requests may finish within drain_s. A second TERM or INT ends
+     * either wait at once. */
+    log_info("signal %s: draining (up to %u s)", sig == SIGTERM ? "TERM" : "INT", drain_s);
     reloader_stop(reloader); /* no reload while draining; one waiting is answered first */
     server_quiesce(srv);
     pool_drain(pool);
-    wait_idle(pool, drain_s * 1000u);
+    if (!now)
+        (void)wait_drain(pool, drain_s * 1000u, &set); /* a second signal: abort now */
     pool_abort_all(pool);
-    wait_idle(pool, 2000);
+    wait_drain(pool, 2000, NULL);
+    /* 3. no worker may touch a connection once libmicrohttpd has freed it, nor leave one
+     * suspended (stopping the daemon then is an API violation, a panic in 0.9.75): the workers
+     * end what they hold and are joined first. One stuck in a call cannot be waited for
+     * forever: then the process ends without freeing what that worker may still use. */
+    if (pool_join(pool, 5000) != 0) {
+        log_error("a worker did not stop within 5 s of the drain's end: exiting at once");
+        _exit(1);
+    }
     /* let resumed connections flush their last bytes */
     for (int i = 0; i < 50 && server_connections(srv) > 0; i++)
         usleep(10000);

@@ -74,6 +74,9 @@ static const struct cfg_row cfg_rows[] = {
      "flowing are never cut, one silent for request_s ends; expiry -> 504"},
     {"timeouts", "drain_s", CT_UINT, F(drain_s), 0, 3600, "10",
      "on SIGTERM: how long open requests may finish before they are cut"},
+    {"timeouts", "drain_grace_s", CT_UINT, F(drain_grace_s), 0, 3600, "0",
+     "on SIGTERM: /ready answers 503 while requests are served this long (a balancer takes "
+     "the instance out), then the port closes and drain_s begins"},
     {"limits", "max_inflight", CT_UINT, F(max_inflight), 1, 1000000, "100",
      "requests holding an upstream slot, gateway-wide"},
     {"limits", "queue_capacity", CT_UINT, F(queue_capacity), 0, 1000000, "1024",

@@ -87,6 +87,7 @@ struct config {
     unsigned connect_ms;
     unsigned request_s;
     unsigned drain_s;
+    unsigned drain_grace_s; /* SIGTERM -> listener closed: /ready 503, requests served */
     /* [limits] */
     unsigned max_inflight;
     unsigned queue_capacity;

@@ -10,13 +10,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <linux/tcp.h> /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
+#include <linux/sockios.h> /* SIOCINQ */
+#include <linux/tcp.h>     /* struct tcp_info with tcpi_bytes_received (glibc's lacks it) */
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -63,6 +65,7 @@ struct guard {
     struct guard_conn *head;
     uint64_t n;
     bool stop;
+    atomic_bool draining; /* guard_drain: a connection going idle is closed */
     atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
     struct linger_set *linger; /* the lingering closer (http/linger.h) */
     pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
@@ -467,6 +470,24 @@ struct guard_conn *guard_open(struct guard *g, int fd, uint64_t accepted_ms, uin
     return c;
 }
 
+void guard_drain(struct guard *g)
+{
+    /* The flag first: a connection going idle from now on sees it and closes itself; one that
+     * went idle before is in G_IDLE for the sweep below (both are sequentially consistent, and
+     * guard__cut lets one of the two win). */
+    atomic_store(&g->draining, true);
+    pthread_mutex_lock(&g->mu);
+    for (struct guard_conn *c = g->head; c; c = c->next) {
+        uint64_t w = atomic_load(&c->word);
+        int unread = 0;
+        if (W_PHASE(w) != G_IDLE || (ioctl(c->fd, SIOCINQ, &unread) == 0 && unread > 0))
+            continue; /* its next request is arriving: answered, with Connection: close */
+        if (guard__cut(g, c, w, LGE_NONE, NULL, 0))
+            atomic_fetch_add(&g->idle_closed, 1);
+    }
+    pthread_mutex_unlock(&g->mu);
+}
+
 void guard_close(struct guard *g, struct guard_conn *c)
 {
     if (!c)
@@ -496,6 +517,14 @@ bool guard_enter(struct guard_conn *c, enum guard_phase p)
             return false;
     } while (!atomic_compare_exchange_weak(&c->word, &w, W_MAKE(p, 0, now)));
     guard__hold(c, p);
+    if (p == G_IDLE && atomic_load(&c->g->draining)) {
+        /* draining: the response is out, the connection closes (on its own thread: c->fd is
+         * open) */
+        w = atomic_load(&c->word);
+        while (W_PHASE(w) != G_CUT && !guard__cut(c->g, c, w, LGE_NONE, NULL, 0))
+            w = atomic_load(&c->word);
+        return false;
+    }
     if (p == G_IDLE && ++c->answered >= c->scan.complete &&
         atomic_load_explicit(&c->refused, memory_order_relaxed))
         guard__refuse(c); /* a pipelined request refused while earlier ones were served */

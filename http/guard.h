@@ -70,6 +70,12 @@ struct guard *guard_new(const struct guard_limits *l);
 /* Stops the watchdog and frees the table. Every connection must be closed first. */
 void guard_free(struct guard *g);
 
+/* The server is draining (SIGTERM): every keep-alive connection idle now is closed (one whose
+ * next request has begun to arrive is left to be answered), and from now on each connection is
+ * closed as soon as it goes idle (guard_enter G_IDLE), so that its client reconnects elsewhere
+ * instead of sending its next request to a closing server. Main thread; once. */
+void guard_drain(struct guard *g);
+
 /* A new client connection on `fd`, in G_HEADER (fresh), accepted at accepted_ms
  * (guard_now_ms; 0 = now) as the seq-th connection (increasing from 1; 0 = after all others).
  * The header deadline runs from accepted_ms, and the table's "oldest" is by accept order even

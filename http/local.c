@@ -148,9 +148,14 @@ static enum MHD_Result http__get(struct server *s, struct MHD_Connection *conn, 
                         LLMGATE_VERSION, (long long)(clock_wall_s() - s->started_wall));
         return http__send_buf(s, conn, 200, &b, rc, rid);
     case R_READY: {
-        bool ready = router_ready(cfg);
+        /* draining (SIGTERM): out of the balancer's rotation, though still serving */
+        bool draining = http__phase(s) != SRV_SERVING;
+        bool ready = !draining && router_ready(cfg);
         static const char *const names[] = {"unknown", "up", "down"};
-        rc = buf_printf(&b, "{\"status\":\"%s\",\"backends\":{", ready ? "ready" : "not_ready");
+        rc = buf_printf(&b, "{\"status\":\"%s\",\"backends\":{",
+                        draining ? "draining"
+                        : ready  ? "ready"
+                                 : "not_ready");
         for (size_t i = 0; i < cfg->n_backends && rc == 0; i++) {
             const char *name = cfg->backends[i].name;
             rc = (i ? buf_printf(&b, ",") : 0) || esc_json_buf(&b, name, strlen(name)) ||

@@ -20,6 +20,14 @@ void http__count(struct server *s, unsigned status)
         atomic_fetch_add_explicit(&s->status_count[status], 1, memory_order_relaxed);
 }
 
+/* While draining, every reply ends its connection: a keep-alive client (a balancer's pooled
+ * connection) reconnects, and finds another instance. libmicrohttpd 0.9.75 closes the
+ * connection after a response that carries this header. */
+static bool http__drain_close(struct server *s, struct MHD_Response *r)
+{
+    return http__phase(s) != SRV_DRAINING || reply_hdr(r, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
 /* Queues a complete in-memory response. `body` is copied. */
 enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
                            const char *ctype, const char *body, size_t len, const char *request_id,
@@ -31,7 +39,7 @@ enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsign
         return MHD_NO;
     if (!reply_hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) ||
         !reply_hdr(r, "X-Request-ID", request_id) ||
-        (retry_ms && !reply_retry_after(r, retry_ms))) {
+        (retry_ms && !reply_retry_after(r, retry_ms)) || !http__drain_close(s, r)) {
         MHD_destroy_response(r);
         return MHD_NO;
     }
@@ -184,6 +192,7 @@ enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *co
     }
     if ((job->content_type[0] && !reply_hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, job->content_type)) ||
         !reply_hdr(r, "X-Request-ID", job->request_id) || !http__ratelimit_headers(r, &job->lim) ||
+        !http__drain_close(s, r) ||
         ((sse || job->stream) && (!reply_hdr(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache") ||
                                   !reply_hdr(r, "X-Accel-Buffering", "no")))) {
         MHD_destroy_response(r); /* drops the reader's reference, if it took one */

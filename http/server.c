@@ -175,9 +175,17 @@ fail:
     return NULL;
 }
 
+void server_grace(struct server *s)
+{
+    int serving = SRV_SERVING;
+    atomic_compare_exchange_strong(&s->phase, &serving, SRV_GRACE);
+}
+
 void server_quiesce(struct server *s)
 {
     acceptor_stop(s->acceptor); /* closes the listening socket: new connections are refused */
+    atomic_store(&s->phase, SRV_DRAINING); /* before the guard's sweep: see guard_drain */
+    guard_drain(s->guard);
 }
 
 unsigned server_connections(struct server *s)

@@ -22,7 +22,15 @@ int server_prepare(struct snap *sn);
  * server. Returns NULL (and logs why) when the daemon cannot start. */
 struct server *server_new(const struct config *cfg, struct pool *pool, struct reloader *reloader);
 
-/* Stops accepting new connections (existing ones are served). */
+/* The first step of a drain ([timeouts] drain_grace_s): GET /ready answers 503 "draining" from
+ * now on, so that a balancer's health check takes the instance out, while every request, on
+ * new connections and kept-alive ones, is still served as before. */
+void server_grace(struct server *s);
+
+/* Stops accepting new connections (the listening socket is closed; includes server_grace).
+ * Existing connections are served to their end, but every reply from now on carries
+ * `Connection: close`, and keep-alive connections are closed as soon as they are idle (those
+ * idle now at once), so that their clients reconnect elsewhere. */
 void server_quiesce(struct server *s);
 
 /* Open client connections. */

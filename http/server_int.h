@@ -101,6 +101,13 @@ struct http_derived {
     size_t n_pools;
 };
 
+/* Where a SIGTERM has taken the server (server_grace, server_quiesce); only moves forward. */
+enum srv_phase {
+    SRV_SERVING = 0,
+    SRV_GRACE,   /* /ready answers 503 "draining"; every request is served as before */
+    SRV_DRAINING /* listener closed; replies carry Connection: close; idle connections closed */
+};
+
 struct server {
     struct pool *pool;
     struct reloader *reloader; /* POST /admin/reload and the reload counters */
@@ -120,7 +127,14 @@ struct server {
     atomic_size_t body_mem;         /* request body bytes held by jobs; <= max_body_memory */
     pthread_mutex_t admin_lock;     /* admin_waits */
     struct admin_wait *admin_waits; /* POST /admin/reload requests waiting for the reloader */
+    atomic_int phase; /* enum srv_phase: set by the main thread, read by every other */
 };
+
+/* The server's phase (enum srv_phase). */
+static inline enum srv_phase http__phase(struct server *s)
+{
+    return (enum srv_phase)atomic_load_explicit(&s->phase, memory_order_relaxed);
+}
 
 /* respond.c */
 void http__count(struct server *s, unsigned status);

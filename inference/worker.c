@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <microhttpd.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 /* epoll data tags: the eventfd, curl sockets ((fd << 2) | 2), or a job pointer (8-aligned)
@@ -1203,6 +1205,13 @@ static void *worker__main(void *arg)
         worker__watch_idle(w, now);
         worker__flush_resumes(w);
     }
+    if (atomic_load(&w->pool->aborting)) {
+        /* told to quit in a shutdown: whatever it still holds is ended and its connection
+         * resumed before the thread is gone (the daemon is stopped after the join) */
+        worker__drain_queue(w);
+        if (!w->aborting)
+            worker__abort_all(w);
+    }
     worker__watch_young(w, clock_now_ns()); /* quit: drops the list's references */
     worker__flush_resumes(w);
     return NULL;
@@ -1457,6 +1466,33 @@ void pool_abort_all(struct pool *p)
     atomic_store(&p->aborting, true);
     for (unsigned i = 0; i < p->n; i++)
         worker__wake(&p->w[i]);
+}
+
+int pool_join(struct pool *p, unsigned ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until); /* pthread_timedjoin_np's clock */
+    until.tv_sec += (time_t)(ms / 1000u);
+    until.tv_nsec += (long)(ms % 1000u) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    for (unsigned i = 0; i < p->n; i++) {
+        atomic_store(&p->w[i].quit, true);
+        worker__wake(&p->w[i]);
+    }
+    int rc = 0;
+    for (unsigned i = 0; i < p->n; i++) {
+        if (!p->w[i].started)
+            continue;
+        if (pthread_timedjoin_np(p->w[i].thread, NULL, &until) != 0) {
+            rc = -1;
+            continue;
+        }
+        p->w[i].started = false;
+    }
+    return rc;
 }
 
 void pool_stop(struct pool *p)

@@ -77,6 +77,12 @@ void pool_drain(struct pool *p);
  * others' streams with an error; keeps failing anything that still arrives. Main thread. */
 void pool_abort_all(struct pool *p);
 
+/* Tells every worker to stop once it has ended its jobs (call pool_abort_all first) and joins
+ * them, waiting at most `ms`. 0: every worker is joined, and none will touch a job or a client
+ * connection again, so the HTTP daemon may be stopped. -1: a worker is still running (stuck in
+ * a call): the connections its jobs point at must not be freed, nor the pool. Main thread. */
+int pool_join(struct pool *p, unsigned ms);
+
 /* Stops and joins the workers, then releases every job still referenced by a queue.
  * Call after the HTTP daemon is stopped. Main thread. */
 void pool_stop(struct pool *p);
