@@ -11,8 +11,11 @@
  *   G_BUSY    request complete: the gateway's own deadlines (request_s) apply
  *
  * and keeps the number of open connections at max_connections: a new connection beyond it
- * evicts the longest-idle keep-alive connection, else the connection whose headers have been
- * arriving longest; when every connection is busy with a request, the new one gets 503.
+ * evicts a slow header (one that sent part of its headers over a second ago: judged by what
+ * was read from it, not by how long the gateway took to read it), else the longest-idle
+ * keep-alive connection, else a header only late (a kept-alive one, or a new connection that
+ * sent nothing for 5 s); oldest first in each. When none qualifies (every connection busy with
+ * a request, or new with its request not read yet), the new one gets 503 overloaded.
  *
  * A watchdog thread checks the deadlines a few times a second. Phase changes are one
  * compare-and-swap on the connection's own word (no lock on the request path); the table's
