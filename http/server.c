@@ -137,7 +137,9 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
     /* libmicrohttpd's own limit sits above max_connections, so that a new connection reaches
      * the guard, which makes room for it (libmicrohttpd splits its limit between its threads
      * and would refuse silently). Its inactivity timeout is left as a backstop after the
-     * guard's deadlines, and is what ends a response whose client takes no byte of it. */
+     * guard's deadlines and client_send_timeout_s (which cuts a client that takes nothing of
+     * a response still streaming from its engine); it is what ends a response whose transfer
+     * already finished (the rest held by libmicrohttpd) and whose client takes no byte. */
     unsigned mhd_limit = cfg->max_connections + cfg->max_connections / 4 + 64 * cfg->threads;
     unsigned backstop = cfg->client_header_timeout_s;
     if (cfg->client_body_timeout_s > backstop)
