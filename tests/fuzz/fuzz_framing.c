@@ -109,7 +109,7 @@ static void check_clen(const char *v, size_t n)
     bool fits = digits;
     for (size_t i = 0; fits && i < n; i++) {
         x = x * 10 + (unsigned)(v[i] - '0');
-        if (x > UINT64_MAX)
+        if (x >= UINT64_MAX) /* 2^64 - 1 too: libmicrohttpd's MHD_SIZE_UNKNOWN */
             fits = false;
     }
     CHECK((rc == 0) == fits);
@@ -213,7 +213,7 @@ static int ref_head(const char *d, size_t n)
             cl_ok = cl_ok && ve > vs;
             for (const char *q = vs; q < ve && cl_ok; q++) {
                 x = x * 10 + (unsigned)(*q - '0');
-                cl_ok = *q >= '0' && *q <= '9' && x <= UINT64_MAX;
+                cl_ok = *q >= '0' && *q <= '9' && x < UINT64_MAX;
             }
         }
         if (nh < MAX_HDRS)
