@@ -125,7 +125,8 @@ FUZZ_CFLAGS  := -g -O1 -std=c11 -D_GNU_SOURCE $(WARN) -I. -fno-omit-frame-pointe
                 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all
 FUZZ_DEPS_fuzz_jscan  := core/jscan.c tests/fuzz/jscan_portable.c
 FUZZ_DEPS_fuzz_sse    := core/sse.c
-FUZZ_DEPS_fuzz_config := core/config.c core/log.c core/siphash.c
+FUZZ_DEPS_fuzz_config := core/config.c core/config_rows.c core/config_keys.c core/config_dump.c \
+                         core/log.c core/siphash.c
 FUZZ_PKGS_fuzz_config := inih libcrypto
 FUZZ_DEPS_fuzz_escape := core/esc.c core/errors.c core/buf.c
 FUZZ_DEPS_fuzz_framing := http/framing.c

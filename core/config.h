@@ -1,7 +1,7 @@
 /* config.h — the gateway's configuration: an INI file (parsed by libinih), then
  * LLMGATE_<SECTION>_<KEY> environment overrides, then validation. A value is one line: blanks
  * that start a line are ignored (an indented line is not a continuation of the one above).
- * Every fixed key is a row of one table (config.c) that drives parsing, overrides, defaults,
+ * Every fixed key is a row of one table (config_rows.c) that drives parsing, overrides, defaults,
  * bounds, --check-config and --dump-config. A loaded config is immutable once published:
  * request code reads it, never writes it (the inference layer binds its runtime objects to the
  * be/up/pool/st fields before publication). A reload loads a new one beside it. */

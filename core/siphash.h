@@ -1,6 +1,6 @@
 /* SipHash-2-4 (Aumasson and Bernstein, "SipHash: a fast short-input PRF", 2012): a keyed hash
  * whose outputs an outsider cannot predict without the key, so a table keyed by it leaks
- * nothing through its timing about what it holds (the API keys' index, core/config.c). */
+ * nothing through its timing about what it holds (the API keys' index, core/config_keys.c). */
 #ifndef LG_SIPHASH_H
 #define LG_SIPHASH_H
 

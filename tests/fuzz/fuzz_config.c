@@ -1,4 +1,4 @@
-/* libFuzzer target for core/config.c (libinih + validation) on arbitrary text: invariants,
+/* libFuzzer target for core/config*.c (libinih + validation) on arbitrary text: invariants,
  * not just "no crash".
  *
  * The parent's LLMGATE_* variables are removed before the first input, so what is checked is
