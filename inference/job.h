@@ -136,6 +136,7 @@ struct job {
     uint64_t w_last_byte_ns;     /* the engine's last body byte (the batch's time) */
     uint64_t w_taken_seen;       /* `taken` at the worker's last watch of a waiting response */
     uint64_t w_send_since_ns;    /* since then the client has taken none of the bytes waiting */
+    bool w_send_waiting;         /* the last watch saw bytes waiting for the client */
     struct job *w_resume_next;   /* the worker's list of connections to resume at the end of
                                   * its event batch (one hand-over for many events) */
     bool w_resume_queued;
