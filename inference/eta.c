@@ -39,7 +39,7 @@ uint64_t eta_step_ns(const struct eta_view *v)
     uint64_t slots = v->slots ? v->slots : 1;
     uint64_t margin = 0;
     if (v->hold_ns) {
-        margin = v->hold_ns / 32;
+        margin = v->hold_ns / 16;
         if (margin < 4 * v->dev_ns)
             margin = 4 * v->dev_ns;
     }

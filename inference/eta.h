@@ -8,7 +8,7 @@
  * is a promise: the client is told the first place not yet promised to another refused client,
  * half a step after it frees (not on the instant), so a crowd is told staggered times one step
  * apart and, coming back when told, finds room. The margin (once H is measured: 4 deviations
- * of the hold, at least H / 32) is there because a kept promise starts a new hold: the slot it
+ * of the hold, at least H / 16) is there because a kept promise starts a new hold: the slot it
  * took frees again when the promise S places later falls due, and without slack every such
  * promise races that release.
  * Promises are kept per resource (a backend, a key) as a frontier: the latest time promised and
@@ -67,7 +67,7 @@ void eta_smooth(uint64_t *hold_ns, uint64_t *dev_ns, uint64_t sample_ns);
 uint64_t eta_hold_ns(const struct eta_view *v);
 
 /* A place frees every eta_step_ns(v): (hold + margin) / slots, >= 1 µs. The margin, once a hold
- * is measured, is max(4 x deviation, hold / 32): a promised client takes its slot when it comes
+ * is measured, is max(4 x deviation, hold / 16): a promised client takes its slot when it comes
  * back, so that slot frees again a hold later, exactly when the promise S places on falls due;
  * without a margin every such promise races the slot's release (and the client's own way back,
  * which the gateway does not see). */

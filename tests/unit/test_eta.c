@@ -11,6 +11,7 @@
 #include <check.h>
 #include <stdlib.h>
 
+#define US 1000ull
 #define MS NS_PER_MS
 
 START_TEST(test_hold_and_step)
@@ -26,8 +27,8 @@ START_TEST(test_hold_and_step)
     v.age_ns = 100 * MS;
     ck_assert_uint_eq(eta_hold_ns(&v), 300 * MS); /* measured wins over the prior */
     ck_assert_uint_eq(eta_first_ns(&v), 200 * MS);
-    /* places are spaced by the hold plus a margin: hold / 32 at least, or 4 deviations */
-    ck_assert_uint_eq(eta_step_ns(&v), (300 + 300 / 32.0) / 4 * MS);
+    /* places are spaced by the hold plus a margin: hold / 16 at least, or 4 deviations */
+    ck_assert_uint_eq(eta_step_ns(&v), (300 + 300 / 16.0) / 4 * MS);
     v.dev_ns = 25 * MS;
     ck_assert_uint_eq(eta_step_ns(&v), 100 * MS);
     v.age_ns = 290 * MS;
@@ -59,14 +60,15 @@ START_TEST(test_promises)
     v.age_ns = 0; /* (the slots were re-granted meanwhile) */
     ck_assert_uint_eq(eta_tell(one, 1, &v, now, 0, false) - now, 775 * MS);
     /* a new measurement rescales those ahead: 775 ms at a 250 ms step is 3.1 places; at a
-     * 1,050 ms step (hold 2 s + 100 ms) they are 3,255 ms, and the next is one step past */
+     * 1,062.5 ms step (hold 2 s + 125 ms, hold / 16 > 4 deviations) they are 3,293.75 ms,
+     * and the next is one step past */
     v.hold_ns = 2000 * MS;
-    ck_assert_uint_eq(eta_tell(one, 1, &v, now, 0, false) - now, 4305 * MS);
+    ck_assert_uint_eq(eta_tell(one, 1, &v, now, 0, false) - now, 4356250 * US);
     /* several resources: the most promised on any; each records the new one */
-    ck_assert_uint_eq(eta_tell(both, 2, &v, now, 0, false) - now, 5355 * MS);
-    ck_assert_uint_eq(eta_ahead_ns(&f, now, 1050 * MS), 5355 * MS);
+    ck_assert_uint_eq(eta_tell(both, 2, &v, now, 0, false) - now, 5418750 * US);
+    ck_assert_uint_eq(eta_ahead_ns(&f, now, 1062500 * US), 5418750 * US);
     /* extra time (a queue to drain first) is added after the place */
-    ck_assert_uint_eq(eta_tell(both, 2, &v, now, 700 * MS, true) - now, 7105 * MS);
+    ck_assert_uint_eq(eta_tell(both, 2, &v, now, 700 * MS, true) - now, 7181250 * US);
     /* never past an hour */
     v.hold_ns = 3000 * NS_PER_S;
     ck_assert_uint_eq(eta_tell(one, 1, &v, now, 0, false) - now, 3600 * NS_PER_S);
@@ -83,7 +85,7 @@ START_TEST(test_no_queue_keeps_promises)
     struct eta *qs[1] = {&q}, *ks[1] = {&k};
     struct eta_view v = {.slots = 4, .inflight = 0, .hold_ns = 500 * MS};
     uint64_t now = 10 * NS_PER_S;
-    /* step (500 + 500/32 ms) / 4 = 128.9 ms: 8 promises each */
+    /* step (500 + 500/16 ms) / 4 = 132.8 ms: 8 promises each */
     uint64_t lastq = 0, lastk = 0;
     for (int i = 0; i < 8; i++) {
         lastq = eta_tell(qs, 1, &v, now, 0, false);

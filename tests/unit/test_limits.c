@@ -243,12 +243,12 @@ START_TEST(test_concurrency_retry)
     ck_assert_int_eq(limits_take(l, k, 1, t2, 0, &retry, NULL), LIM_OK);
     ck_assert_int_eq(limits_check(l, k, t2, 0, &retry), LIM_CONCURRENCY);
     ck_assert_uint_eq(retry,
-                      504); /* measured: the oldest ends in 400 ms, + half a step (of 412.5 / 2) */
+                      507); /* measured: the oldest ends in 400 ms, + half a step (of 425 / 2) */
     ck_assert_int_eq(limits_check(l, k, t2 + 300 * MS, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 410); /* one step (206.25 ms) after the place promised at +503 */
+    ck_assert_uint_eq(retry, 419); /* one step (212.5 ms) after the place promised at +506.25 */
     /* what runs has run 2 s, longer than the 400 ms measured: the engine got slower */
     ck_assert_int_eq(limits_check(l, k, t2 + 2000 * MS, 0, &retry), LIM_CONCURRENCY);
-    ck_assert_uint_eq(retry, 1510);
+    ck_assert_uint_eq(retry, 1519); /* (2 s + 25 ms) / 2, + half of it */
     limits_release(l, k, t2, t2 + 2000 * MS);
     limits_release(l, k, t2, t2 + 2000 * MS);
     limits_unbind(l, c);
