@@ -1,6 +1,7 @@
 /* The front door's guard: deadlines per phase, the eviction order when the connection table is
  * full, and what a cut client receives, on real loopback TCP connections. */
 #include "http/guard.h"
+#include "sock.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -11,33 +12,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static int lfd = -1;
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-}
-
-/* A connected pair: *client is the peer's end, the return value the server's end. */
-static int tcp_pair(int *client)
-{
-    if (lfd < 0) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        lfd = socket(AF_INET, SOCK_STREAM, 0);
-        ck_assert_int_ge(lfd, 0);
-        ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-        ck_assert_int_eq(listen(lfd, 64), 0);
-    }
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
-    *client = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(*client, 0);
-    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
-    int s = accept(lfd, NULL, NULL);
-    ck_assert_int_ge(s, 0);
-    return s;
 }
 
 /* What the client end receives until EOF (or 2 s): into out, NUL-terminated; its length. */

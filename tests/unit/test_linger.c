@@ -4,6 +4,7 @@
 #include "http/guard.h"
 #include "http/linger.h"
 #include "http/server_int.h"
+#include "sock.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -16,8 +17,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static int lfd = -1;
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -29,27 +28,6 @@ static uint64_t now_ms(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* A connected pair: *client is the peer's end, the return value the server's end. */
-static int tcp_pair(int *client)
-{
-    if (lfd < 0) {
-        struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        lfd = socket(AF_INET, SOCK_STREAM, 0);
-        ck_assert_int_ge(lfd, 0);
-        ck_assert_int_eq(bind(lfd, (struct sockaddr *)&a, sizeof(a)), 0);
-        ck_assert_int_eq(listen(lfd, 64), 0);
-    }
-    struct sockaddr_in a;
-    socklen_t al = sizeof(a);
-    ck_assert_int_eq(getsockname(lfd, (struct sockaddr *)&a, &al), 0);
-    *client = socket(AF_INET, SOCK_STREAM, 0);
-    ck_assert_int_ge(*client, 0);
-    ck_assert_int_eq(connect(*client, (struct sockaddr *)&a, sizeof(a)), 0);
-    int s = accept(lfd, NULL, NULL);
-    ck_assert_int_ge(s, 0);
-    return s;
 }
 
 /* Sends n bytes (blocking, 5 s at most); 0, or the errno that stopped it. */
