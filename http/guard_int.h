@@ -1,0 +1,80 @@
+/* guard_int.h — what http/guard.c (the table, deadlines, eviction) and http/guard_io.c (what
+ * the guard reads from and writes to a client's socket: the byte scan, the half-close hold, its
+ * replies, lingering close) share. Not for other files. */
+#ifndef LG_GUARD_INT_H
+#define LG_GUARD_INT_H
+
+#include "core/errors.h"
+#include "http/framing.h"
+#include "http/guard.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* A connection's state in one word, so that a phase change and a cut race safely:
+ * bits 0-2 phase, bit 3 fresh (no request seen yet), bits 4.. the phase's stamp in ms. */
+#define W_PHASE(w) ((enum guard_phase)((w)&7u))
+#define W_FRESH(w) (((w) >> 3) & 1u)
+#define W_STAMP(w) ((w) >> 4)
+#define W_MAKE(p, fresh, ms) (((uint64_t)(ms) << 4) | ((uint64_t)(fresh) << 3) | (uint64_t)(p))
+
+struct guard_conn {
+    _Atomic uint64_t word;
+    int fd;
+    uint64_t seq; /* accept order; the list is kept in it (under g->mu) */
+    struct guard_conn *prev, *next;
+    struct guard *g;
+    /* The bytes its client sent, followed by http/framing.c's scanner (in the recv() override,
+     * on the connection's thread only), and a refusal held back while a response is being
+     * produced (given at G_IDLE). */
+    struct framing_scan scan;
+    uint64_t answered; /* requests whose response is out (G_IDLE entries) */
+    /* Bytes libmicrohttpd has read from it (the recv() override; relaxed, the watchdog and
+     * the eviction read it): what the client has shown it sent, for judging it slow. */
+    _Atomic uint64_t got;
+    _Atomic bool refused;
+    /* An answer was given before the client stopped sending (see "lingering close" below):
+     * when libmicrohttpd closes, the socket lingers from linger_ms. `waiting`: cut by the
+     * guard, on g->waitq until libmicrohttpd closes it (under g->lmu). */
+    _Atomic bool linger;
+    _Atomic uint64_t linger_ms;
+    bool waiting;
+    struct guard_conn *wprev, *wnext;
+};
+
+struct guard {
+    struct guard_limits lim;
+    pthread_mutex_t mu; /* the list, n, stop */
+    pthread_cond_t cv;
+    pthread_t thread;
+    struct guard_conn *head;
+    uint64_t n;
+    bool stop;
+    atomic_bool draining; /* guard_drain: a connection going idle is closed */
+    atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
+    struct linger_set *linger; /* the lingering closer (http/linger.h) */
+    pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
+    struct guard_conn *waitq;  /* cut with a reply, libmicrohttpd not yet closing */
+    atomic_uint_fast64_t n_wait;
+};
+
+/* Cuts c if its word is still `seen` (guard.c). */
+bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enum lg_err reply,
+                const char *message, unsigned retry_after);
+
+/* guard_io.c */
+ssize_t guard__scan(void *owner, const void *buf, ssize_t r);
+void guard__hold(struct guard_conn *c, enum guard_phase p);
+bool guard__data_within(int fd, uint64_t age_ms);
+bool guard__data_ever(int fd);
+void guard__reply(struct guard *g, int fd, enum lg_err e, const char *message,
+                  unsigned retry_after);
+void guard__refuse(struct guard_conn *c);
+void guard__cut_linger(struct guard *g, struct guard_conn *c);
+void guard__wait_tick(struct guard *g, uint64_t now);
+void guard__close_linger(struct guard *g, struct guard_conn *c);
+
+#endif
