@@ -7,9 +7,12 @@
 
 #include "core/siphash.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <netinet/in.h>
+#include <stdbool.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,6 +409,20 @@ static void cfg__check_model_backends(struct config *cfg, struct config_errors *
     free(t);
 }
 
+/* Whether host (the listen address's host part) is a loopback address. */
+static bool cfg__loopback(const char *host)
+{
+    if (!host)
+        return false;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return !strcmp(host, "localhost");
+}
+
 static void cfg__validate(struct config *cfg, struct config_errors *errs)
 {
     if (cfg->n_backends == 0)
@@ -447,6 +464,12 @@ static void cfg__validate(struct config *cfg, struct config_errors *errs)
     if (cfg->workers == 0) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         cfg->workers = n > 0 ? (unsigned)n : 1;
+    }
+    if (cfg->max_connections_per_ip == CFG_AUTO) {
+        /* Facing a LAN, no one host may take the whole table; on loopback every client is
+         * this machine, one address: no limit. */
+        unsigned n = cfg->max_connections / 8;
+        cfg->max_connections_per_ip = cfg__loopback(cfg->listen_host) ? 0 : n < 64 ? 64 : n;
     }
 }
 

@@ -47,6 +47,8 @@ enum cfg_priority { PRIO_HIGH = 0, PRIO_NORMAL, PRIO_LOW, PRIO__COUNT };
 
 /* A numeric key limit not written for the key: [limits]' default applies. */
 #define CFG_UNSET 0xFFFFFFFFu
+/* A numeric key written "auto" (a row whose default is "auto"): validation resolves it. */
+#define CFG_AUTO 0xFFFFFFFEu
 
 /* An API key: [keys] NAME = KEY, and/or a [key.NAME] section. */
 struct cfg_key {
@@ -77,9 +79,10 @@ struct config {
     unsigned threads;
     unsigned workers;
     unsigned max_connections;
-    unsigned max_connections_per_ip; /* 0 = no limit */
+    unsigned max_connections_per_ip; /* 0 = no limit ("auto" resolved at load) */
     unsigned client_header_timeout_s;
     unsigned client_body_timeout_s;
+    unsigned client_body_deadline_s; /* the whole body, from its start; 0 = none */
     unsigned keepalive_timeout_s;
     unsigned client_send_timeout_s; /* reloadable: read per request */
     uint64_t stream_buffer_bytes;

@@ -184,6 +184,7 @@ static const char *const restart_keys[] = {
     "server.max_connections_per_ip",
     "server.client_header_timeout_s",
     "server.client_body_timeout_s",
+    "server.client_body_deadline_s",
     "server.keepalive_timeout_s",
 };
 
@@ -235,6 +236,7 @@ int config_restart_keep(struct config *dst, const struct config *running)
     dst->max_connections_per_ip = running->max_connections_per_ip;
     dst->client_header_timeout_s = running->client_header_timeout_s;
     dst->client_body_timeout_s = running->client_body_timeout_s;
+    dst->client_body_deadline_s = running->client_body_deadline_s;
     dst->keepalive_timeout_s = running->keepalive_timeout_s;
     return 0;
 }

@@ -26,12 +26,15 @@ const struct cfg_row cfg__rows[] = {
      "inference workers (curl multi loops); 0 = number of cores"},
     {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "8192",
      "open client connections; RLIMIT_NOFILE is raised to fit"},
-    {"server", "max_connections_per_ip", CT_UINT, F(max_connections_per_ip), 0, 1000000, "0",
-     "open connections from one client address; more are closed at accept; 0 = no limit"},
+    {"server", "max_connections_per_ip", CT_UINT, F(max_connections_per_ip), 0, 1000000, "auto",
+     "open connections from one client address; more are closed at accept; 0 = no limit; auto = "
+     "none when listening on loopback, else max_connections / 8 (at least 64)"},
     {"server", "client_header_timeout_s", CT_UINT, F(client_header_timeout_s), 1, 3600, "60",
      "request line and headers, from the request's first byte; expiry -> 408, close"},
     {"server", "client_body_timeout_s", CT_UINT, F(client_body_timeout_s), 1, 3600, "60",
      "between two reads of a request body; expiry -> 408, close"},
+    {"server", "client_body_deadline_s", CT_UINT, F(client_body_deadline_s), 0, 86400, "300",
+     "a whole request body, from its start; expiry -> 408, close; 0 = none"},
     {"server", "keepalive_timeout_s", CT_UINT, F(keepalive_timeout_s), 1, 3600, "75",
      "an idle keep-alive connection is closed after this"},
     {"server", "client_send_timeout_s", CT_UINT, F(client_send_timeout_s), 1, 3600, "60",
@@ -244,6 +247,11 @@ int cfg__set(struct config *cfg, void *base_, const struct cfg_row *row, const c
     switch (row->type) {
     case CT_UINT:
     case CT_SIZE:
+        if (row->type == CT_UINT && row->def && !strcmp(row->def, "auto") &&
+            !strcmp(value, "auto")) {
+            *(unsigned *)(void *)base = CFG_AUTO; /* resolved by validation */
+            return 0;
+        }
         if (cfg__parse_u64(value, &v) != 0) {
             snprintf(why, whylen, "'%s' is not a non-negative integer", value);
             return -1;

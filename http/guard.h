@@ -6,23 +6,28 @@
  *
  *   G_HEADER  request line and headers arriving: client_header_timeout_s from the request's
  *             first byte (from accept for a new connection) -> 408, then close
- *   G_BODY    body arriving: client_body_timeout_s from the last read -> 408, then close
+ *   G_BODY    body arriving: client_body_timeout_s from the last read, and
+ *             client_body_deadline_s from the body's start -> 408, then close
  *   G_IDLE    keep-alive between requests: keepalive_timeout_s -> closed without a reply
  *   G_BUSY    request complete: the gateway's own deadlines (request_s) apply
  *
  * and keeps the number of open connections at max_connections: a new connection beyond it
  * evicts a slow header (one that sent part of its headers over a second ago: judged by what
  * was read from it, not by how long the gateway took to read it), else the longest-idle
- * keep-alive connection, else a header only late (a kept-alive one, or a new connection that
- * sent nothing for 5 s); oldest first in each. When none qualifies (every connection busy with
- * a request, or new with its request not read yet), the new one gets 503 overloaded.
+ * keep-alive connection, else a slow body (one arriving for 2 s at under 8 KiB/s), else a
+ * header only late (a kept-alive one, or a new connection that sent nothing for 5 s); oldest
+ * first in each. When none qualifies (every connection busy with a request, or new with its
+ * request not read yet), the new one gets 503 overloaded.
  *
- * A watchdog thread checks the deadlines a few times a second. Phase changes are one
- * compare-and-swap on the connection's own word (no lock on the request path); the table's
- * lock is taken only when a connection opens or closes and by the watchdog. Cutting a
- * connection is a compare-and-swap to G_CUT, the reply written straight to the socket, then
- * shutdown(2), which libmicrohttpd sees as the client's end; the connection's own thread
- * learns of the cut from guard_enter/guard_touch returning false and stops.
+ * Each connection waits in a queue per phase, ordered by its deadline's stamp (nginx's
+ * reusable-connection queue): the eviction and the watchdog look only at the queues' heads, so
+ * their cost does not grow with the table. Phase changes are one compare-and-swap on the
+ * connection's own word and one short lock to re-place it (a body read re-places at most every
+ * 250 ms); the watchdog claims due connections under the lock and makes its system calls
+ * (probes, replies, shutdown) with it released. Cutting a connection is a compare-and-swap to
+ * G_CUT, the reply written straight to the socket, then shutdown(2), which libmicrohttpd sees
+ * as the client's end; the connection's own thread learns of the cut from
+ * guard_enter/guard_touch returning false and stops.
  *
  * A connection answered before its client stopped sending (a reply the guard wrote, or an
  * early answer marked with guard_linger) is not closed with a reset: at libmicrohttpd's close
@@ -39,11 +44,12 @@
 enum guard_phase { G_IDLE = 0, G_HEADER, G_BODY, G_BUSY, G_CUT };
 
 struct guard_limits {
-    unsigned header_ms;    /* G_HEADER deadline */
-    unsigned body_ms;      /* G_BODY deadline, from the last read */
-    unsigned keepalive_ms; /* G_IDLE deadline */
-    unsigned max_conns;    /* open connections; beyond: evict or refuse */
-    unsigned tick_ms;      /* watchdog period; 0 = derived from the deadlines */
+    unsigned header_ms;     /* G_HEADER deadline */
+    unsigned body_ms;       /* G_BODY deadline, from the last read */
+    unsigned body_total_ms; /* G_BODY deadline, from the body's start; 0 = none */
+    unsigned keepalive_ms;  /* G_IDLE deadline */
+    unsigned max_conns;     /* open connections; beyond: evict or refuse */
+    unsigned tick_ms;       /* watchdog period; 0 = derived from the deadlines */
     /* Counts a status the guard wrote itself (408, 503); may be NULL. Called from the
      * watchdog or a connection thread. */
     void (*count_status)(void *arg, unsigned status);

@@ -21,12 +21,36 @@
 #define W_STAMP(w) ((w) >> 4)
 #define W_MAKE(p, fresh, ms) (((uint64_t)(ms) << 4) | ((uint64_t)(fresh) << 3) | (uint64_t)(p))
 
+/* The queues a connection waits in, by what the watchdog and the eviction look for (under
+ * g->mu): each ordered by its stamp, oldest first, so that both look only at heads. */
+enum guard_q {
+    Q_NONE = 0, /* busy with a request, cut, or claimed (below) */
+    Q_UNREAD,   /* G_HEADER, new, nothing read from it yet: by accept order */
+    Q_HEAD,     /* G_HEADER with bytes read (or a kept-alive one): by the deadline's stamp */
+    Q_BODY,     /* G_BODY: by its last read (within guard.touch_ms) */
+    Q_IDLE,     /* G_IDLE: by when it went idle */
+    Q_N
+};
+
+struct guard_list {
+    struct guard_conn *head, *tail;
+    uint64_t n;
+};
+
 struct guard_conn {
     _Atomic uint64_t word;
     int fd;
-    uint64_t seq; /* accept order; the list is kept in it (under g->mu) */
-    struct guard_conn *prev, *next;
+    uint64_t seq; /* accept order */
     struct guard *g;
+    /* Under g->mu: its queue, and its place there (key: the stamp it was placed with);
+     * `claimed` while the watchdog or an eviction works on it with the lock released (it is in
+     * no queue then, and guard_close waits for it); `inbody`: on g->bodies, the bodies in the
+     * order they began, with the time and the byte count at their start. */
+    enum guard_q q;
+    bool claimed, inbody;
+    struct guard_conn *prev, *next, *bprev, *bnext, *batch;
+    uint64_t key, body_ms, body_got;
+    _Atomic uint64_t placed_ms; /* the key, for guard_touch's look without the lock */
     /* The bytes its client sent, followed by http/framing.c's scanner (in the recv() override,
      * on the connection's thread only), and a refusal held back while a response is being
      * produced (given at G_IDLE). */
@@ -47,19 +71,28 @@ struct guard_conn {
 
 struct guard {
     struct guard_limits lim;
-    pthread_mutex_t mu; /* the list, n, stop */
-    pthread_cond_t cv;
+    unsigned touch_ms;  /* a body read re-places its connection at most this often */
+    pthread_mutex_t mu; /* the queues, n, n_evicting, claims, stop */
+    pthread_cond_t cv, claim_cv;
     pthread_t thread;
-    struct guard_conn *head;
-    uint64_t n;
+    struct guard_list qs[Q_N];
+    struct guard_conn *bodies, *bodies_tail;
+    uint64_t n;          /* connections in the table */
+    uint64_t n_evicting; /* victims chosen, their cut not done yet */
+    unsigned closers;    /* guard_close calls waiting for a claim to end */
     bool stop;
-    atomic_bool draining; /* guard_drain: a connection going idle is closed */
+    atomic_uint_fast64_t n_cut; /* cut, not closed yet: leaving, not counted against the limit */
+    atomic_bool draining;       /* guard_drain: a connection going idle is closed */
     atomic_uint_fast64_t header_timeouts, body_timeouts, idle_closed, evicted, refused;
     struct linger_set *linger; /* the lingering closer (http/linger.h) */
     pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
     struct guard_conn *waitq;  /* cut with a reply, libmicrohttpd not yet closing */
     atomic_uint_fast64_t n_wait;
 };
+
+/* c's queue made right for its word now (guard.c): takes g->mu. After a change the lock-free
+ * paths made (the first bytes read). */
+void guard__settle(struct guard_conn *c);
 
 /* Cuts c if its word is still `seen` (guard.c). */
 bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enum lg_err reply,

@@ -117,6 +117,7 @@ void guard__refuse(struct guard_conn *c)
     uint64_t w = atomic_load(&c->word);
     while (W_PHASE(w) != G_CUT && !guard__cut(c->g, c, w, e, c->scan.why, 0))
         w = atomic_load(&c->word);
+    guard__settle(c); /* out of its queue */
 }
 
 /* recv()'s look at r bytes a client connection's descriptor gave: what libmicrohttpd is to get.
@@ -130,7 +131,9 @@ void guard__refuse(struct guard_conn *c)
 ssize_t guard__scan(void *owner, const void *buf, ssize_t r)
 {
     struct guard_conn *c = owner;
-    atomic_fetch_add_explicit(&c->got, (uint64_t)r, memory_order_relaxed);
+    if (atomic_fetch_add_explicit(&c->got, (uint64_t)r, memory_order_relaxed) == 0 && r > 0 &&
+        W_PHASE(atomic_load(&c->word)) == G_HEADER)
+        guard__settle(c); /* its first bytes: from the unread connections to the headers */
     if (W_PHASE(atomic_load(&c->word)) == G_CUT)
         return 0; /* cut (its reply written): libmicrohttpd is to close; the bytes are dropped */
     if (atomic_load_explicit(&c->refused, memory_order_relaxed)) {
@@ -244,6 +247,7 @@ bool guard_refuse(struct guard_conn *c, enum lg_err e, const char *message, unsi
     uint64_t w = atomic_load(&c->word);
     while (W_PHASE(w) != G_CUT && !guard__cut(c->g, c, w, e, message, retry_after))
         w = atomic_load(&c->word);
+    guard__settle(c); /* out of its queue */
     return false;
 }
 

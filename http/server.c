@@ -118,6 +118,7 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
         goto fail;
     struct guard_limits gl = {.header_ms = cfg->client_header_timeout_s * 1000u,
                               .body_ms = cfg->client_body_timeout_s * 1000u,
+                              .body_total_ms = cfg->client_body_deadline_s * 1000u,
                               .keepalive_ms = cfg->keepalive_timeout_s * 1000u,
                               .max_conns = cfg->max_connections,
                               .count_status = http__count_status,

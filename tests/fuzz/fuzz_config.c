@@ -87,6 +87,7 @@ static const struct bound bounds[] = {
     {AT(max_connections_per_ip), 0, 0, 1000000},
     {AT(client_header_timeout_s), 0, 1, 3600},
     {AT(client_body_timeout_s), 0, 1, 3600},
+    {AT(client_body_deadline_s), 0, 0, 86400},
     {AT(keepalive_timeout_s), 0, 1, 3600},
     {AT(stream_buffer_bytes), 1, 16384, 16ull << 20},
     {AT(connect_ms), 0, 1, 600000},

@@ -330,6 +330,132 @@ START_TEST(test_deadlines)
 }
 END_TEST
 
+/* A body that keeps coming, a byte at a time, is cut at client_body_deadline_s from its start
+ * (the per-read deadline alone would keep it forever); the next request's body starts anew. */
+START_TEST(test_body_deadline)
+{
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .body_total_ms = 400,
+                             .keepalive_ms = 600000,
+                             .max_conns = 8,
+                             .tick_ms = 10,
+                             .count_status = count};
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int ca, cb;
+    int sa = tcp_pair(&ca), sb = tcp_pair(&cb);
+    struct guard_conn *a = guard_open(g, sa, 0, 1), *b = guard_open(g, sb, 0, 2);
+    ck_assert(guard_enter(a, G_BODY));
+    ck_assert(guard_enter(b, G_BODY));
+    for (int i = 0; i < 5; i++) { /* 250 ms of steady reads */
+        sleep_ms(50);
+        ck_assert(guard_touch(a));
+        ck_assert(guard_touch(b));
+    }
+    /* b's request ends and its next one begins: a new body, a new deadline */
+    ck_assert(guard_enter(b, G_BUSY));
+    ck_assert(guard_enter(b, G_IDLE));
+    guard_request_line(b);
+    ck_assert(guard_enter(b, G_BODY));
+    bool cut = false;
+    for (int i = 0; i < 20 && !cut; i++) { /* up to 1 s more: a must go at ~400 ms */
+        sleep_ms(20);
+        cut = !guard_touch(a);
+    }
+    ck_assert(cut);
+    ck_assert_int_eq(guard_phase_of(b), G_BODY);
+    char buf[2048];
+    read_all(ca, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "client_body_deadline_s"));
+    struct guard_stats st;
+    guard_get_stats(g, &st);
+    ck_assert_uint_eq(st.body_timeouts, 1);
+    guard_close(g, a);
+    guard_close(g, b);
+    int fds[] = {sa, sb, ca, cb};
+    for (size_t i = 0; i < 4; i++)
+        close(fds[i]);
+    guard_free(g);
+}
+END_TEST
+
+/* The table full of requests: a body arriving slowly is evicted for a newcomer (408), one
+ * arriving at a fair rate is kept; with none left to evict the newcomer gets 503. */
+START_TEST(test_slow_body_evicted)
+{
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 3,
+                             .count_status = count};
+    ck_assert(guard_init_process());
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int ca, cb, cc, cd, ce;
+    int sa = tcp_pair(&ca), sb = tcp_pair(&cb), sc = tcp_pair(&cc);
+    struct guard_conn *a = guard_open(g, sa, 0, 1), *b = guard_open(g, sb, 0, 2),
+                      *c = guard_open(g, sc, 0, 3);
+    ck_assert(guard_enter(c, G_BUSY));
+    static char chunk[16384], sink[16384];
+    memset(chunk, 'x', sizeof(chunk));
+    /* the requests' headers first (the guard's scanner follows every byte) */
+    const char req[] = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Length: 10000000\r\n\r\n";
+    ck_assert_int_eq(send(ca, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    ck_assert_int_eq(send(cb, req, sizeof(req) - 1, 0), (ssize_t)sizeof(req) - 1);
+    sleep_ms(20);
+    ck_assert_int_eq(recv(sa, sink, sizeof(sink), 0), (ssize_t)sizeof(req) - 1);
+    ck_assert_int_eq(recv(sb, sink, sizeof(sink), 0), (ssize_t)sizeof(req) - 1);
+    ck_assert(guard_enter(a, G_BODY));
+    ck_assert(guard_enter(b, G_BODY));
+    for (int i = 0; i < 11; i++) { /* 2.2 s: a sends one byte, b 176 KiB (80 KiB/s) */
+        if (i == 0) {
+            ck_assert_int_eq(send(ca, "{", 1, 0), 1);
+            ck_assert_int_eq(recv(sa, sink, sizeof(sink), 0), 1); /* through the override */
+            ck_assert(guard_touch(a));
+        }
+        ck_assert_int_eq(send(cb, chunk, sizeof(chunk), 0), (ssize_t)sizeof(chunk));
+        size_t got = 0;
+        while (got < sizeof(chunk)) {
+            ssize_t r = recv(sb, sink, sizeof(sink), 0);
+            ck_assert_int_gt(r, 0);
+            got += (size_t)r;
+        }
+        ck_assert(guard_touch(b));
+        sleep_ms(200);
+    }
+    int sd = tcp_pair(&cd);
+    struct guard_conn *d = guard_open(g, sd, 0, 4);
+    ck_assert_int_eq(guard_phase_of(a), G_CUT);
+    ck_assert_int_eq(guard_phase_of(b), G_BODY);
+    ck_assert_int_eq(guard_phase_of(d), G_HEADER);
+    char buf[2048];
+    read_all(ca, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 408 ", 13) == 0, "%s", buf);
+    ck_assert_ptr_nonnull(strstr(buf, "body was the slowest"));
+    /* a is leaving (cut), the table holds b, c, d: the next newcomer finds no one to evict */
+    int se = tcp_pair(&ce);
+    struct guard_conn *e = guard_open(g, se, 0, 5);
+    ck_assert_int_eq(guard_phase_of(e), G_CUT);
+    ck_assert_int_eq(guard_phase_of(b), G_BODY);
+    read_all(ce, buf, sizeof(buf));
+    ck_assert_msg(strncmp(buf, "HTTP/1.1 503 ", 13) == 0, "%s", buf);
+    struct guard_stats st;
+    guard_get_stats(g, &st);
+    ck_assert_uint_eq(st.evicted, 1);
+    ck_assert_uint_eq(st.refused, 1);
+    struct guard_conn *all[] = {a, b, c, d, e};
+    for (size_t i = 0; i < 5; i++)
+        guard_close(g, all[i]);
+    int fds[] = {sa, sb, sc, sd, se, ca, cb, cc, cd, ce};
+    for (size_t i = 0; i < 10; i++)
+        close(fds[i]);
+    guard_free(g);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("guard");
@@ -340,6 +466,8 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_accept_order);
     tcase_add_test(tc, test_unread_are_kept);
     tcase_add_test(tc, test_deadlines);
+    tcase_add_test(tc, test_body_deadline);
+    tcase_add_test(tc, test_slow_body_evicted);
     suite_add_tcase(s, tc);
     return s;
 }
