@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import select
 import socket
 import struct
 import threading
@@ -892,6 +893,7 @@ class TestClientDeadlines(BaselineTest):
     connection table at max_connections, with short deadlines, in front of the mock engine."""
 
     HEADER_S, BODY_S, KEEPALIVE_S, MAX_CONNS = 2, 1, 2, 16
+    BODY_TOTAL_S = 5
     LATE = 0.6  # the watchdog ticks every 250 ms; a loaded CI machine adds some
 
     @classmethod
@@ -900,6 +902,7 @@ class TestClientDeadlines(BaselineTest):
         cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])},
                                  server={"client_header_timeout_s": cls.HEADER_S,
                                          "client_body_timeout_s": cls.BODY_S,
+                                         "client_body_deadline_s": cls.BODY_TOTAL_S,
                                          "keepalive_timeout_s": cls.KEEPALIVE_S,
                                          "max_connections": cls.MAX_CONNS},
                                  name="llmgate-deadlines")
@@ -1011,6 +1014,32 @@ class TestClientDeadlines(BaselineTest):
         self.assertEqual(r.status, 200, r)
         self.assertEqual(r.body, self.expected(body))
         self.assertBaseline("a slow steady body")
+
+    def test_body_total_deadline(self):
+        """A body that keeps coming, a byte every 150 ms (each within client_body_timeout_s),
+        is cut with 408 at client_body_deadline_s from its start; its memory is returned."""
+        body = chat_body("an endless body " + "e" * 200)
+        data = self.req(body)
+        head = data[:-len(body)]
+        with Raw(HOST, self.gw.port, t(20)) as c:
+            c.send(head)
+            t0 = time.monotonic()
+            for i in range(len(body) - 1):
+                try:
+                    c.send(body[i:i + 1])
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if time.monotonic() - t0 > self.BODY_TOTAL_S + 3:
+                    break
+                r, _, _ = select.select([c.sock], [], [], 0.15)
+                if r:
+                    break
+            out, t1 = self.until_closed(c, t(5))
+        self.assert408(out, "endless body")
+        self.assertIn(b"client_body_deadline_s", out)
+        self.assertGreaterEqual(t1 - t0, self.BODY_TOTAL_S - 0.05)
+        self.assertLess(t1 - t0, self.BODY_TOTAL_S + self.LATE)
+        self.assertBaseline("an endless body")
 
     def test_keepalive(self):
         """A keep-alive connection is reusable within keepalive_timeout_s and closed without a
