@@ -1,6 +1,7 @@
 # llmgate — build, run, test, bench.
 #
-#   make          build build/llmgate, build/mockllm, build/ttftbench, build/jscan_bench
+#   make          build build/llmgate, build/mockllm, build/ttftbench, build/jscan_bench,
+#                 build/guard_bench
 #   make run      install deps, build, serve on 127.0.0.1:8080 backed by mockllm
 #   make test     install deps, build, format + lint checks, every suite (unit, jscan-diff,
 #                 fuzz-smoke, integration, ASan/UBSan, TSan, openai e2e)
@@ -58,7 +59,7 @@ MOCK_SRC  := $(wildcard cmd/mockllm/*.c)
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 UNIT_BIN  := $(UNIT_SRC:tests/unit/%.c=$(O)/tests/%)
 
-BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench
+BINS := $(O)/llmgate $(O)/mockllm $(O)/ttftbench $(O)/jscan_bench $(O)/guard_bench
 
 .PHONY: all deps bench-deps run test unit integration asan tsan e2e bench lint format check-format clean \
         jscan-diff fuzz fuzz-smoke
@@ -87,6 +88,10 @@ $(O)/ttftbench: $(O)/bench/ttftbench.o
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
 $(O)/jscan_bench: $(O)/bench/jscan_bench.o $(O)/libllmgate.a
+	@echo "  LD      $@"
+	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
+
+$(O)/guard_bench: $(O)/bench/guard_bench.o $(O)/libllmgate.a
 	@echo "  LD      $@"
 	@$(CC) $(ALL_LDFLAGS) -o $@ $^ $(ALL_LDLIBS)
 
