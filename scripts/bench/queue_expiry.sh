@@ -16,7 +16,9 @@
 # then 19,000 and the script says so).
 # Runs alternate alone / queue R times (1; --short: W 5,000). It prints the streams' inter-token
 # gap p50/p99/max and stalls per run, the waiters' answers (503 expected), and the delta of the
-# gap p99 queue - alone (median over runs); the target is <= 1 ms.
+# gap p99 queue - alone (median over runs); the target is <= 1 ms. Then the same without the
+# gateway (streams straight to the engine, W clients waiting on the silent engine and giving up
+# at the queue timeout): the machine's own floor, and the gateway's share above it.
 # Exit: 0 ok (delta within target); 1 a stream failed, waiters were not all refused with 503
 # or the delta is over the target; 2 llmgate unavailable.
 set -uo pipefail
@@ -138,11 +140,54 @@ for ((run = 1; run <= RUNS; run++)); do
     [[ -n ${p99[alone]:-} && -n ${p99[queue]:-} ]] && deltas+=($((p99[queue] - p99[alone])))
     unset p99
 done
+# The machine's own floor, same run: the same streams straight to the engine, alone and beside
+# W clients waiting on the engine that never answers and giving up together at the queue
+# timeout (the load generator's and the kernel's share of what the streams see, no gateway).
+DSTREAMS() {
+    "$TTFTBENCH" --url "http://127.0.0.1:$MOCK_PORT$CHAT" --concurrency "$STREAMS" \
+        --requests "$STREAMS" --max-tokens "$TOKENS" --expect-gap-ms "$ITL_MS" \
+        --expect-events $((TOKENS + 2)) --timeout 60 --max-time 120 --allow-fail --json \
+        2>>"$WORK/ttftbench.err"
+}
+direct=()
+for load in alone queue; do
+    wdesc=-
+    wpid=
+    if [[ $load == queue ]]; then
+        "$TTFTBENCH" --url "http://127.0.0.1:$HANG_PORT$CHAT" --concurrency "$WAITERS" \
+            --requests "$WAITERS" --max-tokens 4 --timeout $(((QTIMEOUT + 999) / 1000)) \
+            --connect-timeout 30 --max-time 180 --allow-fail --json >"$WORK/direct.json" \
+            2>>"$WORK/waiters.err" &
+        wpid=$!
+        t0=$SECONDS
+        peak=0
+        while ((peak < WAITERS * 99 / 100 && SECONDS - t0 < 60)); do
+            n=$(ss -tnH state established "( dport = :$HANG_PORT )" 2>/dev/null | wc -l)
+            ((n > peak)) && peak=$n
+            sleep 0.05
+        done
+        wdesc="waiting $peak after $((SECONDS - t0)) s"
+    fi
+    out=$(DSTREAMS)
+    [[ -n $wpid ]] && wait "$wpid"
+    if [[ $out != "{"* ]]; then
+        row direct "$load" failed - - - - "$wdesc"
+        continue
+    fi
+    read -r ok p50 q99 mx stalls < <(jf '"%d %s %s %s %d" % (j["ok"], ms(j["gap_us"]["p50"]),
+        ms(j["gap_us"]["p99"]), ms(j["gap_us"]["max"]), j["stalls"])' <<<"$out")
+    direct+=("$(jf 'j["gap_us"]["p99"]' <<<"$out")")
+    row direct "$load" "$ok/$STREAMS" "$p50" "$q99" "$mx" "$stalls" "$wdesc"
+done
+floor=
+((${#direct[@]} == 2)) && floor=$((direct[1] - direct[0]))
 if ((${#deltas[@]} > 0)); then
     med=$(printf '%s\n' "${deltas[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     verdict="✓"
     ((med > 1000)) && verdict="✗" && rc=1
     printf 'gap p99 queue - alone: %s us (median of %d run(s)); target <= 1000 us %s\n' \
         "$med" "${#deltas[@]}" "$verdict"
+    [[ -n $floor ]] && printf 'the machine without the gateway (direct, same run): %s us; the gateway'"'"'s own share: %s us\n' \
+        "$floor" "$((med - floor))"
 fi
 exit $rc
