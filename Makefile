@@ -136,10 +136,11 @@ FUZZ_PKGS_fuzz_config := inih libcrypto
 FUZZ_DEPS_fuzz_escape := core/esc.c core/errors.c core/buf.c
 FUZZ_DEPS_fuzz_framing := http/framing.c
 FUZZ_DEPS_fuzz_usage  := inference/usage.c core/buf.c
+FUZZ_DEPS_fuzz_usage_strip := inference/usage.c core/buf.c
 FUZZ_DEPS_fuzz_reqid  := http/request.c core/jscan.c
 FUZZ_PKGS_fuzz_reqid  := libcurl liburcu-cds # inference/job.h, included by http/request.h
 
-FUZZ_PREREQ := $(wildcard core/*.[ch] http/*.[ch] inference/*.h tests/fuzz/*.[ch])
+FUZZ_PREREQ := $(wildcard core/*.[ch] http/*.[ch] inference/*.[ch] tests/fuzz/*.[ch])
 
 $(O)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_PREREQ)
 	@mkdir -p $(dir $@)

@@ -214,8 +214,10 @@ int usage_strip_feed(struct usage_strip *f, const char *p, size_t n, struct buf 
                        buf_append(out, p + start, len) != 0) {
                 return -1;
             }
-        } else if (!usage__only(p + start, len) && buf_append(out, p + start, len) != 0) {
-            return -1;
+        } else if ((len > USAGE_STRIP_HOLD || !usage__only(p + start, len)) &&
+                   buf_append(out, p + start, len) != 0) {
+            return -1; /* (longer than the hold: passed unchecked, as it is when it comes in
+                        * pieces) */
         }
         f->n = 0;
         f->passing = false;
