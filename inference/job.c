@@ -48,6 +48,8 @@ void job_settle(struct job *job)
     if (!job->lim_taken || !job->limits || job->lim_settled)
         return;
     job->lim_settled = true;
+    if (!job->w_sent && job->usage_tokens < 0 && job->lim.took_request)
+        limits_refund_request(job->limits, job->key); /* no engine saw it */
     if (job->usage_tokens >= 0)
         limits_reconcile(job->limits, job->key, job->lim.taken_tokens, (uint64_t)job->usage_tokens);
     else if (!job->w_sent)

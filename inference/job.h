@@ -122,8 +122,8 @@ struct job {
     bool w_cancelled;
     bool w_hdr_done;    /* upstream headers delivered to the HTTP side */
     bool w_sent;        /* bytes of the request went to an engine: it may have seen it (a
-                         * request that never did is refunded its tpm charge; asked of curl
-                         * only when a tpm charge was taken) */
+                         * request that never did is refunded its tpm and rpm charges; asked
+                         * of curl only when such a charge was taken) */
     struct job *w_next; /* waiting list (arrival order; drained at shutdown) */
     struct job *w_prev;
     uint64_t w_wait_deadline_ns;

@@ -372,6 +372,7 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
         }
         if (st) {
             st->taken_tokens = taken;
+            st->took_request = ks->req.cap != 0;
             if (ks->req.cap) {
                 st->limit_requests = (unsigned)ks->req.cap;
                 st->remaining_requests = (unsigned)bucket_units(&ks->req);
@@ -400,6 +401,17 @@ void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken,
         else
             bucket_owe(&ks->tok, used - taken);
     }
+    pthread_mutex_unlock(&ks->mu);
+}
+
+void limits_refund_request(struct limits *l, const struct cfg_key *k)
+{
+    struct key_state *ks = limits__state(l, k);
+    if (!ks)
+        return;
+    pthread_mutex_lock(&ks->mu);
+    if (ks->req.cap) /* a reload may have taken the limit away since */
+        bucket_give(&ks->req, 1);
     pthread_mutex_unlock(&ks->mu);
 }
 

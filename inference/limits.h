@@ -33,6 +33,7 @@ struct lim_state {
     uint64_t reset_tokens_ms;
     uint64_t taken_tokens; /* taken from the tpm bucket (the estimate, at most the cap; 0
                             * without tpm): what limits_reconcile settles */
+    bool took_request;     /* one taken from the rpm bucket: limits_refund_request's to give */
 };
 
 /* Tokens a request is estimated to cost when it sets no max_tokens. */
@@ -75,6 +76,12 @@ enum lim_verdict limits_take(struct limits *l, const struct cfg_key *k, uint64_t
  * together that used more than they were charged are not forgiven. Nothing when `taken` is 0,
  * or when k has no tpm limit any more. Once per admitted request; any thread. */
 void limits_reconcile(struct limits *l, const struct cfg_key *k, uint64_t taken, uint64_t used);
+
+/* A request limits_take admitted (lim_state.took_request) that no engine saw (refused by the
+ * gateway itself: queue full or timed out, fair share, draining; the client gone while queued;
+ * no engine reachable): its request goes back to k's rpm bucket (never past full; nothing when
+ * k has no rpm limit any more). Once per such request; any thread. */
+void limits_refund_request(struct limits *l, const struct cfg_key *k);
 
 /* The end, at now_ns, of a request that limits_take admitted at taken_ns (the now_ns it was
  * given; 0 and 0: not measured): its slot back. The time held, smoothed, and the age of those

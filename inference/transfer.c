@@ -252,9 +252,9 @@ void worker__start(struct worker *w, struct job *job)
 void worker__teardown(struct worker *w, struct job *job, bool reusable)
 {
     if (job->easy) {
-        long sent = 0; /* request bytes written to the engine, this transfer: only a tpm charge
-                        * (job_settle) asks */
-        if (job->lim.taken_tokens && !job->w_sent &&
+        long sent = 0; /* request bytes written to the engine, this transfer: only a tpm or
+                        * rpm charge (job_settle) asks */
+        if ((job->lim.taken_tokens || job->lim.took_request) && !job->w_sent &&
             (curl_easy_getinfo(job->easy, CURLINFO_REQUEST_SIZE, &sent) != CURLE_OK || sent > 0))
             job->w_sent = true;
         curl_multi_remove_handle(w->multi, job->easy);

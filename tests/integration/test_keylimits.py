@@ -471,7 +471,7 @@ class TestTpmHonest(OwnTest):
 
     TPM_KEYS = {"free": "sk-free-0123", "unreach": "sk-unreach-0123", "qto": "sk-qto-0123",
                 "left": "sk-left-0123", "debt": "sk-debt-0123", "strm": "sk-strm-0123",
-                "own": "sk-own-0123", "count": "sk-count-0123"}
+                "own": "sk-own-0123", "count": "sk-count-0123", "rpmq": "sk-rpmq-0123"}
 
     @classmethod
     def fixture(cls):
@@ -483,7 +483,8 @@ class TestTpmHonest(OwnTest):
             extra=[("health", {"interval_ms": 0}),
                    ("backend.nousage", {"url": cls.mock.url, "models": "plain-model",
                                         "stream_usage": "false"})] +
-                  [("key.%s" % k, {"tpm": 1000}) for k in cls.TPM_KEYS if k != "free"],
+                  [("key.%s" % k, {"tpm": 1000}) for k in cls.TPM_KEYS if k not in ("free", "rpmq")] +
+                  [("key.rpmq", {"rpm": 2})],
             name="llmgate-tpm")
 
     def rq(self, key, body, timeout=20):
@@ -536,6 +537,25 @@ class TestTpmHonest(OwnTest):
         time.sleep(0.2)
         self.assertEqual(self.mock.stats()["requests"], before + 1)  # only the hold
         self.assert_whole("left")
+
+    def test_rpm_refund(self):
+        """rpm is refunded like tpm: a key allowed 2 requests a minute that was refused twice
+        by the gateway itself (queue timeouts, no engine saw them) still has both."""
+        for _ in range(2):
+            th, res = self.hold_slot(900)
+            try:
+                r = self.rq("rpmq", chat_body("t"))
+                self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_timeout",
+                                         retry_after=True)
+            finally:
+                th.join()
+            self.assertEqual(res["result"].status, 200, res)
+        time.sleep(0.1)  # the charge is settled when the request's last reference goes
+        for i in range(2):
+            r = self.rq("rpmq", chat_body("t"))
+            self.assertEqual(r.status, 200, (i, r))
+        r = self.rq("rpmq", chat_body("t"))
+        self.assertEqual(r.status, 429, r)
 
     def test_overdraw_is_owed(self):
         """Two requests estimated at about 20 tokens each, admitted together, that used 600

@@ -57,6 +57,38 @@ START_TEST(test_rpm)
 }
 END_TEST
 
+/* A request no engine saw gets its rpm unit back, never past the cap. */
+START_TEST(test_rpm_refund)
+{
+    struct config *c = load();
+    struct limits *l = limits_new();
+    ck_assert_int_eq(limits_bind(l, c, 0), 0);
+    const struct cfg_key *a = config_key_find(c, "sk-a", 4);
+    uint64_t t0 = 1000 * MS, retry = 0;
+    struct lim_state st;
+    limits_refund_request(l, a); /* full: nothing more */
+    for (int i = 0; i < 60; i++) {
+        ck_assert_int_eq(limits_take(l, a, 10, t0, 0, &retry, &st), LIM_OK);
+        ck_assert(st.took_request);
+        limits_release(l, a, 0, 0);
+    }
+    ck_assert_int_eq(limits_take(l, a, 10, t0, 0, &retry, NULL), LIM_RPM);
+    limits_refund_request(l, a); /* the 60th was refused by the gateway: back */
+    ck_assert_int_eq(limits_take(l, a, 10, t0, 0, &retry, &st), LIM_OK);
+    ck_assert_uint_eq(st.remaining_requests, 0);
+    limits_release(l, a, 0, 0);
+    ck_assert_int_eq(limits_take(l, a, 10, t0, 0, &retry, NULL), LIM_RPM);
+    /* a key without rpm takes none and is given none */
+    const struct cfg_key *b = config_key_find(c, "sk-b", 4);
+    ck_assert_int_eq(limits_take(l, b, 10, t0, 0, &retry, &st), LIM_OK);
+    ck_assert(!st.took_request);
+    limits_release(l, b, 0, 0);
+    limits_unbind(l, c);
+    limits_free(l);
+    config_free(c);
+}
+END_TEST
+
 START_TEST(test_tpm)
 {
     struct config *c = load();
@@ -376,6 +408,7 @@ Suite *make_suite(void)
     Suite *s = suite_create("limits");
     TCase *tc = tcase_create("limits");
     tcase_add_test(tc, test_rpm);
+    tcase_add_test(tc, test_rpm_refund);
     tcase_add_test(tc, test_tpm);
     tcase_add_test(tc, test_tpm_debt);
     tcase_add_test(tc, test_tpm_rebind_refund);
