@@ -27,7 +27,8 @@ const struct cfg_row cfg__rows[] = {
     {"server", "max_connections", CT_UINT, F(max_connections), 16, 1000000, "8192",
      "open client connections; RLIMIT_NOFILE is raised to fit"},
     {"server", "max_connections_per_ip", CT_UINT, F(max_connections_per_ip), 0, 1000000, "auto",
-     "open connections from one client address; more are closed at accept; 0 = no limit; auto = "
+     "open connections from one client address (one more gets 429 and is closed); 0 = no limit; "
+     "auto = "
      "none when listening on loopback, else max_connections / 8 (at least 64)"},
     {"server", "client_header_timeout_s", CT_UINT, F(client_header_timeout_s), 1, 3600, "60",
      "request line and headers, from the request's first byte; expiry -> 408, close"},

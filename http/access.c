@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "http/framing.h"
 #include "http/guard.h"
+#include "http/peers.h"
 #include "http/request.h"
 #include "http/server_int.h"
 #include "inference/job.h"
@@ -76,6 +77,12 @@ void http__notify(void *cls, struct MHD_Connection *conn, void **socket_context,
         if (!*socket_context)
             shutdown(ci->connect_fd, SHUT_RDWR);
     } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (s->peers) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+            if (ci)
+                peers_leave(s->peers, ci->client_addr);
+        }
         guard_close(s->guard, *socket_context);
         *socket_context = NULL;
     }

@@ -113,6 +113,11 @@ void guard_linger(struct guard_conn *c);
  * 0), the connection cut, its close lingering. Returns false (the caller returns MHD_NO). The
  * connection's thread. */
 bool guard_refuse(struct guard_conn *c, enum lg_err e, const char *message, unsigned retry_after);
+/* A new connection refused before libmicrohttpd has it (the acceptor's thread): the reply for
+ * `e` written to fd (Retry-After: retry_after s, if not 0), counted, and fd handed to the
+ * lingering closer, which closes it. */
+void guard_refuse_fd(struct guard *g, int fd, enum lg_err e, const char *message,
+                     unsigned retry_after);
 /* Sockets lingering now, and that lingered in all. */
 void guard_linger_stats(struct guard *g, uint64_t *lingering, uint64_t *lingered);
 

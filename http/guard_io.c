@@ -251,6 +251,13 @@ bool guard_refuse(struct guard_conn *c, enum lg_err e, const char *message, unsi
     return false;
 }
 
+void guard_refuse_fd(struct guard *g, int fd, enum lg_err e, const char *message,
+                     unsigned retry_after)
+{
+    guard__reply(g, fd, e, message, retry_after);
+    linger_take(g->linger, fd, guard_now_ms()); /* shuts the write side, drains, closes */
+}
+
 void guard_linger_stats(struct guard *g, uint64_t *lingering, uint64_t *lingered)
 {
     struct linger_stats ls;

@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "http/accept.h"
 #include "http/guard.h"
+#include "http/peers.h"
 #include "http/server_int.h"
 #include "inference/worker.h"
 
@@ -83,8 +84,19 @@ static void http__add_connection(void *arg, int fd, const struct sockaddr *sa, s
         atomic_store_explicit(&s->stamps[fd].ms, guard_now_ms(), memory_order_relaxed);
         atomic_store_explicit(&s->stamps[fd].seq, ++s->accept_seq, memory_order_relaxed);
     }
-    if (MHD_add_connection(s->daemon, fd, sa, len) != MHD_YES)
+    if (s->peers && !peers_enter(s->peers, sa)) {
+        /* a readable answer, not libmicrohttpd's silent close */
+        atomic_fetch_add_explicit(&s->per_ip_refused, 1, memory_order_relaxed);
+        guard_refuse_fd(s->guard, fd, LGE_RATE_LIMITED,
+                        "too many connections from this address ([server] max_connections_per_ip)",
+                        1);
+        return;
+    }
+    if (MHD_add_connection(s->daemon, fd, sa, len) != MHD_YES) {
         log_debug("a new connection was refused: %s", strerror(errno));
+        if (s->peers)
+            peers_leave(s->peers, sa); /* libmicrohttpd closed it: no close notification */
+    }
 }
 
 struct server *server_new(const struct config *cfg, struct pool *pool, struct reloader *reloader)
@@ -124,6 +136,10 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
                               .count_status = http__count_status,
                               .count_arg = s};
     s->guard = guard_new(&gl);
+    if (cfg->max_connections_per_ip && !(s->peers = peers_new(cfg->max_connections_per_ip))) {
+        close(lfd);
+        goto fail;
+    }
     struct rlimit rl;
     s->n_stamps = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
                       ? (size_t)rl.rlim_cur
@@ -151,7 +167,6 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http__access, s, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int)cfg->max_connections_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, backstop, MHD_OPTION_NOTIFY_COMPLETED, http__completed, s,
         MHD_OPTION_NOTIFY_CONNECTION, http__notify, s, MHD_OPTION_URI_LOG_CALLBACK, http__uri_log,
         s, MHD_OPTION_EXTERNAL_LOGGER, http__mhd_log, NULL, MHD_OPTION_CONNECTION_MEMORY_LIMIT,
@@ -172,6 +187,7 @@ fail:
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard);
+    peers_free(s->peers);
     free(s->stamps);
     pthread_mutex_destroy(&s->admin_lock);
     free(s);
@@ -206,6 +222,7 @@ void server_free(struct server *s)
     if (s->daemon)
         MHD_stop_daemon(s->daemon);
     guard_free(s->guard); /* after libmicrohttpd: every connection is closed */
+    peers_free(s->peers);
     http__admin_free(s);
     free(s->stamps);
     pthread_mutex_destroy(&s->admin_lock);

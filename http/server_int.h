@@ -114,6 +114,8 @@ struct server {
     struct MHD_Daemon *daemon;
     struct guard *guard;       /* client deadlines and the connection table */
     struct acceptor *acceptor; /* owns the listening socket (see http/accept.h) */
+    struct peers *peers;       /* connections per address (max_connections_per_ip), or NULL */
+    atomic_uint_fast64_t per_ip_refused;
     /* When and in which order each descriptor was accepted, for the guard: written by the
      * acceptor before MHD_add_connection, read when libmicrohttpd's thread registers it. */
     struct accept_stamp {

@@ -231,8 +231,9 @@ class TestFraming(OwnTest):
 
 
 class TestPerIpLimit(OwnTest):
-    """[server] max_connections_per_ip = 2: a third connection from the same address is closed
-    at once; the two open ones keep working, and a slot frees when one closes."""
+    """[server] max_connections_per_ip = 2: a third connection from the same address gets a
+    readable 429 (not libmicrohttpd's silent close) and is closed; the two open ones keep
+    working, and a slot frees when one closes."""
 
     @classmethod
     def fixture(cls):
@@ -240,13 +241,30 @@ class TestPerIpLimit(OwnTest):
         cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])}, server={"max_connections_per_ip": 2},
                                  name="llmgate-perip")
 
-    def closed_at_once(self, c):
-        c.settimeout(t(2))
+    def refused(self, c):
+        """What a connection beyond the limit receives, to the close."""
+        c.settimeout(t(3))
+        out = b""
         try:
             c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            return c.sock.recv(100) == b""
         except OSError:
-            return True
+            pass
+        try:
+            while True:
+                d = c.sock.recv(65536)
+                if not d:
+                    break
+                out += d
+        except OSError:
+            pass
+        return out
+
+    def metric(self, c, name):
+        c.send_request("GET", "/metrics")
+        r = c.read_response(method="GET")
+        m = re.search(r"(?m)^%s (\d+)$" % name, r.body.decode())
+        self.assertTrue(m, name)
+        return int(m.group(1))
 
     def test_third_refused(self):
         time.sleep(t(0.5))  # the connections of the start-up health checks must be gone
@@ -255,9 +273,17 @@ class TestPerIpLimit(OwnTest):
             for c in (a, b):
                 c.send_request("GET", "/healthz")
                 self.assertEqual(c.read_response(method="GET").status, 200)
-            third = Raw(HOST, self.gw.port, t(5))
-            self.assertTrue(self.closed_at_once(third), "a third connection from one address was served")
-            third.close()
+            before = self.metric(a, "llmgate_connections_per_ip_refused_total")
+            for _ in range(2):  # twice in a row: the refused one takes no slot
+                third = Raw(HOST, self.gw.port, t(5))
+                out = self.refused(third)
+                third.close()
+                self.assertTrue(out.startswith(b"HTTP/1.1 429 "), out[:200])
+                head, _, body = out.partition(b"\r\n\r\n")
+                self.assertIn(b"\r\nRetry-After: 1\r\n", head + b"\r\n")
+                self.assertIn(b"max_connections_per_ip", body)
+                self.assertEqual(json.loads(body)["error"]["code"], "rate_limit_exceeded")
+            self.assertEqual(self.metric(a, "llmgate_connections_per_ip_refused_total"), before + 2)
             a.send_request("GET", "/healthz")
             self.assertEqual(a.read_response(method="GET").status, 200)
         finally:

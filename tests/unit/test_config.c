@@ -41,6 +41,45 @@ static struct config *dump_and_load(const struct config *c, struct config_errors
     return again;
 }
 
+/* max_connections_per_ip = auto (the default): none on loopback, max_connections / 8 (at
+ * least 64) facing a network; a number as written. */
+START_TEST(test_per_ip_auto)
+{
+    static const struct {
+        const char *server;
+        unsigned want;
+    } cases[] = {
+        {"listen = 0.0.0.0:9000\n", 1024},
+        {"listen = 192.168.1.5:9000\nmax_connections = 100\n", 64},
+        {"listen = 0.0.0.0:9000\nmax_connections = 20000\n", 2500},
+        {"listen = 127.0.0.1:9000\n", 0},
+        {"listen = 127.0.0.2:9000\n", 0},
+        {"listen = [::1]:9000\n", 0},
+        {"listen = localhost:9000\n", 0},
+        {"listen = 0.0.0.0:9000\nmax_connections_per_ip = 5\n", 5},
+        {"listen = 0.0.0.0:9000\nmax_connections_per_ip = 0\n", 0},
+        {"listen = 127.0.0.1:9000\nmax_connections_per_ip = auto\n", 0},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char text[512];
+        snprintf(text, sizeof(text),
+                 "[server]\n%s[backend.a]\nurl = http://127.0.0.1:1\nmodels = m\n",
+                 cases[i].server);
+        struct config_errors e = {0};
+        struct config *c = config_load_string("p.ini", text, &e);
+        ck_assert_msg(c != NULL, "%s: %s", cases[i].server, e.n ? e.msgs[0] : "");
+        ck_assert_msg(c->max_connections_per_ip == cases[i].want, "%s: %u", cases[i].server,
+                      c->max_connections_per_ip);
+        config_free(c);
+    }
+    struct config_errors e = {0};
+    ck_assert_ptr_null(config_load_string(
+        "p.ini", "[server]\nmax_connections = auto\n[backend.a]\nurl = http://x:1\nmodels = m\n",
+        &e)); /* only a key whose default is auto takes it */
+    config_errors_release(&e);
+}
+END_TEST
+
 START_TEST(test_good)
 {
     struct config_errors e = {0};
@@ -573,6 +612,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_model_backends_max);
     tcase_add_test(tc, test_url_no_blanks);
     tcase_add_test(tc, test_url_trailing_slashes);
+    tcase_add_test(tc, test_per_ip_auto);
     suite_add_tcase(s, tc);
     return s;
 }
