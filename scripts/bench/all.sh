@@ -27,7 +27,7 @@ declare -A MEANING=([0]=ok [1]=FAILED [2]="skipped/partial (llmgate or a tool un
 SUMMARY=()
 worst=0
 # name[+extra argument]: scripts/bench/NAME.sh [--short] [extra]
-for entry in no_stream_bench stream_bench compare backpressure streams_memory cost \
+for entry in no_stream_bench stream_bench compare backpressure streams_memory front_storm cost \
     cost+--syscalls; do
     s=${entry%%+*}
     extra=()
