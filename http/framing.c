@@ -97,11 +97,14 @@ void framing_scan_init(struct framing_scan *s)
 /* The next request on the connection starts: everything but the count is per request. */
 static void scan__next(struct framing_scan *s, size_t off)
 {
-    uint64_t n = s->requests, c = s->complete + 1;
+    uint64_t n = s->requests, c = s->complete + 1, el = s->cl_end_len;
+    size_t e = s->cl_end;
     memset(s, 0, sizeof(*s));
     s->requests = n;
     s->complete = c;
     s->msg_off = off;
+    s->cl_end = e;
+    s->cl_end_len = el;
 }
 
 static bool scan__refuse(struct framing_scan *s, unsigned status, const char *why)
@@ -255,8 +258,10 @@ static bool scan__head_end(struct framing_scan *s, size_t off)
 bool framing_scan(struct framing_scan *s, const void *buf, size_t n)
 {
     const unsigned char *p = buf, *end = p + n;
+    uint64_t complete0 = s->complete;
     if (s->st != S_REFUSED)
         s->msg_off = 0;
+    s->cl_end = 0;
     while (p < end) {
         if (s->st == S_REFUSED)
             return false;
@@ -265,9 +270,14 @@ bool framing_scan(struct framing_scan *s, const void *buf, size_t n)
             p += take;
             s->left -= take;
             if (s->left == 0) {
-                if (s->st == S_BODY)
-                    scan__next(s, (size_t)(p - (const unsigned char *)buf));
-                else
+                if (s->st == S_BODY) {
+                    size_t off = (size_t)(p - (const unsigned char *)buf);
+                    if (s->complete == complete0) { /* the first request to end here */
+                        s->cl_end = off;
+                        s->cl_end_len = s->clen;
+                    }
+                    scan__next(s, off);
+                } else
                     s->st = S_DATA_CR;
             }
             continue;
@@ -468,6 +478,16 @@ bool framing_scan(struct framing_scan *s, const void *buf, size_t n)
         }
     }
     return s->st != S_REFUSED;
+}
+
+uint64_t framing_scan_body_left(const struct framing_scan *s)
+{
+    return s->st == S_BODY ? s->left : 0;
+}
+
+bool framing_scan_in_head(const struct framing_scan *s)
+{
+    return s->st <= S_END_LF;
 }
 
 bool framing_http11(const char *version)

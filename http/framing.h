@@ -83,10 +83,14 @@ struct framing_scan {
     /* after a refusal: the status to answer (400, 413, 414, 431, 505) and why */
     unsigned status;
     const char *why;
-    uint64_t requests; /* requests whose head was accepted */
-    uint64_t complete; /* requests received whole (head, body, trailers) */
-    size_t msg_off;    /* in the last call's bytes: where the request being read began (0: at
-                        * or before the first byte); after a refusal, the refused one's */
+    uint64_t requests;   /* requests whose head was accepted */
+    uint64_t complete;   /* requests received whole (head, body, trailers) */
+    size_t msg_off;      /* in the last call's bytes: where the request being read began (0: at
+                          * or before the first byte); after a refusal, the refused one's */
+    size_t cl_end;       /* in the last call's bytes: just after the final byte of a
+                          * Content-Length body, if the first request to end in them had one
+                          * (0: none did) */
+    uint64_t cl_end_len; /* that body's Content-Length */
 };
 
 void framing_scan_init(struct framing_scan *s);
@@ -94,6 +98,11 @@ void framing_scan_init(struct framing_scan *s);
  * this call or an earlier one): s->status and s->why say how to answer; the connection must
  * be closed after the answer. Bytes after a refusal are not looked at. */
 bool framing_scan(struct framing_scan *s, const void *buf, size_t n);
+
+/* The bytes left of the Content-Length body being received (0: not in one). */
+uint64_t framing_scan_body_left(const struct framing_scan *s);
+/* Whether the scanner is between requests or in a request's head (request line, fields). */
+bool framing_scan_in_head(const struct framing_scan *s);
 
 /* Whether a request line's version (libmicrohttpd's "HTTP/1.x") is treated as HTTP/1.1:
  * HTTP/1.1 to HTTP/1.9, as libmicrohttpd does. */

@@ -94,6 +94,42 @@ START_TEST(test_pipelined)
 }
 END_TEST
 
+/* What parking reads (http/guard_io.c): where in a call's bytes the first Content-Length body
+ * ends, its length, the body bytes still to come, whether the scanner is in a head. */
+START_TEST(test_body_end)
+{
+    struct framing_scan s;
+    framing_scan_init(&s);
+    const char *head = "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n";
+    ck_assert(framing_scan_in_head(&s));
+    ck_assert(framing_scan(&s, head, strlen(head)));
+    ck_assert(!framing_scan_in_head(&s));
+    ck_assert_uint_eq(framing_scan_body_left(&s), 5);
+    ck_assert_uint_eq(s.cl_end, 0);
+    ck_assert(framing_scan(&s, "abc", 3));
+    ck_assert_uint_eq(framing_scan_body_left(&s), 2);
+    ck_assert_uint_eq(s.cl_end, 0);
+    /* the body ends 2 bytes in; a second request with its own body follows in the same call */
+    const char *rest = "de"
+                       "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz" GET "\r\n";
+    ck_assert(framing_scan(&s, rest, strlen(rest)));
+    ck_assert_uint_eq(s.cl_end, 2); /* the first to end, not the last */
+    ck_assert_uint_eq(s.cl_end_len, 5);
+    ck_assert_uint_eq(s.complete, 3);
+    ck_assert(framing_scan_in_head(&s));
+    ck_assert_uint_eq(framing_scan_body_left(&s), 0);
+    /* a call in which no body ends says 0 again */
+    ck_assert(framing_scan(&s, GET "\r\n", strlen(GET "\r\n")));
+    ck_assert_uint_eq(s.cl_end, 0);
+    /* a chunked body is not a Content-Length one */
+    const char *ch =
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n0\r\n\r\n";
+    ck_assert(framing_scan(&s, ch, strlen(ch)));
+    ck_assert_uint_eq(s.cl_end, 0);
+    ck_assert_uint_eq(framing_scan_body_left(&s), 0);
+}
+END_TEST
+
 START_TEST(test_refusals)
 {
     refused("GET /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\n\r\n", 400,
@@ -258,6 +294,7 @@ Suite *make_suite(void)
     TCase *tc = tcase_create("scan");
     tcase_add_test(tc, test_accepts);
     tcase_add_test(tc, test_pipelined);
+    tcase_add_test(tc, test_body_end);
     tcase_add_test(tc, test_refusals);
     tcase_add_test(tc, test_limits);
     tcase_add_test(tc, test_http11);
