@@ -22,6 +22,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
@@ -218,14 +220,45 @@ static enum MHD_Result http__rate_limited(struct server *s, struct MHD_Connectio
     return http__error(s, conn, LGE_RATE_LIMITED, msg, NULL, rid, retry_ms);
 }
 
-/* Final call of a POST: validate, route, suspend, hand over. */
-static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job)
+/* Wakes a parked connection (job->unpark, under job->lock, the connection open): the held
+ * byte may be read, and libmicrohttpd's epoll looks at the socket again (EPOLL_CTL_MOD with
+ * the events and tag libmicrohttpd registered it with reports it readable: the byte is
+ * there). Not in that set just now (ENOENT): libmicrohttpd adds it back itself, and the add
+ * reports it readable the same way. */
+static void http__unpark(struct job *job)
+{
+    guard_unhold(job->h_gconn);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLOUT | EPOLLPRI | EPOLLET,
+                             .data.ptr = job->conn};
+    (void)epoll_ctl(job->park_epfd, EPOLL_CTL_MOD, job->client_fd, &ev);
+}
+
+/* A request whose last body byte was held but that is not parked after all (it is refused,
+ * or cannot wait parked): the byte is let go at once, and the request goes on as any other,
+ * at its final call. */
+static enum MHD_Result http__unpark_now(struct job *job)
+{
+    job->h_state = H_BODY; /* the final call submits (or refuses) it */
+    free(job->model);      /* validated again then */
+    job->model = NULL;
+    job->unpark(job);
+    return MHD_YES;
+}
+
+/* Final call of a POST (or, `park`, the call that brought all of its body but the held last
+ * byte, already taken): validate, route, suspend (or park), hand over. Parking, what it would
+ * refuse is refused at the final call instead (nothing here has an effect before the limits'
+ * take, the last check). */
+static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *conn, struct job *job,
+                                    bool park)
 {
     char why[256];
     const char *param;
     struct req_info info;
     enum lg_err e = request_validate(job->endpoint, buf_data(&job->body), buf_len(&job->body),
                                      &info, why, sizeof(why), &param);
+    if (e != LGE_NONE && park)
+        return http__unpark_now(job);
     if (e != LGE_NONE) {
         job->h_state = H_DONE;
         job->h_status = err_info(e)->status;
@@ -237,6 +270,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     const struct config *cfg = job->snap->cfg;
     job->n_candidates =
         (unsigned)config_backends_for(cfg, job->model, job->candidates, JOB_MAX_CANDIDATES);
+    if ((job->n_candidates == 0 || !config_key_allows(job->key, job->model)) && park)
+        return http__unpark_now(job);
     if (job->n_candidates == 0 || !config_key_allows(job->key, job->model)) {
         /* a model the key may not use is one that does not exist, for that key */
         char msg[400];
@@ -255,6 +290,8 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     job->lim_at_ns = job->key ? clock_now_ns() : 0;
     enum lim_verdict lv = limits_take(s->limits, job->key, job->cost, job->lim_at_ns,
                                       guard_conn_id(http__gconn(conn)), &retry_ms, &job->lim);
+    if (lv != LIM_OK && park)
+        return http__unpark_now(job);
     if (lv != LIM_OK) {
         job->h_state = H_DONE;
         job->h_status = 429;
@@ -280,10 +317,15 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     job->deadline_ns = job->t_start_ns + (uint64_t)cfg->request_s * NS_PER_S;
     job->h_state = H_WAIT;
 
-    /* Suspend before the hand-over, so the worker can only ever resume a suspended connection. */
+    /* Suspend (or park) before the hand-over, so the worker can only ever wake a connection
+     * that waits for it. */
     pthread_mutex_lock(&job->lock);
-    job->suspended = true;
-    MHD_suspend_connection(conn);
+    if (park) {
+        job->parked = true;
+    } else {
+        job->suspended = true;
+        MHD_suspend_connection(conn);
+    }
     pthread_mutex_unlock(&job->lock);
     if (pool_submit(s->pool, job) != 0) {
         pthread_mutex_lock(&job->lock);
@@ -295,6 +337,39 @@ static enum MHD_Result http__submit(struct server *s, struct MHD_Connection *con
     }
     job->h_submitted = true;
     return MHD_YES;
+}
+
+/* All of a body but its last byte has come, and the guard holds that byte in the kernel
+ * (guard_held): take the byte with MSG_PEEK and hand the request over parked, so that it
+ * waits for its permit without being suspended (http/guard.h). A request that could outwait
+ * libmicrohttpd's own timeout in its read state (a reload to a longer request_s) does not
+ * park: its byte is let go at once. */
+static enum MHD_Result http__park(struct server *s, struct MHD_Connection *conn, struct job *job)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *di = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_DAEMON);
+    const union MHD_DaemonInfo *ei =
+        di ? MHD_get_daemon_info(di->daemon, MHD_DAEMON_INFO_EPOLL_FD) : NULL;
+    job->client_fd = ci ? ci->connect_fd : -1;
+    job->park_epfd = ei ? ei->epoll_fd : -1;
+    job->conn = conn;
+    job->h_gconn = http__gconn(conn);
+    job->unpark = http__unpark;
+    char last;
+    if (job->client_fd < 0 || job->park_epfd < 0 || job->snap->cfg->request_s + 5 > s->backstop_s ||
+        recv(job->client_fd, &last, 1, MSG_PEEK | MSG_DONTWAIT) != 1) {
+        if (job->client_fd >= 0 && job->park_epfd >= 0)
+            job->unpark(job);
+        return MHD_YES;
+    }
+    enum MHD_Result r = http__take_body(s, conn, job, &last, 1);
+    if (r != MHD_YES)
+        return r;    /* refused (the connection cut) */
+    job->h_skip = 1; /* libmicrohttpd hands it over once more when it reads it */
+    if (!guard_enter(job->h_gconn, G_BUSY))
+        return MHD_NO;
+    return http__submit(s, conn, job, true);
 }
 
 enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char *url,
@@ -317,15 +392,31 @@ enum MHD_Result http__access(void *cls, struct MHD_Connection *conn, const char 
         return http__answer_local(s, conn, url, method, con_cls);
     }
     if (job) {
+        if (*upload_data_size && job->h_skip) { /* a byte taken already (http__park) */
+            size_t k = *upload_data_size < job->h_skip ? *upload_data_size : job->h_skip;
+            job->h_skip -= (unsigned)k;
+            *upload_data_size -= k;
+            upload_data += k;
+            if (!*upload_data_size)
+                return MHD_YES; /* a call with body bytes, not the final one */
+        }
         if (job->h_state == H_BODY) {
             if (*upload_data_size) {
                 size_t n = *upload_data_size;
                 *upload_data_size = 0;
-                return http__take_body(s, conn, job, upload_data, n);
+                enum MHD_Result r = http__take_body(s, conn, job, upload_data, n);
+                if (r == MHD_YES && job->h_declared >= 2 &&
+                    buf_len(&job->body) + 1 == job->h_declared && guard_held(http__gconn(conn)))
+                    return http__park(s, conn, job);
+                return r;
             }
             if (!guard_enter(http__gconn(conn), G_BUSY))
                 return MHD_NO; /* cut by the guard: libmicrohttpd closes, completed frees */
-            return http__submit(s, conn, job);
+            return http__submit(s, conn, job, false);
+        }
+        if (job->h_state == H_WAIT && *upload_data_size) {
+            *upload_data_size = 0; /* parked, and woken before its final call: nothing more */
+            return MHD_YES;
         }
         if (job->h_state == H_WAIT) {
             pthread_mutex_lock(&job->lock);
@@ -455,6 +546,11 @@ void http__completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     const struct config *cfg = job->snap->cfg;
     pthread_mutex_lock(&job->lock);
     job->client_gone = true;
+    job->h_closed = true;       /* a parked connection is not woken from now on */
+    if (job->watch_epfd >= 0) { /* parked, and closed by libmicrohttpd (the client reset it) */
+        epoll_ctl(job->watch_epfd, EPOLL_CTL_DEL, job->client_fd, NULL);
+        job->watch_epfd = -1;
+    }
     bool finished = job->eof || job->fail != LGE_NONE;
     unsigned long long bytes = job->bytes_out, events = job->events;
     pthread_mutex_unlock(&job->lock);

@@ -664,4 +664,5 @@ void guard_get_stats(struct guard *g, struct guard_stats *out)
     out->idle_closed = atomic_load(&g->idle_closed);
     out->evicted = atomic_load(&g->evicted);
     out->refused = atomic_load(&g->refused);
+    out->parked = atomic_load(&g->parked);
 }

@@ -38,6 +38,7 @@
 
 #include "core/errors.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -54,6 +55,9 @@ struct guard_limits {
      * watchdog or a connection thread. */
     void (*count_status)(void *arg, unsigned status);
     void *count_arg;
+    /* While this is not 0 (requests are waiting for permits), a request body's last byte is
+     * left in the kernel (parking, below). NULL: never. */
+    const atomic_uint *park_when;
 };
 
 struct guard_stats {
@@ -63,6 +67,7 @@ struct guard_stats {
     uint64_t idle_closed;     /* keep-alive connections closed at keepalive_timeout_s */
     uint64_t evicted;         /* closed to make room for a new connection */
     uint64_t refused;         /* new connections refused (503): every slot busy */
+    uint64_t parked;          /* request bodies whose last byte was held (guard_held) */
 };
 
 struct guard;
@@ -120,6 +125,21 @@ void guard_refuse_fd(struct guard *g, int fd, enum lg_err e, const char *message
                      unsigned retry_after);
 /* Sockets lingering now, and that lingered in all. */
 void guard_linger_stats(struct guard *g, uint64_t *lingering, uint64_t *lingered);
+
+/* Parking. libmicrohttpd 0.9.75 walks a thread's whole list of suspended connections at every
+ * wake-up that resumes one (resume_suspended_connections), so thousands of requests waiting
+ * suspended for a permit make every stream's every resume pay for all of them. A waiter is
+ * kept off that list instead: while park_when is not 0, the recv() override reads a request
+ * with a Content-Length body of 2 bytes or more only up to one byte short of its end (a head
+ * is looked at with MSG_PEEK to find it), and then reads nothing more. libmicrohttpd, still
+ * receiving the body, waits for the socket (edge-triggered: no event comes, nothing is
+ * polled); the access handler, which has every byte but that one, takes it with MSG_PEEK and
+ * hands the request over. When the request's answer is ready, guard_unhold, and a new look
+ * at the socket by libmicrohttpd's epoll (EPOLL_CTL_MOD), let it read the byte and finish. */
+/* Whether the connection's request body is complete but for its last byte, held in the kernel. */
+bool guard_held(struct guard_conn *c);
+/* The held byte may be read from now on. Any thread; c must be open. */
+void guard_unhold(struct guard_conn *c);
 
 /* The connection's phase (G_CUT once cut). */
 /* c's accept order: names the connection for the process's life (0: NULL, or none given). */

@@ -67,6 +67,17 @@ struct guard_conn {
     _Atomic uint64_t linger_ms;
     bool waiting;
     struct guard_conn *wprev, *wnext;
+    /* Parking (guard.h): a PARK_* state (its connection's thread, and guard_unhold from any),
+     * and the request it is for (scan.complete then: the request being read). */
+    _Atomic unsigned char park;
+    uint64_t park_req;
+};
+
+enum {
+    PARK_NONE = 0,
+    PARK_TRIM, /* a read stopped one byte short of a Content-Length body's end */
+    PARK_HOLD, /* that byte is held in the kernel: reads report EAGAIN */
+    PARK_DONE, /* released: the rest of request park_req is read as it comes */
 };
 
 struct guard {
@@ -88,6 +99,7 @@ struct guard {
     pthread_mutex_t lmu;       /* waitq; taken after mu, never before */
     struct guard_conn *waitq;  /* cut with a reply, libmicrohttpd not yet closing */
     atomic_uint_fast64_t n_wait;
+    atomic_uint_fast64_t parked; /* bodies whose last byte was held (guard_held) */
 };
 
 /* c's queue made right for its word now (guard.c): takes g->mu. After a change the lock-free
@@ -100,6 +112,7 @@ bool guard__cut(struct guard *g, struct guard_conn *c, uint64_t seen, enum lg_er
 
 /* guard_io.c */
 ssize_t guard__scan(void *owner, const void *buf, ssize_t r);
+size_t guard__limit(void *owner, int fd, void *buf, size_t n);
 void guard__hold(struct guard_conn *c, enum guard_phase p);
 bool guard__data_within(int fd, uint64_t age_ms);
 bool guard__data_ever(int fd);

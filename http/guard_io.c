@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 /* Slack when asking the kernel whether bytes came after a stamp: its clock is in jiffies. */
@@ -40,7 +41,7 @@ ssize_t guard__scan(void *owner, const void *buf, ssize_t r);
 
 bool guard_init_process(void)
 {
-    return recvhook_init(guard__scan);
+    return recvhook_init(guard__scan, guard__limit);
 }
 
 /* The hold for c's descriptor as c enters phase p. */
@@ -140,8 +141,15 @@ ssize_t guard__scan(void *owner, const void *buf, ssize_t r)
         errno = EAGAIN;
         return -1;
     }
-    if (framing_scan(&c->scan, buf, (size_t)r))
+    if (framing_scan(&c->scan, buf, (size_t)r)) {
+        if (atomic_load_explicit(&c->park, memory_order_relaxed) == PARK_TRIM &&
+            c->park_req == c->scan.complete && framing_scan_body_left(&c->scan) == 1) {
+            /* the trimmed read got all it asked for: the body's last byte is what is left */
+            atomic_store_explicit(&c->park, PARK_HOLD, memory_order_release);
+            atomic_fetch_add_explicit(&c->g->parked, 1, memory_order_relaxed);
+        }
         return r;
+    }
     enum guard_phase p = W_PHASE(atomic_load(&c->word));
     if (p == G_CUT)
         return 0;
@@ -154,6 +162,58 @@ ssize_t guard__scan(void *owner, const void *buf, ssize_t r)
     }
     guard__refuse(c);
     return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* parking: a waiting request's last body byte left in the kernel (guard.h)                   */
+
+/* recv()'s question before it reads c's socket for n bytes into buf: how many to read. On c's
+ * thread (the scanner is its own). */
+size_t guard__limit(void *owner, int fd, void *buf, size_t n)
+{
+    struct guard_conn *c = owner;
+    unsigned char st = atomic_load_explicit(&c->park, memory_order_acquire);
+    if (st == PARK_HOLD)
+        return 0;
+    if (st != PARK_NONE && c->park_req != c->scan.complete) /* a request before this one's */
+        st = PARK_NONE;
+    if (st == PARK_DONE || !c->g->lim.park_when ||
+        !atomic_load_explicit(c->g->lim.park_when, memory_order_relaxed) ||
+        atomic_load_explicit(&c->refused, memory_order_relaxed) ||
+        W_PHASE(atomic_load_explicit(&c->word, memory_order_relaxed)) == G_CUT)
+        return n;
+    uint64_t left = framing_scan_body_left(&c->scan);
+    size_t want = 0;
+    if (left) {
+        /* in a body: a read that would take its end stops one short (at least one byte
+         * read, so that libmicrohttpd hands the handler what came) */
+        if (left >= 2 && left - 1 <= n)
+            want = (size_t)(left - 1);
+    } else if (framing_scan_in_head(&c->scan)) {
+        /* a head (often with its whole body in the same segment): where does its body end? */
+        ssize_t p = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
+        if (p > 0) {
+            struct framing_scan t = c->scan;
+            if (framing_scan(&t, buf, (size_t)p) && t.cl_end && t.cl_end_len >= 2)
+                want = t.cl_end - 1;
+        }
+    }
+    if (!want)
+        return n;
+    c->park_req = c->scan.complete;
+    atomic_store_explicit(&c->park, PARK_TRIM, memory_order_relaxed);
+    return want;
+}
+
+bool guard_held(struct guard_conn *c)
+{
+    return c && atomic_load_explicit(&c->park, memory_order_acquire) == PARK_HOLD;
+}
+
+void guard_unhold(struct guard_conn *c)
+{
+    if (c)
+        atomic_store_explicit(&c->park, PARK_DONE, memory_order_release);
 }
 
 /* ---------------------------------------------------------------------------------------- */

@@ -17,8 +17,9 @@ static _Atomic unsigned char *hook_hold; /* by descriptor number */
 static _Atomic(void *) *hook_owner;      /* by descriptor number; NULL: not registered */
 static size_t hook_n;
 static recvhook_scan_fn hook_scan;
+static recvhook_limit_fn hook_limit;
 
-bool recvhook_init(recvhook_scan_fn scan)
+bool recvhook_init(recvhook_scan_fn scan, recvhook_limit_fn limit)
 {
     if (hook_n)
         return true;
@@ -35,6 +36,7 @@ bool recvhook_init(recvhook_scan_fn scan)
         return false;
     }
     hook_scan = scan;
+    hook_limit = limit;
     hook_n = n;
     return true;
 }
@@ -46,13 +48,17 @@ static bool hook__in(int fd)
 
 ssize_t recv(int fd, void *buf, size_t n, int flags)
 {
-    ssize_t r = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
     if (!hook__in(fd))
-        return r;
-    if (r > 0 && !(flags & MSG_PEEK)) {
-        void *owner = atomic_load_explicit(&hook_owner[fd], memory_order_acquire);
-        return owner && hook_scan ? hook_scan(owner, buf, r) : r;
+        return (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+    void *owner =
+        flags & MSG_PEEK ? NULL : atomic_load_explicit(&hook_owner[fd], memory_order_acquire);
+    if (owner && hook_limit && n > 0 && (n = hook_limit(owner, fd, buf, n)) == 0) {
+        errno = EAGAIN;
+        return -1;
     }
+    ssize_t r = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, flags, NULL, NULL);
+    if (r > 0 && owner)
+        return hook_scan ? hook_scan(owner, buf, r) : r;
     if (r == 0 && n > 0) {
         unsigned char want = HOLD_EOF;
         if (atomic_compare_exchange_strong(&hook_hold[fd], &want, HOLD_HELD) || want == HOLD_HELD) {

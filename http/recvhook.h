@@ -13,11 +13,13 @@
  *     registered, so they pass straight through (one range check and a table look).
  *   - any other caller in the process: passed through unchanged.
  *
- * The override is a raw recvfrom system call plus, for a registered descriptor, the scan and
- * the end-of-file hold. It runs on any thread at any time (libmicrohttpd's, the workers' curl),
- * so the tables exist before any such thread starts (recvhook_init, at start-up, once) and
- * are never freed; each entry is an atomic. Descriptors at or beyond the tables' size (the
- * descriptor limit at recvhook_init), or with no recvhook_init at all, pass through. */
+ * The override is a raw recvfrom system call plus, for a registered descriptor, the limit
+ * asked first (a request body's last byte left in the kernel while its request waits for a
+ * permit: http/guard.h, "parking"), the scan and the end-of-file hold. It runs on any thread at any
+ * time (libmicrohttpd's, the workers' curl), so the tables exist before any such thread starts
+ * (recvhook_init, at start-up, once) and are never freed; each entry is an atomic. Descriptors at
+ * or beyond the tables' size (the descriptor limit at recvhook_init), or with no recvhook_init at
+ * all, pass through. */
 #ifndef LG_RECVHOOK_H
 #define LG_RECVHOOK_H
 
@@ -29,10 +31,15 @@
  * reading the descriptor. */
 typedef ssize_t (*recvhook_scan_fn)(void *owner, const void *buf, ssize_t r);
 
-/* Creates the tables, sized by RLIMIT_NOFILE as it is now, and sets the scan. Once per process,
- * single-threaded: before any thread that may call recv() starts. False: out of memory (every
- * descriptor then passes through). */
-bool recvhook_init(recvhook_scan_fn scan);
+/* Asked before a registered descriptor is read for n > 0 bytes into buf: how many to read
+ * (at most n; it may look at what waits with a MSG_PEEK read into buf), or 0 to read nothing
+ * now (recv() then reports EAGAIN). On the thread reading the descriptor. */
+typedef size_t (*recvhook_limit_fn)(void *owner, int fd, void *buf, size_t n);
+
+/* Creates the tables, sized by RLIMIT_NOFILE as it is now, and sets the scan and the limit
+ * (NULL: none). Once per process, single-threaded: before any thread that may call recv()
+ * starts. False: out of memory (every descriptor then passes through). */
+bool recvhook_init(recvhook_scan_fn scan, recvhook_limit_fn limit);
 
 /* fd's bytes go through the scan with `owner` from now on (a new client connection). */
 void recvhook_attach(int fd, void *owner);

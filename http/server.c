@@ -9,6 +9,7 @@
 #include "http/guard.h"
 #include "http/peers.h"
 #include "http/server_int.h"
+#include "inference/router.h"
 #include "inference/worker.h"
 
 #include <errno.h>
@@ -134,7 +135,8 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
                               .keepalive_ms = cfg->keepalive_timeout_s * 1000u,
                               .max_conns = cfg->max_connections,
                               .count_status = http__count_status,
-                              .count_arg = s};
+                              .count_arg = s,
+                              .park_when = router_waiting(pool_router(pool))};
     s->guard = guard_new(&gl);
     if (cfg->max_connections_per_ip && !(s->peers = peers_new(cfg->max_connections_per_ip))) {
         close(lfd);
@@ -163,7 +165,13 @@ struct server *server_new(const struct config *cfg, struct pool *pool, struct re
         backstop = cfg->client_body_timeout_s;
     if (cfg->keepalive_timeout_s > backstop)
         backstop = cfg->keepalive_timeout_s;
+    /* a parked request (guard.h) waits in libmicrohttpd's read state, where this timeout
+     * runs: up to request_s (its queue wait and its engine's first byte), checked per request
+     * (http/access.c), so that a reload to a longer request_s falls back to suspending */
+    if (cfg->request_s > backstop && cfg->request_s <= 3600)
+        backstop = cfg->request_s;
     backstop += 5;
+    s->backstop_s = backstop;
     s->daemon = MHD_start_daemon(
         flags, 0, NULL, NULL, http__access, s, MHD_OPTION_THREAD_POOL_SIZE,
         (unsigned int)cfg->threads, MHD_OPTION_CONNECTION_LIMIT, mhd_limit,

@@ -129,7 +129,8 @@ struct server {
     atomic_size_t body_mem;         /* request body bytes held by jobs; <= max_body_memory */
     pthread_mutex_t admin_lock;     /* admin_waits */
     struct admin_wait *admin_waits; /* POST /admin/reload requests waiting for the reloader */
-    atomic_int phase; /* enum srv_phase: set by the main thread, read by every other */
+    atomic_int phase;    /* enum srv_phase: set by the main thread, read by every other */
+    unsigned backstop_s; /* libmicrohttpd's inactivity timeout (server.c) */
 };
 
 /* The server's phase (enum srv_phase). */

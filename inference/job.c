@@ -23,6 +23,7 @@ struct job *job_new(size_t max_body, size_t max_stream)
     atomic_init(&job->refs, 1);
     job->client_fd = -1;
     job->watch_epfd = -1;
+    job->park_epfd = -1;
     job->backend = -1;
     job->content_length = -1;
     job->up_clen = -1;
@@ -86,7 +87,8 @@ void job_release_body(struct job *job)
 
 void job__watch_locked(struct job *job, int epfd)
 {
-    if (job->client_fd < 0 || job->watch_epfd >= 0 || !job->suspended)
+    if (job->client_fd < 0 || job->watch_epfd >= 0 || !(job->suspended || job->parked) ||
+        job->h_closed)
         return;
     /* EPOLLHUP and EPOLLERR are always reported; EPOLLRDHUP (the client's FIN) is a question
      * the worker answers (worker__client_event) and then stops asking */
@@ -105,6 +107,11 @@ void job__resume_locked(struct job *job)
     if (job->suspended) {
         job->suspended = false;
         job->resume_pending = true;
+    }
+    if (job->parked) {
+        job->parked = false;
+        if (!job->h_closed && job->unpark)
+            job->unpark(job); /* the connection is open: its close waits for this lock */
     }
 }
 

@@ -92,6 +92,13 @@ struct job {
     unsigned n_candidates;
     unsigned worker;
 
+    void *h_gconn; /* the connection's guard record (http/guard.h), for unpark */
+    int park_epfd; /* libmicrohttpd's epoll set that polls the connection, for unpark */
+    /* Wakes a parked connection (http/access.c): its body's last byte may be read, and its
+     * thread's epoll is asked to look at the socket again. Under `lock`, only while the
+     * connection is open (!h_closed). */
+    void (*unpark)(struct job *job);
+
     struct pool *pool;
     struct snap *snap; /* the configuration it started with, pinned until the job is freed:
                         * key, candidates and model come from it */
@@ -100,6 +107,8 @@ struct job {
     int h_state;         /* http/access.c's phase */
     uint64_t h_declared; /* the body's Content-Length (0: none, or chunked) */
     bool h_submitted;    /* handed to a worker: a cancel must follow if it is not finished */
+    unsigned h_skip;     /* body bytes libmicrohttpd will hand over that the job has already
+                          * (a parked request's last one, taken with MSG_PEEK) */
     unsigned h_status;   /* status sent to the client */
 
     /* --- router (under the job's pool lock) ---------------------------------------------- */
@@ -162,6 +171,9 @@ struct job {
      * MHD_resume_connection is called after `lock` is released (job__unlock). */
     pthread_mutex_t lock;
     bool suspended;      /* the connection is suspended and waiting for us */
+    bool parked;         /* or it waits for us parked (http/guard.h): libmicrohttpd is still
+                          * reading its body, whose last byte is held; `unpark` wakes it */
+    bool h_closed;       /* libmicrohttpd completed the request: the connection may be gone */
     bool resume_pending; /* job__unlock must resume the connection */
     bool headers_ready;  /* status/content type below are valid */
     unsigned status;
@@ -180,8 +192,9 @@ struct job {
     uint64_t bytes_out;     /* engine body bytes taken into `out` */
     uint64_t taken;         /* bytes of `out` the client's connection took (the reader) */
     int watch_epfd;         /* client_fd is watched for hang-ups in this epoll set, or -1.
-                             * Only while the connection is suspended: it cannot be closed
-                             * (and its fd number reused) then. */
+                             * Only while the connection is suspended or parked; a parked one
+                             * libmicrohttpd may close (a reset): http__completed, before the
+                             * close, ends the watch. */
     bool watch_hup_only;    /* the watch waits for EPOLLHUP/EPOLLERR only: the client has
                              * half-closed (EPOLLRDHUP seen), which is legal HTTP */
     bool probed;            /* a "100 Continue" went to the client to tell a half-close from
@@ -217,7 +230,8 @@ void job_ref(struct job *job);
 void job_unref(struct job *job);
 
 /* Stops watching the client socket and, if the connection is suspended waiting for us, marks it
- * to be resumed by job__unlock. Caller holds job->lock and releases it with job__unlock. */
+ * to be resumed by job__unlock; a parked one is woken at once (unpark). Caller holds job->lock
+ * and releases it with job__unlock. */
 void job__resume_locked(struct job *job);
 
 /* Releases job->lock, then resumes the connection if job__resume_locked asked for it. Resuming
@@ -227,8 +241,8 @@ void job__resume_locked(struct job *job);
  * reference, so job->conn stays valid. */
 void job__unlock(struct job *job);
 
-/* Watches the (suspended) client socket for hang-ups in `epfd`, tagged with the job pointer.
- * Caller holds job->lock. */
+/* Watches the (suspended or parked) client socket for hang-ups in `epfd`, tagged with the job
+ * pointer. Caller holds job->lock. */
 void job__watch_locked(struct job *job, int epfd);
 
 #endif

@@ -24,7 +24,7 @@
  * one wake-up of that thread serve them all. Caller holds job->lock; worker thread. */
 static void worker__resume_later_locked(struct worker *w, struct job *job)
 {
-    if (!job->suspended || job->w_resume_queued)
+    if (!(job->suspended || job->parked) || job->w_resume_queued)
         return;
     job->w_resume_queued = true;
     job_ref(job); /* the list's reference */

@@ -651,3 +651,8 @@ void router_get_stats(struct router *r, struct router_stats *out)
     out->granted_total = atomic_load(&r->granted_total);
     out->rejected_total = atomic_load(&r->rejected_total);
 }
+
+const atomic_uint *router_waiting(struct router *r)
+{
+    return &r->queued;
+}

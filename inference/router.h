@@ -24,6 +24,7 @@
 #include "core/errors.h"
 #include "inference/backend.h"
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -110,5 +111,9 @@ bool router_ready(const struct config *cfg);
 
 /* Snapshot of the counters. */
 void router_get_stats(struct router *r, struct router_stats *out);
+
+/* The gateway-wide count of requests waiting for a permit, to be looked at without a lock
+ * (the front door parks request bodies while it is not 0: http/guard.h). */
+const atomic_uint *router_waiting(struct router *r);
 
 #endif

@@ -47,6 +47,7 @@ MODULES = [
     "test_keylimits",
     "test_reload",
     "test_disconnect",
+    "test_park",
     "test_load",
     "test_shutdown",
 ]
