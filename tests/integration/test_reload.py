@@ -658,6 +658,37 @@ class TestReload(ReloadTest):
         self.assertLess(max(quick) + t_reload, slow_end, "waiters waited for a release")
         self.wait_permits_zero(gw)
 
+    def test_tpm_cap_raised_refunds_no_more_than_taken(self):
+        """A reload that raises a key's tpm from 1000 to 10000 while its request is in progress:
+        the request estimated at 5000 took the whole bucket (1000); it uses a few tokens, and
+        gives back at most what it took (~1000 and the refill since), not its 5000 estimate:
+        a request estimated at 3000 right after is 429 tpm, one at 800 is admitted."""
+        keys = {"tk": "sk-tk-8899"}
+        backends = {"a": (self.mock.url, ["mock-model"], 8)}
+        gw = self.start(backends, keys=keys, extra=[("key.tk", {"tpm": 1000})])
+        out = {}
+        th = threading.Thread(target=lambda: out.update(r=self.chat(
+            gw, "sk-tk-8899", chat_body("t", max_tokens=5000, mock={"ttft_ms": 1500, "tokens": 3}))))
+        th.start()
+        try:
+            self.wait_metric(gw, 'llmgate_key_inflight{key="tk"}', 1)
+            self.rewrite(gw, backends=backends, keys=keys, extra=[("key.tk", {"tpm": 10000})])
+            self.assertReloaded(self.reload(gw), 2, 1, 1)
+        finally:
+            th.join(t(20))
+        self.assertEqual(out["r"].status, 200, out)
+        self.wait_permits_zero(gw)
+        deadline = time.monotonic() + t(3)
+        while True:  # settled when the request's last reference goes: an 800 gets in then
+            r = self.chat(gw, "sk-tk-8899", chat_body("t", max_tokens=800))
+            if r.status == 200 or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(r.status, 200, r)
+        r = self.chat(gw, "sk-tk-8899", chat_body("t", max_tokens=3000))
+        self.assertErrorEnvelope(r, 429, "rate_limit_exceeded", "rate_limit_exceeded")
+        self.assertIn("tpm", json.loads(r.body)["error"]["message"])
+
     def test_key_state_carries_over(self):
         """A key that stays keeps its state: `conc` holds 2 slow requests of its 2 slots; a
         reload raises max_concurrency to 3: its in-flight count stays 2 (not reset), one more
