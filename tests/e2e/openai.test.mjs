@@ -20,7 +20,7 @@ test('models.list returns the configured models', async () => {
     assert.equal(m.object, 'model');
     ids.push(m.id);
   }
-  assert.deepEqual(ids.sort(), ['mock-model', 'other-model']);
+  assert.deepEqual(ids.sort(), ['mock-model', 'narrow-model', 'other-model']);
 });
 
 test('models.retrieve', async () => {
@@ -167,6 +167,32 @@ test('50 concurrent streams', async () => {
   };
   const results = await Promise.all(Array.from({ length: 50 }, (_, i) => one(i)));
   for (const c of results) assert.equal(c, expected(10));
+});
+
+test('30 clients at a model with 2 slots: the waiters park, each gets its own answer', async () => {
+  const parked = async () => {
+    const m = (await (await fetch(`${URL}/metrics`)).text())
+      .match(/^llmgate_requests_parked_total (\d+)$/m);
+    assert.ok(m, 'llmgate_requests_parked_total missing');
+    return Number(m[1]);
+  };
+  const before = await parked();
+  const one = async (i) => {
+    const tokens = 1 + (i % 7);
+    const req = { model: 'narrow-model', messages: user(`narrow ${i}`), max_tokens: tokens,
+                  mock: { ttft_ms: 60, itl_ms: 2, tokens } };
+    if (i % 2) {
+      let content = '';
+      const s = await client.chat.completions.create({ ...req, stream: true });
+      for await (const c of s) content += c.choices[0]?.delta?.content ?? '';
+      return [tokens, content];
+    }
+    const r = await client.chat.completions.create(req);
+    return [tokens, r.choices[0].message.content];
+  };
+  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => one(i)));
+  for (const [tokens, content] of results) assert.equal(content, expected(tokens));
+  assert.ok((await parked()) - before >= 10, `parked: ${(await parked()) - before}`);
 });
 
 test('abort a stream mid-way', { skip: !MOCK_URL }, async () => {

@@ -118,6 +118,11 @@ max_concurrency = 1
 url = http://$mock_addr
 models = mock-model, other-model
 max_concurrency = 64
+
+[backend.narrow]
+url = http://$mock_addr
+models = narrow-model
+max_concurrency = 2
 EOF
 "$build/llmgate" --config "$tmp/llmgate.ini" >"$tmp/llmgate.log" 2>&1 &
 gw_pid=$!

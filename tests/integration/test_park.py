@@ -194,6 +194,32 @@ class TestPark(ParkTest):
         self.assertEqual(r.status, 200, r)
         self.assert_idle()
 
+    def test_half_close_while_parked(self):
+        """A client that sends its request and shuts its sending side (legal HTTP, as with a
+        suspended waiter): answered in full, streamed and not, once its permit comes."""
+        p0 = parked(self.gw.port)
+        a, b = self.hold(t(800))
+        conns = []
+        for stream in (False, True):
+            c = Raw(HOST, self.gw.port, t(30))
+            c.send_request("POST", CHAT, chat_body("half", stream=stream, mock={"tokens": 3}),
+                           headers={"Connection": "close"})
+            c.sock.shutdown(socket.SHUT_WR)
+            conns.append((stream, c))
+        time.sleep(0.3)
+        self.assertGreaterEqual(parked(self.gw.port) - p0, 2)
+        self.settle(a, b)
+        for stream, c in conns:
+            r = c.read_response()
+            c.close()
+            self.assertEqual(r.status, 200, (stream, r))
+            if stream:
+                self.assertIn(b"data: [DONE]", r.body)
+            else:
+                self.assertEqual(json.loads(r.body)["choices"][0]["message"]["content"],
+                                 expected_content(3))
+        self.assert_idle()
+
 
 class TestParkLeaves(ParkTest):
     @classmethod
