@@ -30,13 +30,15 @@ def gauge(port, name):
 
 
 class ParkTest(OwnTest):
+    QUEUE_TIMEOUT_MS, NAME = 20000, "llmgate-park"
+
     @classmethod
     def fixture(cls):
         cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
         cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])},
                                  limits={"max_inflight": 1, "queue_capacity": 200,
-                                         "queue_timeout_ms": int(t(20000))},
-                                 name="llmgate-park")
+                                         "queue_timeout_ms": int(t(cls.QUEUE_TIMEOUT_MS))},
+                                 name=cls.NAME)
 
     def hold(self, ms):
         """A request holding the only permit for ms, and one waiting behind it (suspended: it
@@ -222,13 +224,7 @@ class TestPark(ParkTest):
 
 
 class TestParkLeaves(ParkTest):
-    @classmethod
-    def fixture(cls):
-        cls.mock = cls.own_mock("--ttft-ms", 0, "--itl-ms", 0, "--tokens", 2)
-        cls.gw = cls.own_gateway({"m": (cls.mock.url, ["mock-model"])},
-                                 limits={"max_inflight": 1, "queue_capacity": 200,
-                                         "queue_timeout_ms": int(t(1500))},
-                                 name="llmgate-park-leave")
+    QUEUE_TIMEOUT_MS, NAME = 1500, "llmgate-park-leave"
 
     def test_client_leaves_while_parked(self):
         """Parked clients that close (FIN) or reset: never sent to the engine, no permit or
