@@ -22,7 +22,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <errno.h>
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -359,6 +358,7 @@ static enum MHD_Result http__park(struct server *s, struct MHD_Connection *conn,
     char last;
     if (job->client_fd < 0 || job->park_epfd < 0 || job->snap->cfg->request_s + 5 > s->backstop_s ||
         recv(job->client_fd, &last, 1, MSG_PEEK | MSG_DONTWAIT) != 1) {
+        guard_unhold(job->h_gconn); /* never left held, whatever could not be asked */
         if (job->client_fd >= 0 && job->park_epfd >= 0)
             job->unpark(job);
         return MHD_YES;
