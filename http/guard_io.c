@@ -192,11 +192,16 @@ size_t guard__limit(void *owner, int fd, void *buf, size_t n)
     } else if (framing_scan_in_head(&c->scan)) {
         /* a head (often with its whole body in the same segment): where does its body end? */
         ssize_t p = (ssize_t)syscall(SYS_recvfrom, fd, buf, n, MSG_PEEK | MSG_DONTWAIT, NULL, NULL);
-        if (p > 0) {
-            struct framing_scan t = c->scan;
-            if (framing_scan(&t, buf, (size_t)p) && t.cl_end && t.cl_end_len >= 2)
-                want = t.cl_end - 1;
-        }
+        if (p < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0; /* nothing yet, as the read would say: what arrives meanwhile is decided
+                       * at the read its edge brings, not swallowed unlooked-at by this one */
+        if (p <= 0)
+            return n;
+        struct framing_scan t = c->scan;
+        if (!framing_scan(&t, buf, (size_t)p) || !t.cl_end || t.cl_end_len < 2)
+            return (size_t)p; /* no more than was looked at: what arrives meanwhile (the
+                               * body after its head, often) is decided at the next read */
+        want = t.cl_end - 1;
     }
     if (!want)
         return n;

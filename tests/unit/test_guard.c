@@ -1,12 +1,15 @@
 /* The front door's guard: deadlines per phase, the eviction order when the connection table is
  * full, and what a cut client receives, on real loopback TCP connections. */
 #include "http/guard.h"
+#include "http/guard_int.h" /* guard__limit: the question recv() asks before a read */
 #include "sock.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -456,6 +459,55 @@ START_TEST(test_slow_body_evicted)
 }
 END_TEST
 
+/* Parking while someone waits (guard.h): a read stops where the peek looked (at nothing: no
+ * read), so a request or a body arriving between the peek and the read is not swallowed unseen;
+ * the body is then read up to one byte short and its last byte held. */
+START_TEST(test_park_head_then_body)
+{
+    static atomic_uint waiting;
+    struct guard_limits l = {.header_ms = 600000,
+                             .body_ms = 600000,
+                             .keepalive_ms = 600000,
+                             .max_conns = 4,
+                             .park_when = &waiting};
+    ck_assert(guard_init_process());
+    struct guard *g = guard_new(&l);
+    ck_assert_ptr_nonnull(g);
+    int cl, sv = tcp_pair(&cl);
+    struct guard_conn *c = guard_open(g, sv, 0, 1);
+    const char head[] = "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                        "Content-Length: 10\r\n\r\n";
+    const size_t hl = sizeof(head) - 1;
+    char buf[8192];
+    atomic_store(&waiting, 1);
+    /* nothing has come: the read says so (EAGAIN), so that a request arriving between the
+     * peek and the read is looked at by the read its own edge brings */
+    ck_assert_uint_eq(guard__limit(c, sv, buf, sizeof(buf)), 0);
+    ck_assert_int_eq(send(cl, head, hl, 0), (ssize_t)hl);
+    sleep_ms(20);
+    atomic_store(&waiting, 0);
+    ck_assert_uint_eq(guard__limit(c, sv, buf, sizeof(buf)), sizeof(buf)); /* nobody waits */
+    atomic_store(&waiting, 1);
+    /* the peek sees the head alone: no more than it may be read, whatever comes next */
+    ck_assert_uint_eq(guard__limit(c, sv, buf, sizeof(buf)), hl);
+    ck_assert_int_eq(send(cl, "0123456789", 10, 0), 10);
+    sleep_ms(20);
+    ck_assert_int_eq(recv(sv, buf, hl, 0), (ssize_t)hl); /* libmicrohttpd reads what it was told */
+    ck_assert(!guard_held(c));
+    ck_assert_int_eq(recv(sv, buf, sizeof(buf), 0), 9); /* the body, one byte short */
+    ck_assert(guard_held(c));
+    errno = 0;
+    ck_assert_int_eq(recv(sv, buf, sizeof(buf), 0), -1); /* the last byte stays in the kernel */
+    ck_assert_int_eq(errno, EAGAIN);
+    guard_unhold(c);
+    ck_assert_int_eq(recv(sv, buf, sizeof(buf), 0), 1);
+    guard_close(g, c);
+    close(sv);
+    close(cl);
+    guard_free(g);
+}
+END_TEST
+
 Suite *make_suite(void)
 {
     Suite *s = suite_create("guard");
@@ -468,6 +520,7 @@ Suite *make_suite(void)
     tcase_add_test(tc, test_deadlines);
     tcase_add_test(tc, test_body_deadline);
     tcase_add_test(tc, test_slow_body_evicted);
+    tcase_add_test(tc, test_park_head_then_body);
     suite_add_tcase(s, tc);
     return s;
 }
