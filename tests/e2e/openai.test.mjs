@@ -170,17 +170,17 @@ test('50 concurrent streams', async () => {
 });
 
 test('30 clients at a model with 2 slots: the waiters park, each gets its own answer', async () => {
-  const parked = async () => {
+  const metric = async (name) => {
     const m = (await (await fetch(`${URL}/metrics`)).text())
-      .match(/^llmgate_requests_parked_total (\d+)$/m);
-    assert.ok(m, 'llmgate_requests_parked_total missing');
+      .match(new RegExp(`^${name} (\\d+)$`, 'm'));
+    assert.ok(m, `${name} missing`);
     return Number(m[1]);
   };
-  const before = await parked();
-  const one = async (i) => {
+  const before = await metric('llmgate_requests_parked_total');
+  const one = async (i, ttft = 60) => {
     const tokens = 1 + (i % 7);
     const req = { model: 'narrow-model', messages: user(`narrow ${i}`), max_tokens: tokens,
-                  mock: { ttft_ms: 60, itl_ms: 2, tokens } };
+                  mock: { ttft_ms: ttft, itl_ms: 2, tokens } };
     if (i % 2) {
       let content = '';
       const s = await client.chat.completions.create({ ...req, stream: true });
@@ -190,9 +190,26 @@ test('30 clients at a model with 2 slots: the waiters park, each gets its own an
     const r = await client.chat.completions.create(req);
     return [tokens, r.choices[0].message.content];
   };
-  const results = await Promise.all(Array.from({ length: 30 }, (_, i) => one(i)));
+  // Parking is decided when a body is read while someone already waits: hold both slots, then
+  // one waiter, each seen by the gateway before the next is sent, so that every one of the
+  // crowd arrives at a non-empty queue whatever the machine's speed (sent together, the
+  // waiter may take a slot first and leave the queue empty when its short answer ends).
+  const until = async (name, n) => {
+    const deadline = Date.now() + 5000;
+    while ((await metric(name)) < n) {
+      assert.ok(Date.now() < deadline, `${name} never reached ${n}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  };
+  const first = [one(0, 2000), one(1, 2000)];
+  await until('llmgate_inflight', 2);
+  first.push(one(2));
+  await until('llmgate_queued', 1);
+  const crowd = Array.from({ length: 27 }, (_, i) => one(i + 3));
+  const results = await Promise.all([...first, ...crowd]);
   for (const [tokens, content] of results) assert.equal(content, expected(tokens));
-  assert.ok((await parked()) - before >= 10, `parked: ${(await parked()) - before}`);
+  const parked = (await metric('llmgate_requests_parked_total')) - before;
+  assert.ok(parked >= 27, `parked: ${parked}`);
 });
 
 test('abort a stream mid-way', { skip: !MOCK_URL }, async () => {
