@@ -18,6 +18,7 @@
 #include "core/errors.h"
 #include "core/sse.h"
 #include "inference/limits.h"
+#include "inference/xfer.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -150,6 +151,7 @@ struct job {
                                   * its event batch (one hand-over for many events) */
     bool w_resume_queued;
     CURL *easy;
+    struct xfer_owner w_xfer; /* its transfer's owner on the multi handle (inference/xfer.h) */
     struct curl_slist hdr[5]; /* request headers: nodes owned here, no allocation */
     char hdr_rid[96];
     unsigned up_status;

@@ -35,6 +35,9 @@ void worker__probes_free(struct worker *w)
     w->probe_snap = NULL;
 }
 
+static void probe__done(struct worker *w, struct xfer_owner *o, CURLcode rc);
+static const struct xfer_ops probe__xfer = {.on_done = probe__done};
+
 /* Worker 0's probes follow the current configuration: rebuilt after a reload (a probe in
  * flight is dropped; the backend objects keep the health it measured before). */
 static void worker__probes_refresh(struct worker *w)
@@ -77,7 +80,8 @@ static void worker__probes_refresh(struct worker *w)
         curl_easy_setopt(pr->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->connect_ms);
         curl_easy_setopt(pr->easy, CURLOPT_TIMEOUT_MS, total);
         curl_easy_setopt(pr->easy, CURLOPT_WRITEFUNCTION, worker__discard);
-        curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, pr);
+        pr->xfer.ops = &probe__xfer;
+        curl_easy_setopt(pr->easy, CURLOPT_PRIVATE, &pr->xfer);
         curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETFUNCTION, worker__open_socket);
         curl_easy_setopt(pr->easy, CURLOPT_OPENSOCKETDATA, w);
         curl_easy_setopt(pr->easy, CURLOPT_CLOSESOCKETFUNCTION, worker__close_socket);
@@ -86,8 +90,10 @@ static void worker__probes_refresh(struct worker *w)
     }
 }
 
-void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc)
+/* A probe's transfer ended (xfer_ops.on_done of every probe's easy handle). */
+static void probe__done(struct worker *w, struct xfer_owner *o, CURLcode rc)
 {
+    struct probe *pr = XFER_OWNER(o, struct probe, xfer);
     long status = 0;
     curl_easy_getinfo(pr->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(w->multi, pr->easy);

@@ -182,6 +182,9 @@ static void worker__ask_usage(struct job *job)
         usage_strip_free(f);
 }
 
+static void worker__transfer_done(struct worker *w, struct xfer_owner *o, CURLcode rc);
+static const struct xfer_ops worker__job_xfer = {.on_done = worker__transfer_done};
+
 void worker__start(struct worker *w, struct job *job)
 {
     const struct config *cfg = job->snap->cfg;
@@ -218,7 +221,8 @@ void worker__start(struct worker *w, struct job *job)
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, job->hdr);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, job);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, job);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, job);
+    job->w_xfer.ops = &worker__job_xfer;
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &job->w_xfer);
     /* request_s is enforced here, not with CURLOPT_TIMEOUT_MS, which would also cut a stream
      * that keeps flowing (worker__expire_deadlines). */
     if (heap_push(&w->deadlines, &job->w_deadline, job->deadline_ns) != 0 ||
@@ -303,8 +307,10 @@ static void worker__upstream_error(struct worker *w, struct backend *be)
     atomic_fetch_add_explicit(&be->failures, 1, memory_order_relaxed);
 }
 
-static void worker__transfer_done(struct worker *w, struct job *job, CURLcode rc)
+/* A job's transfer ended (xfer_ops.on_done of every job's easy handle). */
+static void worker__transfer_done(struct worker *w, struct xfer_owner *o, CURLcode rc)
 {
+    struct job *job = XFER_OWNER(o, struct job, w_xfer);
     struct backend *be = job->snap->cfg->backends[job->backend].be;
     const char *msg = NULL;
     enum lg_err err = LGE_NONE;
@@ -365,12 +371,7 @@ void worker__check_finished(struct worker *w)
             continue;
         void *priv = NULL;
         curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, &priv);
-        CURLcode rc = m->data.result;
-        if (w->probes && (char *)priv >= (char *)w->probes &&
-            (char *)priv < (char *)(w->probes + w->n_probes)) {
-            worker__probe_done(w, priv, rc);
-            continue;
-        }
-        worker__transfer_done(w, priv, rc);
+        struct xfer_owner *o = priv;
+        o->ops->on_done(w, o, m->data.result);
     }
 }

@@ -11,6 +11,7 @@
 #include "inference/job.h"
 #include "inference/snap.h"
 #include "inference/worker.h"
+#include "inference/xfer.h"
 
 #include <curl/curl.h>
 #include <pthread.h>
@@ -31,6 +32,7 @@ struct job_list {
 };
 
 struct probe {
+    struct xfer_owner xfer; /* on the multi handle (inference/xfer.h) */
     CURL *easy;
     struct backend *be; /* of the configuration w->probe_snap */
     bool busy;
@@ -173,14 +175,12 @@ int worker__close_socket(void *arg, curl_socket_t s);
 void worker__start(struct worker *w, struct job *job);
 /* Removes the curl side of a running transfer and returns its permit. */
 void worker__teardown(struct worker *w, struct job *job, bool reusable);
-/* Handles the transfers (and probes) curl reports finished. */
+/* Hands each transfer curl reports finished to its owner (xfer_ops.on_done). */
 void worker__check_finished(struct worker *w);
 
 /* probe.c */
 
 void worker__probes_free(struct worker *w);
-/* A probe's transfer finished with rc. */
-void worker__probe_done(struct worker *w, struct probe *pr, CURLcode rc);
 /* Worker 0: starts the probes that are due (others: nothing). */
 void worker__run_probes(struct worker *w, uint64_t now);
 
