@@ -314,6 +314,10 @@ static void reply_fail(struct api_ctx *x, const struct api_req *rq, struct api_r
     static const char msg[] = "mock failure";
     error_body(x, "mock_error", msg, sizeof(msg) - 1, NULL, "mock_failure");
     reply(x, rq, res, status, NULL);
+    if (x->cfg->fail_after_ms > 0) { /* --fail-after-ms: the whole answer, later */
+        res->kind = API_DELAY;
+        res->delay_ms = (uint64_t)x->cfg->fail_after_ms;
+    }
 }
 
 /* Turns a complete non-stream response in x->out into a delayed one if ttft asks for it. */

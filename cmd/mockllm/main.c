@@ -4,7 +4,7 @@
  * Usage:
  *   mockllm [--listen HOST:PORT] [--threads N] [--models a,b,c] [--ttft-ms N] [--itl-ms N]
  *           [--tokens N] [--embedding-dim N] [--fail-status CODE] [--fail-rate F]
- *           [--close-after N] [--hang] [--accept-delay-ms N] [--quiet] [--help]
+ *           [--fail-after-ms N] [--close-after N] [--hang] [--accept-delay-ms N] [--quiet] [--help]
  *
  *   --listen HOST:PORT    default 127.0.0.1:8000; port 0 = ephemeral. When ready, prints exactly
  *                         one line to stderr: "mockllm listening on HOST:PORT" (the real port).
@@ -24,6 +24,8 @@
  *                         "code":"mock_failure"}}.
  *   --fail-rate F         (0..1) fail only this fraction of inference requests (with
  *                         --fail-status, default 500). Failures are answered at once (no ttft).
+ *   --fail-after-ms N     answer the failures of --fail-status / --fail-rate / mock.status after
+ *                         N ms instead (an engine that takes its time, then errors; default 0).
  *   --close-after N       streams: after N events close the TCP connection abruptly (no [DONE],
  *                         no terminating chunk). Counted as aborted in /mock/stats.
  *   --hang                read requests and never answer (every path except /mock/...); the
@@ -94,6 +96,8 @@ static const struct opt opts[] = {
     {"embedding-dim", OPT_INT, CFG(embedding_dim), 1, 65536, "N", "embedding size (default 32)"},
     {"fail-status", OPT_INT, CFG(fail_status), 400, 599, "CODE", "fail inference requests"},
     {"fail-rate", OPT_RATE, 0, 0, 0, "F", "fraction of requests to fail (0..1)"},
+    {"fail-after-ms", OPT_INT, CFG(fail_after_ms), 0, MOCK_MAX_DELAY_MS, "N",
+     "answer failures after N ms"},
     {"close-after", OPT_INT, CFG(close_after), 0, 1000000000, "N",
      "close streams abruptly after N events"},
     {"hang", OPT_BOOL, CFG(hang), 0, 0, NULL, "read requests and never answer"},

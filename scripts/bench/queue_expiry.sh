@@ -18,7 +18,10 @@
 # gap p50/p99/max and stalls per run, the waiters' answers (503 expected), and the delta of the
 # gap p99 queue - alone (median over runs); the target is <= 1 ms. Then the same without the
 # gateway (streams straight to the engine, W clients waiting on the silent engine and giving up
-# at the queue timeout): the machine's own floor, and the gateway's share above it.
+# at the queue timeout): the machine's own floor, and the gateway's share above it; and W
+# clients answered 503 together by an engine (mockllm --fail-after-ms, 2 threads) after the
+# queue timeout: the floor of what the gateway does (W answers written, read and closed at
+# once on the same cores), and the gateway's share above that.
 # Exit: 0 ok (delta within target); 1 a stream failed, waiters were not all refused with 503
 # or the delta is over the target; 2 llmgate unavailable.
 set -uo pipefail
@@ -36,7 +39,7 @@ while (($#)); do
     --streams) STREAMS=$2; shift ;;
     --runs) RUNS=$2; shift ;;
     --queue-timeout-ms) QTIMEOUT=$2; shift ;;
-    -h | --help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,25p' "$0"; exit 0 ;;
     *) die "unknown argument: $1" ;;
     esac
     shift
@@ -51,9 +54,12 @@ if [[ $fd_max != unlimited ]] && ((WAITERS > fd_max - 2 * STREAMS - 800)); then
 fi
 MOCK_PORT=$(free_port)
 HANG_PORT=$(free_port)
+FAIL_PORT=$(free_port)
 GW_PORT=$(free_port)
 start_mock mock "$MOCK_PORT" --ttft-ms 50 --itl-ms "$ITL_MS" --tokens "$TOKENS"
 start_mock hang "$HANG_PORT" --hang
+# the floor of answering them: an engine that answers every request 503 after the queue timeout
+start_mock fail "$FAIL_PORT" --threads 2 --fail-status 503 --fail-after-ms "$QTIMEOUT"
 conns=$((WAITERS + STREAMS + 200))
 start_llmgate llmgate "$GW_PORT" "$MOCK_PORT" \
     server.max_connections=$conns limits.max_inflight=20000 \
@@ -149,38 +155,47 @@ DSTREAMS() {
         --expect-events $((TOKENS + 2)) --timeout 60 --max-time 120 --allow-fail --json \
         2>>"$WORK/ttftbench.err"
 }
-direct=()
-for load in alone queue; do
+declare -A direct=()
+for load in alone queue answer; do
     wdesc=-
     wpid=
-    if [[ $load == queue ]]; then
-        "$TTFTBENCH" --url "http://127.0.0.1:$HANG_PORT$CHAT" --concurrency "$WAITERS" \
-            --requests "$WAITERS" --max-tokens 4 --timeout $(((QTIMEOUT + 999) / 1000)) \
-            --connect-timeout 30 --max-time 180 --allow-fail --json >"$WORK/direct.json" \
+    if [[ $load != alone ]]; then
+        port=$HANG_PORT timeout=$(((QTIMEOUT + 999) / 1000))
+        # queue: clients giving up on a silent engine; answer: an engine answering them all
+        # 503 at once after the queue timeout (what the gateway does, without the gateway)
+        [[ $load == answer ]] && port=$FAIL_PORT timeout=$((QTIMEOUT / 1000 + 60))
+        "$TTFTBENCH" --url "http://127.0.0.1:$port$CHAT" --concurrency "$WAITERS" \
+            --requests "$WAITERS" --max-tokens 4 --timeout "$timeout" \
+            --connect-timeout 30 --max-time 180 --allow-fail --json >"$WORK/direct.$load.json" \
             2>>"$WORK/waiters.err" &
         wpid=$!
         t0=$SECONDS
         peak=0
         while ((peak < WAITERS * 99 / 100 && SECONDS - t0 < 60)); do
-            n=$(ss -tnH state established "( dport = :$HANG_PORT )" 2>/dev/null | wc -l)
+            n=$(ss -tnH state established "( dport = :$port )" 2>/dev/null | wc -l)
             ((n > peak)) && peak=$n
             sleep 0.05
         done
         wdesc="waiting $peak after $((SECONDS - t0)) s"
     fi
     out=$(DSTREAMS)
-    [[ -n $wpid ]] && wait "$wpid"
+    if [[ -n $wpid ]]; then
+        wait "$wpid"
+        [[ $load == answer ]] && wdesc="$wdesc; $(jf '"%d answered, status %s" % (j["failed"],
+            j.get("status", {}))' "$WORK/direct.$load.json" 2>/dev/null)"
+    fi
     if [[ $out != "{"* ]]; then
         row direct "$load" failed - - - - "$wdesc"
         continue
     fi
     read -r ok p50 q99 mx stalls < <(jf '"%d %s %s %s %d" % (j["ok"], ms(j["gap_us"]["p50"]),
         ms(j["gap_us"]["p99"]), ms(j["gap_us"]["max"]), j["stalls"])' <<<"$out")
-    direct+=("$(jf 'j["gap_us"]["p99"]' <<<"$out")")
+    direct[$load]=$(jf 'j["gap_us"]["p99"]' <<<"$out")
     row direct "$load" "$ok/$STREAMS" "$p50" "$q99" "$mx" "$stalls" "$wdesc"
 done
-floor=
-((${#direct[@]} == 2)) && floor=$((direct[1] - direct[0]))
+floor= afloor=
+[[ -n ${direct[alone]:-} && -n ${direct[queue]:-} ]] && floor=$((direct[queue] - direct[alone]))
+[[ -n ${direct[alone]:-} && -n ${direct[answer]:-} ]] && afloor=$((direct[answer] - direct[alone]))
 if ((${#deltas[@]} > 0)); then
     med=$(printf '%s\n' "${deltas[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
     verdict="✓"
@@ -189,5 +204,7 @@ if ((${#deltas[@]} > 0)); then
         "$med" "${#deltas[@]}" "$verdict"
     [[ -n $floor ]] && printf 'the machine without the gateway (direct, same run): %s us; the gateway'"'"'s own share: %s us\n' \
         "$floor" "$((med - floor))"
+    [[ -n $afloor ]] && printf 'an engine answering the waiters 503 together, without the gateway: %s us; the gateway'"'"'s share above it: %s us\n' \
+        "$afloor" "$((med - afloor))"
 fi
 exit $rc
