@@ -28,10 +28,11 @@ static bool http__drain_close(struct server *s, struct MHD_Response *r)
     return http__phase(s) != SRV_DRAINING || reply_hdr(r, MHD_HTTP_HEADER_CONNECTION, "close");
 }
 
-/* Queues a complete in-memory response. `body` is copied. */
-enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
-                           const char *ctype, const char *body, size_t len, const char *request_id,
-                           uint64_t retry_ms)
+/* Queues a complete in-memory response (`body` copied); `close`: it ends the connection. */
+static enum MHD_Result http__send_close(struct server *s, struct MHD_Connection *conn,
+                                        unsigned status, const char *ctype, const char *body,
+                                        size_t len, const char *request_id, uint64_t retry_ms,
+                                        bool close)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
@@ -39,7 +40,8 @@ enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsign
         return MHD_NO;
     if (!reply_hdr(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype) ||
         !reply_hdr(r, "X-Request-ID", request_id) ||
-        (retry_ms && !reply_retry_after(r, retry_ms)) || !http__drain_close(s, r)) {
+        (retry_ms && !reply_retry_after(r, retry_ms)) || !http__drain_close(s, r) ||
+        (close && !reply_hdr(r, MHD_HTTP_HEADER_CONNECTION, "close"))) {
         MHD_destroy_response(r);
         return MHD_NO;
     }
@@ -47,6 +49,13 @@ enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsign
     MHD_destroy_response(r);
     http__count(s, status);
     return ret;
+}
+
+enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsigned status,
+                           const char *ctype, const char *body, size_t len, const char *request_id,
+                           uint64_t retry_ms)
+{
+    return http__send_close(s, conn, status, ctype, body, len, request_id, retry_ms, false);
 }
 
 enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
@@ -169,6 +178,18 @@ enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *co
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
+        if (job->fail == LGE_QUEUE_TIMEOUT) {
+            /* It waited its whole queue_timeout and is told to come back in Retry-After: the
+             * connection is closed rather than kept idle that long (its descriptor and its
+             * 16 KiB libmicrohttpd pool freed; the next request reconnects). Kept alive,
+             * libmicrohttpd would zero the whole pool for the next request: for a crowd of
+             * waiters expiring together, most of what the streams beside it paid
+             * (scripts/bench/queue_expiry.sh; docs/ARCHITECTURE.md "Admission"). */
+            char body[2048];
+            size_t n = err_envelope(body, sizeof(body), job->fail, job->fail_msg, NULL);
+            return http__send_close(s, conn, job->h_status, "application/json", body, n,
+                                    job->request_id, job->retry_ms, true);
+        }
         return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id, job->retry_ms);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;

@@ -88,14 +88,25 @@ class TestQueue(OwnTest):
             b.send_request("POST", CHAT, chat_body("queued"))
             time.sleep(0.3)
             t0 = time.monotonic()
-            r = raw_exchange(HOST, self.gw.port, "POST", CHAT, chat_body("refused"), timeout=t(10))
-            self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_full", retry_after=True)
-            self.assertLess(time.monotonic() - t0, t(1), "queue_full must be immediate")
+            with Raw(HOST, self.gw.port, t(10)) as c:
+                c.send_request("POST", CHAT, chat_body("refused"))
+                r = c.read_response()
+                self.assertErrorEnvelope(r, 503, "service_unavailable", "queue_full", retry_after=True)
+                self.assertLess(time.monotonic() - t0, t(1), "queue_full must be immediate")
+                # refused at once: the connection stays (a client ignoring Retry-After on it is
+                # known as the same client)
+                self.assertNotEqual(r.headers.get("connection", "").lower(), "close")
+                c.send_request("GET", "/health")
+                self.assertEqual(c.read_response("GET").status, 200)
             rb = b.read_response()
             waited = time.monotonic() - tb
             self.assertErrorEnvelope(rb, 503, "service_unavailable", "queue_timeout", retry_after=True)
             self.assertGreater(waited, 1.2, "queue_timeout before queue_timeout_ms")
             self.assertLess(waited, t(1.5) + 2, "queue_timeout late")
+            # it waited its whole timeout: closed, not kept idle for its Retry-After
+            self.assertEqual(rb.headers.get("connection", "").lower(), "close")
+            b.settimeout(t(2))
+            self.assertEqual(b.sock.recv(1), b"", "the connection stays open after queue_timeout")
             ra = a.read_response()
             self.assertEqual(ra.status, 200, ra)
         finally:
