@@ -35,11 +35,11 @@ struct mock_config {
     int itl_ms;
     int tokens;
     int embedding_dim;
-    int fail_status;  /* 0: not set */
-    double fail_rate; /* < 0: not set */
+    int fail_status;   /* 0: not set */
+    double fail_rate;  /* < 0: not set */
     int fail_after_ms; /* failures answered after this delay (0: at once) */
-    int close_after;  /* < 0: off */
-    int hang;         /* bool */
+    int close_after;   /* < 0: off */
+    int hang;          /* bool */
     int accept_delay_ms;
     int quiet; /* bool */
 };
