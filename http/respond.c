@@ -58,14 +58,22 @@ enum MHD_Result http__send(struct server *s, struct MHD_Connection *conn, unsign
     return http__send_close(s, conn, status, ctype, body, len, request_id, retry_ms, false);
 }
 
+/* The JSON error envelope of e; `close`: it ends the connection. */
+static enum MHD_Result http__error_close(struct server *s, struct MHD_Connection *conn,
+                                         enum lg_err e, const char *msg, const char *param,
+                                         const char *request_id, uint64_t retry_ms, bool close)
+{
+    char body[2048]; /* err_envelope cuts a long message to fit, never the envelope */
+    size_t n = err_envelope(body, sizeof(body), e, msg, param);
+    return http__send_close(s, conn, err_info(e)->status, "application/json", body, n, request_id,
+                            retry_ms, close);
+}
+
 enum MHD_Result http__error(struct server *s, struct MHD_Connection *conn, enum lg_err e,
                             const char *msg, const char *param, const char *request_id,
                             uint64_t retry_ms)
 {
-    char body[2048]; /* err_envelope cuts a long message to fit, never the envelope */
-    size_t n = err_envelope(body, sizeof(body), e, msg, param);
-    return http__send(s, conn, err_info(e)->status, "application/json", body, n, request_id,
-                      retry_ms);
+    return http__error_close(s, conn, e, msg, param, request_id, retry_ms, false);
 }
 
 /* Sends the JSON document in `b` (built by the caller), or a 500 if building it failed. */
@@ -178,19 +186,14 @@ enum MHD_Result http__respond_locked(struct server *s, struct MHD_Connection *co
     job->responded = true; /* the worker may write no probe past this */
     if (job->fail != LGE_NONE) {
         job->h_status = err_info(job->fail)->status;
-        if (job->fail == LGE_QUEUE_TIMEOUT) {
-            /* It waited its whole queue_timeout and is told to come back in Retry-After: the
-             * connection is closed rather than kept idle that long (its descriptor and its
-             * 16 KiB libmicrohttpd pool freed; the next request reconnects). Kept alive,
-             * libmicrohttpd would zero the whole pool for the next request: for a crowd of
-             * waiters expiring together, most of what the streams beside it paid
-             * (scripts/bench/queue_expiry.sh; docs/ARCHITECTURE.md "Admission"). */
-            char body[2048];
-            size_t n = err_envelope(body, sizeof(body), job->fail, job->fail_msg, NULL);
-            return http__send_close(s, conn, job->h_status, "application/json", body, n,
-                                    job->request_id, job->retry_ms, true);
-        }
-        return http__error(s, conn, job->fail, job->fail_msg, NULL, job->request_id, job->retry_ms);
+        /* A queue_timeout waited its whole queue_timeout and is told to come back in
+         * Retry-After: its connection is closed rather than kept idle that long (its
+         * descriptor and 16 KiB libmicrohttpd pool freed; the next request reconnects). Kept
+         * alive, libmicrohttpd would zero the whole pool for the next request: for a crowd of
+         * waiters expiring together, most of what the streams beside it paid
+         * (scripts/bench/queue_expiry.sh; docs/ARCHITECTURE.md "Admission"). */
+        return http__error_close(s, conn, job->fail, job->fail_msg, NULL, job->request_id,
+                                 job->retry_ms, job->fail == LGE_QUEUE_TIMEOUT);
     }
     bool sse = strncasecmp(job->content_type, "text/event-stream", 17) == 0;
     struct MHD_Response *r;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <urcu/compiler.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* health probes (worker 0)                                                                 */
@@ -93,7 +94,7 @@ static void worker__probes_refresh(struct worker *w)
 /* A probe's transfer ended (xfer_ops.on_done of every probe's easy handle). */
 static void probe__done(struct worker *w, struct xfer_owner *o, CURLcode rc)
 {
-    struct probe *pr = XFER_OWNER(o, struct probe, xfer);
+    struct probe *pr = caa_container_of(o, struct probe, xfer);
     long status = 0;
     curl_easy_getinfo(pr->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_multi_remove_handle(w->multi, pr->easy);

@@ -17,6 +17,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <urcu/compiler.h>
 
 /* ---------------------------------------------------------------------------------------- */
 /* curl sockets in the worker's epoll set                                                   */
@@ -310,7 +311,7 @@ static void worker__upstream_error(struct worker *w, struct backend *be)
 /* A job's transfer ended (xfer_ops.on_done of every job's easy handle). */
 static void worker__transfer_done(struct worker *w, struct xfer_owner *o, CURLcode rc)
 {
-    struct job *job = XFER_OWNER(o, struct job, w_xfer);
+    struct job *job = caa_container_of(o, struct job, w_xfer);
     struct backend *be = job->snap->cfg->backends[job->backend].be;
     const char *msg = NULL;
     enum lg_err err = LGE_NONE;

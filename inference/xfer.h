@@ -3,14 +3,13 @@
  * The curl side of a worker (transfer.c: the multi handle, its sockets and timer) hands a
  * finished transfer to its owner through the owner's table of callbacks, and knows no owner's
  * type: a job's upstream transfer, a health probe. CURLOPT_PRIVATE of every easy handle points
- * at its owner's `struct xfer_owner`, a member of the owner (the owner is found from it with
- * XFER_OWNER). Bytes and headers already reach their owner through CURLOPT_WRITEDATA and
+ * at its owner's `struct xfer_owner`, a member of the owner (found from it with liburcu's
+ * caa_container_of). Bytes and headers already reach their owner through CURLOPT_WRITEDATA and
  * CURLOPT_HEADERDATA; only the end needs this. On the worker's thread. */
 #ifndef LG_XFER_H
 #define LG_XFER_H
 
 #include <curl/curl.h>
-#include <stddef.h>
 
 struct worker;
 struct xfer_owner;
@@ -23,8 +22,5 @@ struct xfer_ops {
 struct xfer_owner {
     const struct xfer_ops *ops;
 };
-
-/* The owner of type `type` whose member `member` is o. */
-#define XFER_OWNER(o, type, member) ((type *)(void *)((char *)(o)-offsetof(type, member)))
 
 #endif
